@@ -1,0 +1,40 @@
+// Command podnet is one multi-call binary: run under a CNI plugin's type name
+// (argv[0] basename, e.g. a symlink bridge -> podnet) it is that plugin; run
+// as podnet it is the CLI (plugins install, cni, bench, ...).
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podnet/podnet/plugins/all"
+)
+
+func main() {
+	if p := all.ByType(filepath.Base(os.Args[0])); p != nil {
+		if err := p.Main(); err != nil {
+			if perr := err.Print(); perr != nil {
+				fmt.Fprintln(os.Stderr, err.Error())
+			}
+			os.Exit(1)
+		}
+		return
+	}
+	if err := newRootCmd().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "podnet",
+		Short:         "podnet: CNI plugins, node agent and lab for Kubernetes and other CNI runtimes",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd())
+	return root
+}

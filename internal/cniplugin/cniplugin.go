@@ -1,0 +1,135 @@
+// Package cniplugin adapts podnet's plugins to the CNI spec framework from
+// github.com/containernetworking/cni (skel, types, version): one Plugin value
+// per CNI type, whose ADD returns a result value that this package converts
+// to the version the runtime asked for. Returning values rather than printing
+// lets a plugin call another of podnet's plugins in-process (see package
+// delegate) with the same semantics as an exec.
+//
+// It also holds the config decoding shared by every plugin: the common
+// network config fields, prevResult parsing and JSON errors that name fields.
+package cniplugin
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/podnet/podnet/internal/cnierr"
+)
+
+// Versions are the spec versions every podnet plugin accepts. Results are
+// produced in 1.x form and converted down; 0.1.0/0.2.0 work where the result
+// converts (at most one address per family).
+var Versions = version.PluginSupports("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// Plugin is one CNI plugin type. Add is required; a nil Check, Del, GC or
+// Status means the verb has nothing to do for this plugin and succeeds.
+type Plugin struct {
+	Type  string
+	About string
+
+	Add    func(args *skel.CmdArgs) (types.Result, error)
+	Check  func(args *skel.CmdArgs) error
+	Del    func(args *skel.CmdArgs) error
+	GC     func(args *skel.CmdArgs) error
+	Status func(args *skel.CmdArgs) error
+}
+
+// Main runs the plugin for the current process (environment + stdin) and
+// returns the CNI error to print, or nil.
+func (p *Plugin) Main() *types.Error {
+	return skel.PluginMainFuncsWithError(p.Funcs(), Versions, p.About)
+}
+
+// Funcs returns the skel callbacks: ADD prints its result in the config's
+// cniVersion.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	orNop := func(f func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
+		if f == nil {
+			return func(*skel.CmdArgs) error { return nil }
+		}
+		return f
+	}
+	return skel.CNIFuncs{
+		Add: func(args *skel.CmdArgs) error {
+			res, err := p.Add(args)
+			if err != nil {
+				return err
+			}
+			ver, err := ConfVersion(args.StdinData)
+			if err != nil {
+				return err
+			}
+			return types.PrintResult(res, ver)
+		},
+		Check:  orNop(p.Check),
+		Del:    orNop(p.Del),
+		GC:     orNop(p.GC),
+		Status: orNop(p.Status),
+	}
+}
+
+// ConfVersion returns the config's cniVersion ("0.1.0" when absent, as the
+// spec's library does).
+func ConfVersion(stdin []byte) (string, error) {
+	v, err := (&version.ConfigDecoder{}).Decode(stdin)
+	if err != nil {
+		return "", types.NewError(cnierr.DecodingFailure, err.Error(), "")
+	}
+	return v, nil
+}
+
+// Decode unmarshals stdin into conf and turns JSON errors into code-6 errors
+// that name the field. conf is typically a struct embedding types.PluginConf.
+func Decode(plugin string, stdin []byte, conf any) error {
+	if err := json.Unmarshal(stdin, conf); err != nil {
+		return cnierr.Decode(plugin, err)
+	}
+	return nil
+}
+
+// PrevResult converts the parsed prevResult of conf (if any) to the current
+// result type. It returns nil, nil when there is none.
+func PrevResult(plugin string, conf *types.PluginConf) (*current.Result, error) {
+	if conf.RawPrevResult == nil {
+		return nil, nil
+	}
+	if err := version.ParsePrevResult(conf); err != nil {
+		return nil, cnierr.New(cnierr.DecodingFailure, plugin, "field \"prevResult\": %v", err)
+	}
+	if conf.PrevResult == nil {
+		return nil, nil
+	}
+	res, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, cnierr.New(cnierr.DecodingFailure, plugin, "field \"prevResult\": cannot convert to %s: %v", current.ImplementedSpecVersion, err)
+	}
+	return res, nil
+}
+
+// RequirePrevResult is PrevResult for chained plugins that cannot work
+// without one.
+func RequirePrevResult(plugin string, conf *types.PluginConf) (*current.Result, error) {
+	res, err := PrevResult(plugin, conf)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		return nil, cnierr.Field(plugin, "prevResult", "required: %s must be chained after a plugin that returns a result", plugin)
+	}
+	return res, nil
+}
+
+// EmptyResult is the result for a plugin with nothing to report.
+func EmptyResult() *current.Result {
+	return &current.Result{CNIVersion: current.ImplementedSpecVersion}
+}
+
+// Errorf builds an internal (code 999) error prefixed with the plugin type.
+func Errorf(plugin, format string, a ...any) error {
+	return types.NewError(cnierr.Internal, plugin+": "+fmt.Sprintf(format, a...), "")
+}

@@ -1,0 +1,34 @@
+// Package all lists every plugin type the podnet binary answers to. The
+// multi-call binary dispatches on argv[0] through ByType, and
+// `podnet plugins install` links each Type.
+package all
+
+import (
+	"sort"
+
+	"github.com/podnet/podnet/internal/cniplugin"
+	"github.com/podnet/podnet/ipam/hostlocal"
+	"github.com/podnet/podnet/ipam/static"
+	"github.com/podnet/podnet/plugins/loopback"
+)
+
+// Plugins returns all plugins, sorted by type.
+func Plugins() []*cniplugin.Plugin {
+	ps := []*cniplugin.Plugin{
+		loopback.Plugin,
+		hostlocal.Plugin,
+		static.Plugin,
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Type < ps[j].Type })
+	return ps
+}
+
+// ByType returns the plugin named typ, or nil.
+func ByType(typ string) *cniplugin.Plugin {
+	for _, p := range Plugins() {
+		if p.Type == typ {
+			return p
+		}
+	}
+	return nil
+}
