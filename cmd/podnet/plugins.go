@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,9 +37,6 @@ func newPluginsCmd() *cobra.Command {
 	return cmd
 }
 
-// installPlugins makes DIR/<type> -> podnet for every plugin. An existing
-// file of that name is replaced atomically (link to a temp name, rename), so
-// a runtime calling the plugin mid-install sees either the old or the new one.
 func installPlugins(cmd *cobra.Command, dir string, copyBin bool) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -49,34 +45,22 @@ func installPlugins(cmd *cobra.Command, dir string, copyBin bool) error {
 	if self, err = filepath.EvalSymlinks(self); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
 	target := self
 	if copyBin {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
 		target = filepath.Join(dir, "podnet")
 		if err := copyFile(self, target); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "copied %s -> %s\n", self, target)
 	}
-	var errs []error
-	for _, p := range all.Plugins() {
-		link := filepath.Join(dir, p.Type)
-		tmp := link + ".podnet-tmp"
-		os.Remove(tmp)
-		if err := os.Symlink(target, tmp); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := os.Rename(tmp, link); err != nil {
-			os.Remove(tmp)
-			errs = append(errs, err)
-			continue
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "installed %s -> %s\n", link, target)
+	links, err := all.Install(dir, target)
+	for _, l := range links {
+		fmt.Fprintf(cmd.OutOrStdout(), "installed %s -> %s\n", l, target)
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 func copyFile(src, dst string) error {

@@ -1,0 +1,33 @@
+# podnet: the commands the README names. `make test` is what CI runs.
+GO ?= go
+BIN := bin/podnet
+
+.PHONY: build test vet fmt-check demo bench install clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/podnet
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# The full suite: unit tests, root tests on the real kernel (in namespaces
+# the tests create), the cnitool end-to-end test. Needs root.
+test: fmt-check vet build
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+demo: build
+	./$(BIN) demo
+
+bench: build
+	./$(BIN) bench
+
+install: build
+	install -D -m 0755 $(BIN) /opt/cni/bin/podnet
+	/opt/cni/bin/podnet plugins install --dir /opt/cni/bin
+
+clean:
+	rm -rf bin
