@@ -78,21 +78,36 @@ func Create(name string) (string, error) {
 	f.Close()
 
 	errc := make(chan error, 1)
-	// A fresh goroutine on a thread we throw away: unshare moves the thread
-	// and we never switch it back, so it must not return to the pool.
+	// A fresh goroutine so the caller's thread never moves. The thread is
+	// switched back before it is unlocked; if that fails it stays locked and
+	// the runtime discards it with the goroutine. (It must not exit locked
+	// otherwise: if it happens to be the main thread the runtime parks it
+	// forever, and the process keeps the new namespace alive.)
 	go func() {
 		runtime.LockOSThread()
-		// Not unlocked on purpose: the thread dies with this goroutine.
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare: %w", err)
 			return
 		}
 		src := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		if err := unix.Mount(src, p, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount %s: %w", p, err)
-			return
+		merr := unix.Mount(src, p, "none", unix.MS_BIND, "")
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(merr, fmt.Errorf("restore netns: %w", err))
+			return // still locked: the thread is discarded
 		}
-		errc <- nil
+		runtime.UnlockOSThread()
+		if merr != nil {
+			merr = fmt.Errorf("bind mount %s: %w", p, merr)
+		}
+		errc <- merr
 	}()
 	if err := <-errc; err != nil {
 		os.Remove(p)

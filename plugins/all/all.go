@@ -9,15 +9,25 @@ import (
 	"github.com/podnet/podnet/internal/cniplugin"
 	"github.com/podnet/podnet/ipam/hostlocal"
 	"github.com/podnet/podnet/ipam/static"
+	"github.com/podnet/podnet/plugins/bandwidth"
+	"github.com/podnet/podnet/plugins/bridge"
 	"github.com/podnet/podnet/plugins/loopback"
+	"github.com/podnet/podnet/plugins/ptp"
+	"github.com/podnet/podnet/plugins/sbr"
+	"github.com/podnet/podnet/plugins/tuning"
 )
 
 // Plugins returns all plugins, sorted by type.
 func Plugins() []*cniplugin.Plugin {
 	ps := []*cniplugin.Plugin{
 		loopback.Plugin,
+		bandwidth.Plugin,
+		bridge.Plugin,
+		ptp.Plugin,
 		hostlocal.Plugin,
 		static.Plugin,
+		tuning.Plugin,
+		sbr.Plugin,
 	}
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Type < ps[j].Type })
 	return ps

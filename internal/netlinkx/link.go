@@ -1,0 +1,229 @@
+package netlinkx
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/internal/sysctl"
+)
+
+// Veth describes a veth pair whose host end stays in the namespace of the
+// host handle and whose pod end is created directly in another namespace.
+type Veth struct {
+	// HostName is the host end's name; empty picks RandomHostVethName and
+	// retries on a name collision.
+	HostName string
+	// PodName is the pod end's name in PodNS (the CNI ifname).
+	PodName string
+	// PodNS is the pod's namespace.
+	PodNS netns.NsHandle
+	// MTU of both ends; 0 keeps the kernel default.
+	MTU int
+	// PodMAC and HostMAC; nil picks RandomMAC.
+	PodMAC, HostMAC net.HardwareAddr
+	// MasterIndex attaches the host end to a bridge when non-zero.
+	MasterIndex int
+	// HostNoDAD turns IPv6 DAD off on the host end before it comes up. The
+	// kernel sends neighbour solicitations only from a non-tentative
+	// link-local address, so a routed (ptp) host end with DAD on cannot
+	// reach its pod over IPv6 for the first second or two. Needs the
+	// caller's thread in the host namespace (a sysctl write).
+	HostNoDAD bool
+}
+
+// ErrPodIfExists is returned by CreateVethPair when the pod already has an
+// interface named PodName.
+var ErrPodIfExists = errors.New("interface already exists in the pod namespace")
+
+// CreateVethPair creates the pair in one request (host end up, pod end down
+// in PodNS, both MACs and MTUs set), then attaches the host end to
+// MasterIndex. It returns the host link (index filled in) and the pod link
+// read back through pod. On error nothing is left behind.
+func CreateVethPair(host, pod *netlink.Handle, v Veth) (hostLink *netlink.Veth, podLink netlink.Link, err error) {
+	if v.PodMAC == nil {
+		v.PodMAC = RandomMAC()
+	}
+	if v.HostMAC == nil {
+		v.HostMAC = RandomMAC()
+	}
+	random := v.HostName == ""
+	for try := 0; ; try++ {
+		name := v.HostName
+		if random {
+			name = RandomHostVethName()
+		}
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = name
+		attrs.MTU = v.MTU
+		attrs.HardwareAddr = v.HostMAC
+		if !v.HostNoDAD {
+			attrs.Flags = net.FlagUp
+		}
+		veth := netlink.NewVeth(attrs)
+		veth.PeerName = v.PodName
+		veth.PeerHardwareAddr = v.PodMAC
+		veth.PeerNamespace = netlink.NsFd(int(v.PodNS))
+		err = host.LinkAdd(veth)
+		if err == nil {
+			hostLink = veth
+			break
+		}
+		if !IsExist(err) {
+			return nil, nil, fmt.Errorf("create veth %s/%s: %w", name, v.PodName, err)
+		}
+		// EEXIST: either name may be taken.
+		if _, perr := pod.LinkByName(v.PodName); perr == nil {
+			return nil, nil, fmt.Errorf("create veth for %q: %w", v.PodName, ErrPodIfExists)
+		}
+		if !random || try >= 10 {
+			return nil, nil, fmt.Errorf("create veth %s/%s: host name taken: %w", name, v.PodName, err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			_ = host.LinkDel(hostLink)
+		}
+	}()
+	if hostLink.Index == 0 {
+		l, err := host.LinkByName(hostLink.Name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read back %q: %w", hostLink.Name, err)
+		}
+		hostLink.Index = l.Attrs().Index
+	}
+	if v.HostNoDAD {
+		if err := noDAD(hostLink.Name); err != nil {
+			return nil, nil, err
+		}
+		if err := host.LinkSetUp(hostLink); err != nil {
+			return nil, nil, fmt.Errorf("set %q up: %w", hostLink.Name, err)
+		}
+	}
+	if v.MasterIndex != 0 {
+		if err := host.LinkSetMasterByIndex(hostLink, v.MasterIndex); err != nil {
+			return nil, nil, fmt.Errorf("attach %q to bridge: %w", hostLink.Name, err)
+		}
+		hostLink.MasterIndex = v.MasterIndex
+	}
+	podLink, err = pod.LinkByName(v.PodName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read back %q in pod: %w", v.PodName, err)
+	}
+	return hostLink, podLink, nil
+}
+
+// Bridge describes the bridge EnsureBridge makes or adopts.
+type Bridge struct {
+	Name    string
+	MTU     int  // only applied when the bridge is created
+	Promisc bool // turned on when set; never turned off
+}
+
+// EnsureBridge returns the bridge named b.Name, creating it (up, with a
+// fixed random MAC so that the bridge address does not follow its ports as
+// they come and go) when absent. An existing link of another type with that
+// name is an error; an existing bridge is adopted and brought up.
+// created reports whether this call made it.
+func EnsureBridge(h *netlink.Handle, b Bridge) (br *netlink.Bridge, created bool, err error) {
+	l, err := h.LinkByName(b.Name)
+	if err != nil && !IsNotFound(err) {
+		return nil, false, fmt.Errorf("look up %q: %w", b.Name, err)
+	}
+	if err != nil {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = b.Name
+		attrs.MTU = b.MTU
+		attrs.HardwareAddr = RandomMAC()
+		nb := &netlink.Bridge{LinkAttrs: attrs}
+		err = h.LinkAdd(nb)
+		switch {
+		case err == nil:
+			if nb.Index == 0 {
+				return nil, false, fmt.Errorf("created %q but cannot read its index back", b.Name)
+			}
+			created = true
+			// Before it comes up: we own the bridge's addresses and routes
+			// (no router advertisements), and its link-local address must
+			// be usable at once (neighbour solicitations need it).
+			_ = sysctl.Set("net/ipv6/conf/"+b.Name+"/accept_ra", "0")
+			_ = noDAD(b.Name)
+			if err := h.LinkSetUp(nb); err != nil {
+				return nb, true, fmt.Errorf("set %q up: %w", b.Name, err)
+			}
+			nb.Flags |= net.FlagUp
+			if b.Promisc {
+				if err := h.SetPromiscOn(nb); err != nil {
+					return nb, true, fmt.Errorf("promiscuous mode on %q: %w", b.Name, err)
+				}
+				nb.Promisc = 1
+			}
+			return nb, true, nil
+		case IsExist(err):
+			// Lost a race with a concurrent ADD: adopt its bridge.
+			if l, err = h.LinkByName(b.Name); err != nil {
+				return nil, false, fmt.Errorf("look up %q: %w", b.Name, err)
+			}
+		default:
+			return nil, false, fmt.Errorf("create bridge %q: %w", b.Name, err)
+		}
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, false, fmt.Errorf("%q exists but is a %s link, not a bridge", b.Name, l.Type())
+	}
+	if br.Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(br); err != nil {
+			return nil, false, fmt.Errorf("set %q up: %w", b.Name, err)
+		}
+	}
+	if b.Promisc && br.Promisc == 0 {
+		if err := h.SetPromiscOn(br); err != nil {
+			return nil, false, fmt.Errorf("promiscuous mode on %q: %w", b.Name, err)
+		}
+	}
+	return br, false, nil
+}
+
+// noDAD turns IPv6 duplicate address detection off on a link in the
+// calling thread's namespace. A node with IPv6 disabled has no such file,
+// which is fine.
+func noDAD(link string) error {
+	err := sysctl.Set("net/ipv6/conf/"+link+"/accept_dad", "0")
+	if err != nil && errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// WaitOperUp returns once link index is operationally up, or after timeout
+// (reporting false). A bridge forwards through a port only after the
+// kernel's link-watch work has seen the port's carrier, which runs
+// asynchronously after both veth ends are up; on a quiet node it has run by
+// the time a plugin gets here and this costs one request, under rtnl
+// contention (namespaces being torn down) it can take a while.
+func WaitOperUp(h *netlink.Handle, index int, timeout time.Duration) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	sleep := time.Millisecond
+	for {
+		l, err := h.LinkByIndex(index)
+		if err != nil {
+			return false, err
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		time.Sleep(sleep)
+		if sleep < 50*time.Millisecond {
+			sleep *= 2
+		}
+	}
+}

@@ -1,0 +1,594 @@
+// Package bridge is the CNI "bridge" plugin: it attaches a pod to a Linux
+// bridge in the node's namespace through a veth pair, gives the pod the
+// addresses and routes its IPAM returns, and optionally makes the bridge
+// the pod's gateway, masquerades pod traffic leaving the subnet and drops
+// frames the pod sends with a MAC other than its own. It follows the
+// reference plugin's fields and result shape
+// (interfaces = [bridge, host veth, pod veth]).
+//
+// Kernel objects it owns: the host veth of each attachment (the pod end goes
+// with it), the rules tagged with the attachment in the nftables tables
+// "inet podnet-bridge" (masquerade) and "bridge podnet-bridge" (MAC spoof
+// check). The bridge and its gateway addresses are shared by every pod on
+// the node and are created or adopted, never removed, not even when an ADD
+// fails (another pod may already use them). IPAM is delegated.
+//
+// Every ADD step that creates something pushes its undo; a failed ADD runs
+// them in reverse, so it leaves no veth, rule or IP reservation behind.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+
+	"github.com/podnet/podnet/internal/cnierr"
+	"github.com/podnet/podnet/internal/cniplugin"
+	"github.com/podnet/podnet/internal/delegate"
+	"github.com/podnet/podnet/internal/netlinkx"
+	"github.com/podnet/podnet/internal/nft"
+)
+
+const name = "bridge"
+
+// portUpTimeout bounds the wait for the host veth to become a forwarding
+// bridge port; past it ADD succeeds anyway (the port comes up by itself).
+const portUpTimeout = 2 * time.Second
+
+// Table is the nftables table name (inet family for masquerade, bridge
+// family for the MAC spoof check).
+const Table = "podnet-bridge"
+
+// Plugin is the bridge plugin.
+var Plugin = &cniplugin.Plugin{
+	Type:   name,
+	About:  "podnet bridge: attaches pods to a Linux bridge through veth pairs",
+	Add:    add,
+	Check:  check,
+	Del:    del,
+	GC:     gc,
+	Status: status,
+}
+
+// MasqChain and SpoofChain are where the plugin's nftables rules live.
+var (
+	MasqChain  = nft.MasqChain(Table)
+	SpoofChain = nft.SpoofChain(Table)
+)
+
+func parse(args *skel.CmdArgs) (*Conf, error) { return Parse(args.StdinData, args.Args) }
+
+// Plan completes an IPAM result for the bridge (pure, no kernel): every
+// address points at the pod veth (index 2); with isGateway a missing
+// gateway becomes the subnet's first address; with isDefaultGateway a
+// default route through it is added for each family that has none. It
+// returns the gateway addresses to put on the bridge.
+func Plan(c *Conf, res *current.Result) (bridgeAddrs []net.IPNet, err error) {
+	haveDefault := map[int]bool{}
+	for _, r := range res.Routes {
+		if netlinkx.IsDefault(&r.Dst) {
+			haveDefault[netlinkx.Family(r.Dst.IP)] = true
+		}
+	}
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP == nil || ipc.Address.Mask == nil {
+			return nil, fmt.Errorf("IPAM returned an address without prefix: %v", ipc)
+		}
+		if v4 := ipc.Address.IP.To4(); v4 != nil && len(ipc.Address.Mask) == net.IPv4len {
+			ipc.Address.IP = v4
+		}
+		ipc.Interface = current.Int(2)
+		if ipc.Gateway == nil && c.IsGW {
+			ipc.Gateway = firstIP(ipc.Address)
+		}
+		if c.IsGW && ipc.Gateway.Equal(ipc.Address.IP) {
+			return nil, fmt.Errorf("IPAM gave the pod %s, which is the gateway address", ipc.Address.IP)
+		}
+		fam := netlinkx.Family(ipc.Address.IP)
+		if c.IsDefaultGW && !haveDefault[fam] {
+			res.Routes = append(res.Routes, &types.Route{Dst: *netlinkx.DefaultNet(ipc.Address.IP), GW: ipc.Gateway})
+			haveDefault[fam] = true
+		}
+		if c.IsGW {
+			bridgeAddrs = append(bridgeAddrs, net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask})
+		}
+	}
+	return bridgeAddrs, nil
+}
+
+// firstIP is the first host address of ipn's subnet (the conventional
+// gateway).
+func firstIP(ipn net.IPNet) net.IP {
+	sub := netlinkx.Subnet(ipn)
+	ip := make(net.IP, len(sub.IP))
+	copy(ip, sub.IP)
+	for i := len(ip) - 1; i >= 0; i-- {
+		ip[i]++
+		if ip[i] != 0 {
+			break
+		}
+	}
+	return ip
+}
+
+// familyGateways returns the first gateway per family.
+func familyGateways(res *current.Result) (v4, v6 net.IP) {
+	for _, ipc := range res.IPs {
+		if ipc.Gateway == nil {
+			continue
+		}
+		if ipc.Address.IP.To4() != nil {
+			if v4 == nil {
+				v4 = ipc.Gateway
+			}
+		} else if v6 == nil {
+			v6 = ipc.Gateway
+		}
+	}
+	return v4, v6
+}
+
+func internal(err error, format string, a ...any) error {
+	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)
+}
+
+func add(args *skel.CmdArgs) (_ types.Result, err error) {
+	conf, err := parse(args)
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidIfName(args.IfName); err != nil {
+		return nil, cnierr.Env(name, "CNI_IFNAME", "%q %v", args.IfName, err)
+	}
+	podNS, gone, err := netlinkx.OpenNS(args.Netns)
+	if err != nil {
+		return nil, cnierr.Env(name, "CNI_NETNS", "%v", err)
+	}
+	if gone {
+		return nil, cnierr.Env(name, "CNI_NETNS", "%q is not a network namespace (anymore)", args.Netns)
+	}
+	defer podNS.Close()
+	node, err := netlinkx.NewHandle()
+	if err != nil {
+		return nil, internal(err, "")
+	}
+	defer node.Close()
+	pod, err := netlinkx.NewHandleAt(podNS)
+	if err != nil {
+		return nil, internal(err, "")
+	}
+	defer pod.Close()
+
+	// Rollback: each step that made something pushes its undo.
+	var undo []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		var uerrs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](); uerr != nil {
+				uerrs = append(uerrs, uerr)
+			}
+		}
+		if len(uerrs) > 0 {
+			err = withRollbackErrors(err, uerrs)
+		}
+	}()
+
+	ctx := context.Background()
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	var bridgeAddrs []net.IPNet
+	if conf.L3() {
+		ipamRes, err := delegate.Add(ctx, conf.IPAM.Type, args)
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() error { return delegate.Del(ctx, conf.IPAM.Type, args) })
+		if len(ipamRes.IPs) == 0 {
+			return nil, cnierr.New(cnierr.InvalidConfig, name, "IPAM %q returned no addresses", conf.IPAM.Type)
+		}
+		res.IPs, res.Routes, res.DNS = ipamRes.IPs, ipamRes.Routes, ipamRes.DNS
+		if bridgeAddrs, err = Plan(conf, res); err != nil {
+			return nil, cnierr.New(cnierr.InvalidConfig, name, "%v", err)
+		}
+	}
+
+	br, created, err := netlinkx.EnsureBridge(node, netlinkx.Bridge{Name: conf.BrName, MTU: conf.MTU, Promisc: conf.PromiscMode})
+	if err != nil {
+		return nil, internal(err, "")
+	}
+
+	hostVeth, podLink, err := netlinkx.CreateVethPair(node, pod, netlinkx.Veth{
+		PodName: args.IfName, PodNS: podNS, MTU: conf.MTU, PodMAC: conf.MAC, MasterIndex: br.Index,
+	})
+	if err != nil {
+		if errors.Is(err, netlinkx.ErrPodIfExists) {
+			return nil, cnierr.New(cnierr.InvalidEnv, name, "CNI_IFNAME %q: %v", args.IfName, err)
+		}
+		return nil, internal(err, "")
+	}
+	undo = append(undo, func() error {
+		if err := node.LinkDel(hostVeth); err != nil && !netlinkx.IsNotFound(err) {
+			return fmt.Errorf("remove %s: %w", hostVeth.Name, err)
+		}
+		return nil
+	})
+	if conf.HairpinMode {
+		if err := node.LinkSetHairpin(hostVeth, true); err != nil {
+			return nil, internal(err, "hairpin mode on %s", hostVeth.Name)
+		}
+	}
+	if conf.PortIsolation {
+		if err := node.LinkSetIsolated(hostVeth, true); err != nil {
+			return nil, internal(err, "port isolation on %s", hostVeth.Name)
+		}
+	}
+	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
+	podMAC := podLink.Attrs().HardwareAddr
+	if conf.MacSpoofChk {
+		rule, err := nft.SpoofRule(hostVeth.Name, podMAC)
+		if err != nil {
+			return nil, internal(err, "")
+		}
+		if err := nft.Apply(SpoofChain, tag, [][]expr.Any{rule}); err != nil {
+			return nil, internal(err, "macspoofchk")
+		}
+		undo = append(undo, func() error { _, err := nft.Remove(SpoofChain, tag); return err })
+	}
+
+	if !conf.DisableContainerInterface {
+		p := netlinkx.PodIface{Link: podLink, DAD: conf.EnableDad, ARPNotify: true}
+		gw4, gw6 := familyGateways(res)
+		for _, ipc := range res.IPs {
+			p.Addrs = append(p.Addrs, ipc.Address)
+		}
+		for _, r := range res.Routes {
+			gw := gw4
+			if r.Dst.IP.To4() == nil {
+				gw = gw6
+			}
+			p.Routes = append(p.Routes, netlinkx.RouteFromCNI(r, podLink.Attrs().Index, gw))
+		}
+		if err := netlinkx.ConfigurePod(pod, podNS, p); err != nil {
+			return nil, internal(err, "configure %s in %s", args.IfName, args.Netns)
+		}
+	}
+
+	if conf.IsGW && len(bridgeAddrs) > 0 {
+		v4, v6 := false, false
+		for _, gw := range bridgeAddrs {
+			added, err := netlinkx.EnsureGatewayAddr(node, br, gw, bridgeAddrs, conf.ForceAddress)
+			if err != nil {
+				return nil, cnierr.Wrap(cnierr.Internal, name, err, "gateway address")
+			}
+			if added && !created {
+				// Pin the MAC of an adopted bridge so it stops following
+				// its ports (the reference does the same).
+				_ = node.LinkSetHardwareAddr(br, br.HardwareAddr)
+			}
+			if gw.IP.To4() != nil {
+				v4 = true
+			} else {
+				v6 = true
+			}
+		}
+		if err := netlinkx.EnableForwarding(v4, v6); err != nil {
+			return nil, internal(err, "enable forwarding")
+		}
+	}
+
+	if conf.IPMasq && conf.L3() {
+		var pods []net.IPNet
+		for _, ipc := range res.IPs {
+			pods = append(pods, ipc.Address)
+		}
+		rules, err := nft.MasqRules(pods)
+		if err != nil {
+			return nil, internal(err, "")
+		}
+		if err := nft.Apply(MasqChain, tag, rules); err != nil {
+			return nil, internal(err, "ipMasq")
+		}
+		undo = append(undo, func() error { _, err := nft.Remove(MasqChain, tag); return err })
+	}
+
+	if !conf.DisableContainerInterface {
+		// The bridge forwards through the port once the kernel has seen its
+		// carrier (asynchronous link-watch work): usually done by now.
+		if _, err := netlinkx.WaitOperUp(node, hostVeth.Index, portUpTimeout); err != nil {
+			return nil, internal(err, "read back %s", hostVeth.Name)
+		}
+	}
+
+	brMAC := br.HardwareAddr
+	if !created {
+		// An adopted bridge's MAC may follow its ports: report it as it is now.
+		if l, err := node.LinkByIndex(br.Index); err == nil {
+			brMAC = l.Attrs().HardwareAddr
+		}
+	}
+	res.Interfaces = []*current.Interface{
+		{Name: br.Name, Mac: brMAC.String()},
+		{Name: hostVeth.Name, Mac: hostVeth.HardwareAddr.String()},
+		{Name: args.IfName, Mac: podMAC.String(), Sandbox: args.Netns},
+	}
+	if dnsSet(conf.DNS) {
+		res.DNS = conf.DNS
+	}
+	return res, nil
+}
+
+func dnsSet(d types.DNS) bool {
+	return d.Nameservers != nil || d.Search != nil || d.Options != nil || d.Domain != ""
+}
+
+// del removes the pod veth (and with it the host end), releases the IPAM
+// reservation and removes the attachment's nftables rules. It succeeds when
+// things are already gone: a second DEL, a vanished netns, no prevResult.
+func del(args *skel.CmdArgs) error {
+	conf, err := parse(args)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if args.Netns != "" {
+		if err := delPodLink(args.Netns, args.IfName); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if conf.L3() {
+		if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
+	if conf.IPMasq {
+		if _, err := nft.Remove(MasqChain, tag); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if conf.MacSpoofChk {
+		if _, err := nft.Remove(SpoofChain, tag); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 1 {
+		return cnierr.Wrap(cnierr.Internal, name, errs[0], "DEL")
+	}
+	if len(errs) > 1 {
+		return internal(errors.Join(errs...), "DEL")
+	}
+	return nil
+}
+
+// delPodLink deletes ifName in the pod netns at path; a missing netns or
+// link is not an error.
+func delPodLink(path, ifName string) error {
+	podNS, gone, err := netlinkx.OpenNS(path)
+	if err != nil {
+		return err
+	}
+	if gone {
+		return nil
+	}
+	defer podNS.Close()
+	pod, err := netlinkx.NewHandleAt(podNS)
+	if err != nil {
+		return err
+	}
+	defer pod.Close()
+	_, err = netlinkx.DelLinkByName(pod, ifName)
+	return err
+}
+
+// check verifies what ADD made against prevResult: the bridge (type, MAC,
+// promiscuous mode), the pod veth (MAC), the host veth that is its peer and
+// a port of the bridge, the pod's addresses and routes, and the
+// attachment's nftables rules.
+func check(args *skel.CmdArgs) error {
+	conf, err := parse(args)
+	if err != nil {
+		return err
+	}
+	prev, err := cniplugin.RequirePrevResult(name, &conf.PluginConf)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if conf.L3() {
+		if err := delegate.Check(ctx, conf.IPAM.Type, args); err != nil {
+			return err
+		}
+	}
+	fail := func(format string, a ...any) error {
+		return cnierr.New(cnierr.Internal, name, "CHECK: "+format, a...)
+	}
+	var brIf, podIf *current.Interface
+	for _, i := range prev.Interfaces {
+		switch {
+		case i.Name == conf.BrName && i.Sandbox == "":
+			brIf = i
+		case i.Name == args.IfName && i.Sandbox == args.Netns:
+			podIf = i
+		}
+	}
+	if brIf == nil {
+		return fail("prevResult has no interface for bridge %q", conf.BrName)
+	}
+	if podIf == nil {
+		return fail("prevResult has no interface %q in sandbox %q", args.IfName, args.Netns)
+	}
+
+	node, err := netlinkx.NewHandle()
+	if err != nil {
+		return internal(err, "")
+	}
+	defer node.Close()
+	l, err := node.LinkByName(conf.BrName)
+	if err != nil {
+		return fail("bridge %q: %v", conf.BrName, err)
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return fail("%q is a %s link, not a bridge", conf.BrName, l.Type())
+	}
+	if brIf.Mac != "" && brIf.Mac != br.HardwareAddr.String() {
+		return fail("bridge %q has MAC %s, prevResult says %s", conf.BrName, br.HardwareAddr, brIf.Mac)
+	}
+	if (br.Promisc != 0) != conf.PromiscMode {
+		return fail("bridge %q promiscuous mode is %v, config says %v", conf.BrName, br.Promisc != 0, conf.PromiscMode)
+	}
+
+	podNS, gone, err := netlinkx.OpenNS(args.Netns)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if gone {
+		return fail("netns %q is gone", args.Netns)
+	}
+	defer podNS.Close()
+	pod, err := netlinkx.NewHandleAt(podNS)
+	if err != nil {
+		return internal(err, "")
+	}
+	defer pod.Close()
+	podLink, err := pod.LinkByName(args.IfName)
+	if err != nil {
+		return fail("interface %q in %s: %v", args.IfName, args.Netns, err)
+	}
+	if _, ok := podLink.(*netlink.Veth); !ok {
+		return fail("interface %q in %s is a %s link, not a veth", args.IfName, args.Netns, podLink.Type())
+	}
+	if podIf.Mac != "" && podIf.Mac != podLink.Attrs().HardwareAddr.String() {
+		return fail("interface %q has MAC %s, prevResult says %s", args.IfName, podLink.Attrs().HardwareAddr, podIf.Mac)
+	}
+
+	var hostVeth netlink.Link
+	for _, i := range prev.Interfaces {
+		if i == brIf || i == podIf || i.Sandbox != "" {
+			continue
+		}
+		l, err := node.LinkByName(i.Name)
+		if err != nil {
+			continue
+		}
+		if _, ok := l.(*netlink.Veth); !ok {
+			continue
+		}
+		if l.Attrs().Index != podLink.Attrs().ParentIndex || l.Attrs().MasterIndex != br.Index {
+			continue
+		}
+		if i.Mac != "" && i.Mac != l.Attrs().HardwareAddr.String() {
+			return fail("host veth %q has MAC %s, prevResult says %s", i.Name, l.Attrs().HardwareAddr, i.Mac)
+		}
+		hostVeth = l
+		break
+	}
+	if hostVeth == nil {
+		return fail("no host veth in prevResult is the peer of %q and a port of %q", args.IfName, conf.BrName)
+	}
+
+	var want []net.IPNet
+	for _, ipc := range prev.IPs {
+		if ipc.Interface != nil && *ipc.Interface >= 0 && *ipc.Interface < len(prev.Interfaces) && prev.Interfaces[*ipc.Interface] != podIf {
+			continue
+		}
+		want = append(want, ipc.Address)
+	}
+	if err := netlinkx.CheckAddrs(pod, podLink, want); err != nil {
+		return fail("%v", err)
+	}
+	var routes []netlinkx.RouteWant
+	for _, r := range prev.Routes {
+		dst := r.Dst
+		routes = append(routes, netlinkx.RouteWant{Dst: &dst, GW: r.GW})
+	}
+	if err := netlinkx.CheckRoutes(pod, routes); err != nil {
+		return fail("in %s: %v", args.Netns, err)
+	}
+
+	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
+	if conf.IPMasq && conf.L3() {
+		if n, err := nft.CountTag(MasqChain, tag); err != nil || n == 0 {
+			return fail("masquerade rules for %s missing from %s (%v)", args.ContainerID, MasqChain, err)
+		}
+	}
+	if conf.MacSpoofChk {
+		if n, err := nft.CountTag(SpoofChain, tag); err != nil || n == 0 {
+			return fail("MAC spoof check rule for %s missing from %s (%v)", args.ContainerID, SpoofChain, err)
+		}
+	}
+	return nil
+}
+
+// gc delegates to IPAM and removes the nftables rules of this network's
+// attachments that are not in cni.dev/valid-attachments.
+func gc(args *skel.CmdArgs) error {
+	conf, err := parse(args)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if conf.L3() {
+		if err := delegate.GC(context.Background(), conf.IPAM.Type, args); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := GCRules(conf.Name, conf.ValidAttachments, MasqChain, SpoofChain); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return cnierr.Wrap(cnierr.Internal, name, errors.Join(errs...), "GC")
+	}
+	return nil
+}
+
+// GCRules removes from chains the rules of network whose attachment is not
+// in valid.
+func GCRules(network string, valid []types.GCAttachment, chains ...nft.Chain) error {
+	keep := map[string]bool{}
+	for _, a := range valid {
+		keep[nft.Tag(network, a.ContainerID, a.IfName)] = true
+	}
+	var errs []error
+	for _, c := range chains {
+		if _, err := nft.GC(c, nft.NetworkPrefix(network), func(t string) bool { return keep[t] }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func status(args *skel.CmdArgs) error {
+	conf, err := parse(args)
+	if err != nil {
+		return err
+	}
+	if conf.L3() {
+		return delegate.Status(context.Background(), conf.IPAM.Type, args)
+	}
+	return nil
+}
+
+// withRollbackErrors keeps err's CNI code and adds what the rollback could
+// not undo to its details, so the operator sees both.
+func withRollbackErrors(err error, uerrs []error) error {
+	var te *types.Error
+	if !errors.As(err, &te) {
+		te = types.NewError(cnierr.Internal, name+": "+err.Error(), "")
+	}
+	details := "rollback incomplete: " + errors.Join(uerrs...).Error()
+	if te.Details != "" {
+		details = te.Details + "; " + details
+	}
+	return types.NewError(te.Code, te.Msg, details)
+}

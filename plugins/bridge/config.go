@@ -1,0 +1,167 @@
+package bridge
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/podnet/podnet/internal/cnierr"
+	"github.com/podnet/podnet/internal/cniplugin"
+	"github.com/podnet/podnet/internal/netlinkx"
+)
+
+// DefaultBridge is the bridge name when the config names none.
+const DefaultBridge = "cni0"
+
+// Conf is the bridge plugin's network configuration: every field of the
+// reference plugin, with the VLAN ones rejected (see Parse).
+type Conf struct {
+	types.PluginConf
+
+	BrName                    string       `json:"bridge"`
+	IsGW                      bool         `json:"isGateway"`
+	IsDefaultGW               bool         `json:"isDefaultGateway"`
+	ForceAddress              bool         `json:"forceAddress"`
+	IPMasq                    bool         `json:"ipMasq"`
+	IPMasqBackend             *string      `json:"ipMasqBackend,omitempty"`
+	MTU                       int          `json:"mtu"`
+	HairpinMode               bool         `json:"hairpinMode"`
+	PromiscMode               bool         `json:"promiscMode"`
+	Vlan                      int          `json:"vlan"`
+	VlanTrunk                 []*VlanTrunk `json:"vlanTrunk,omitempty"`
+	PreserveDefaultVlan       bool         `json:"preserveDefaultVlan"`
+	MacSpoofChk               bool         `json:"macspoofchk,omitempty"`
+	EnableDad                 bool         `json:"enabledad,omitempty"`
+	DisableContainerInterface bool         `json:"disableContainerInterface,omitempty"`
+	PortIsolation             bool         `json:"portIsolation,omitempty"`
+
+	Args struct {
+		Cni struct {
+			Mac string `json:"mac,omitempty"`
+		} `json:"cni,omitempty"`
+	} `json:"args,omitempty"`
+	RuntimeConfig struct {
+		Mac string `json:"mac,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
+
+	// MAC is the pod interface's MAC from CNI_ARGS MAC=, args.cni.mac or
+	// runtimeConfig.mac (later ones win, as in the reference); nil = random.
+	MAC net.HardwareAddr `json:"-"`
+}
+
+// VlanTrunk is one vlanTrunk entry (accepted for decoding, then rejected).
+type VlanTrunk struct {
+	MinID *int `json:"minID,omitempty"`
+	MaxID *int `json:"maxID,omitempty"`
+	ID    *int `json:"id,omitempty"`
+}
+
+// L3 reports whether the config has IPAM (an L2-only bridge has none).
+func (c *Conf) L3() bool { return c.IPAM.Type != "" }
+
+const noVlanFiltering = "bridge VLAN filtering is not available on this node (its kernel is built without CONFIG_BRIDGE_VLAN_FILTERING and 8021q); remove the field"
+
+// Parse decodes and validates stdin; envArgs is CNI_ARGS. Errors are CNI
+// errors naming the field: code 6 for JSON of the wrong type, 7 for a bad
+// value, 2 for a field this node cannot honour, 4 for a bad CNI_ARGS MAC.
+func Parse(stdin []byte, envArgs string) (*Conf, error) {
+	c := &Conf{BrName: DefaultBridge}
+	if err := cniplugin.Decode(name, stdin, c); err != nil {
+		return nil, err
+	}
+	if c.BrName == "" {
+		c.BrName = DefaultBridge
+	}
+	if err := ValidIfName(c.BrName); err != nil {
+		return nil, cnierr.Field(name, "bridge", "%q %v", c.BrName, err)
+	}
+	if err := checkMTU(c.MTU); err != nil {
+		return nil, cnierr.Field(name, "mtu", "%v", err)
+	}
+	if c.Vlan < 0 || c.Vlan > 4094 {
+		return nil, cnierr.Field(name, "vlan", "%d is outside 0-4094", c.Vlan)
+	}
+	if c.Vlan != 0 {
+		return nil, cnierr.Unsupported(name, "vlan", noVlanFiltering)
+	}
+	if len(c.VlanTrunk) > 0 {
+		return nil, cnierr.Unsupported(name, "vlanTrunk", noVlanFiltering)
+	}
+	if b := c.IPMasqBackend; b != nil && *b != "nftables" && *b != "iptables" {
+		return nil, cnierr.Field(name, "ipMasqBackend", "%q is neither \"nftables\" nor \"iptables\"", *b)
+	}
+	if c.HairpinMode && c.PromiscMode {
+		return nil, cnierr.Field(name, "hairpinMode", "cannot be set together with promiscMode")
+	}
+	if c.DisableContainerInterface && c.L3() {
+		return nil, cnierr.Field(name, "disableContainerInterface", "cannot be set with ipam: a down interface cannot be given addresses")
+	}
+	if c.IsDefaultGW {
+		c.IsGW = true
+	}
+	if mac := MACFromEnvArgs(envArgs); mac != "" {
+		m, err := ParseMAC(mac)
+		if err != nil {
+			return nil, cnierr.Env(name, "CNI_ARGS", "MAC=%s: %v", mac, err)
+		}
+		c.MAC = m
+	}
+	for _, f := range []struct{ field, v string }{{"args.cni.mac", c.Args.Cni.Mac}, {"runtimeConfig.mac", c.RuntimeConfig.Mac}} {
+		if f.v == "" {
+			continue
+		}
+		m, err := ParseMAC(f.v)
+		if err != nil {
+			return nil, cnierr.Field(name, f.field, "%q: %v", f.v, err)
+		}
+		c.MAC = m
+	}
+	return c, nil
+}
+
+// checkMTU accepts 0 (kernel default) and 68-65535.
+func checkMTU(mtu int) error {
+	switch {
+	case mtu == 0:
+		return nil
+	case mtu < 0:
+		return fmt.Errorf("%d is negative", mtu)
+	case mtu < 68:
+		return fmt.Errorf("%d is below the minimum 68", mtu)
+	case mtu > 65535:
+		return fmt.Errorf("%d is above the maximum 65535", mtu)
+	}
+	return nil
+}
+
+// ValidIfName checks a Linux interface name.
+func ValidIfName(s string) error { return netlinkx.ValidIfName(s) }
+
+// ParseMAC accepts a 6-byte unicast MAC.
+func ParseMAC(s string) (net.HardwareAddr, error) {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		return nil, fmt.Errorf("not a MAC address")
+	}
+	if len(m) != 6 {
+		return nil, fmt.Errorf("not a 6-byte Ethernet MAC address")
+	}
+	if m[0]&1 != 0 {
+		return nil, fmt.Errorf("is a multicast address; a pod needs a unicast MAC")
+	}
+	return m, nil
+}
+
+// MACFromEnvArgs returns MAC=... from CNI_ARGS ("K=V;K=V"), tolerating
+// unknown keys (runtimes pass K8S_POD_NAME and friends).
+func MACFromEnvArgs(envArgs string) string {
+	for _, kv := range strings.Split(envArgs, ";") {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && strings.TrimSpace(k) == "MAC" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

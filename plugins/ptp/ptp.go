@@ -1,0 +1,479 @@
+// Package ptp is the CNI "ptp" plugin: a veth pair per pod, routed rather
+// than bridged. The pod keeps its IPAM address (with the IPAM prefix, but
+// without the kernel's on-link prefix route) and reaches everything through
+// the gateway: a link-scope /32 (/128) route to the gateway over the veth,
+// the pod subnet and the IPAM routes via it. The node side of the veth
+// carries the gateway address as a /32 (/128) and a host route to the pod,
+// and forwarding is turned on, so pods on one node reach each other and the
+// node through the node's routing table. This is the reference plugin's
+// behaviour, in fewer netlink requests (IFA_F_NOPREFIXROUTE instead of
+// adding and deleting the prefix route).
+//
+// Kernel objects it owns: the host veth of each attachment (the pod end goes
+// with it; its addresses and routes go with the device), and the rules
+// tagged with the attachment in nftables table "inet podnet-ptp"
+// (masquerade). IPAM is delegated. A failed ADD undoes its steps in reverse.
+package ptp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/podnet/podnet/internal/cnierr"
+	"github.com/podnet/podnet/internal/cniplugin"
+	"github.com/podnet/podnet/internal/delegate"
+	"github.com/podnet/podnet/internal/netlinkx"
+	"github.com/podnet/podnet/internal/nft"
+)
+
+const name = "ptp"
+
+// Table is the nftables (inet) table holding the masquerade rules.
+const Table = "podnet-ptp"
+
+// MasqChain is where the plugin's masquerade rules live.
+var MasqChain = nft.MasqChain(Table)
+
+// Plugin is the ptp plugin.
+var Plugin = &cniplugin.Plugin{
+	Type:   name,
+	About:  "podnet ptp: routed veth pairs",
+	Add:    add,
+	Check:  check,
+	Del:    del,
+	GC:     gc,
+	Status: status,
+}
+
+// Conf is the ptp configuration (the reference plugin's fields).
+type Conf struct {
+	types.PluginConf
+	IPMasq        bool    `json:"ipMasq"`
+	IPMasqBackend *string `json:"ipMasqBackend,omitempty"`
+	MTU           int     `json:"mtu"`
+}
+
+// Parse decodes and validates stdin: code 6 for JSON of the wrong type, 7
+// for a bad value naming the field.
+func Parse(stdin []byte) (*Conf, error) {
+	c := &Conf{}
+	if err := cniplugin.Decode(name, stdin, c); err != nil {
+		return nil, err
+	}
+	if c.IPAM.Type == "" {
+		return nil, cnierr.Field(name, "ipam", "required: ptp needs an IPAM plugin (e.g. {\"type\": \"host-local\", ...})")
+	}
+	switch {
+	case c.MTU < 0:
+		return nil, cnierr.Field(name, "mtu", "%d is negative", c.MTU)
+	case c.MTU > 0 && c.MTU < 68:
+		return nil, cnierr.Field(name, "mtu", "%d is below the minimum 68", c.MTU)
+	case c.MTU > 65535:
+		return nil, cnierr.Field(name, "mtu", "%d is above the maximum 65535", c.MTU)
+	}
+	if b := c.IPMasqBackend; b != nil && *b != "nftables" && *b != "iptables" {
+		return nil, cnierr.Field(name, "ipMasqBackend", "%q is neither \"nftables\" nor \"iptables\"", *b)
+	}
+	return c, nil
+}
+
+// Plan completes an IPAM result for ptp (pure): addresses point at the pod
+// veth (index 1) and a missing gateway becomes the subnet's first address.
+func Plan(res *current.Result) error {
+	if len(res.IPs) == 0 {
+		return fmt.Errorf("IPAM returned no addresses")
+	}
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP == nil || ipc.Address.Mask == nil {
+			return fmt.Errorf("IPAM returned an address without prefix: %v", ipc)
+		}
+		if v4 := ipc.Address.IP.To4(); v4 != nil && len(ipc.Address.Mask) == net.IPv4len {
+			ipc.Address.IP = v4
+		}
+		ipc.Interface = current.Int(1)
+		if ipc.Gateway == nil {
+			ipc.Gateway = firstIP(ipc.Address)
+		}
+		if ipc.Gateway.Equal(ipc.Address.IP) {
+			return fmt.Errorf("IPAM gave the pod %s, which is its gateway address", ipc.Address.IP)
+		}
+	}
+	return nil
+}
+
+func firstIP(ipn net.IPNet) net.IP {
+	sub := netlinkx.Subnet(ipn)
+	ip := make(net.IP, len(sub.IP))
+	copy(ip, sub.IP)
+	for i := len(ip) - 1; i >= 0; i-- {
+		ip[i]++
+		if ip[i] != 0 {
+			break
+		}
+	}
+	return ip
+}
+
+// PodRoutes are the pod-side routes for res (LinkIndex left 0): per
+// address, the gateway on-link, the subnet via the gateway, then the IPAM
+// routes via their gateway or the family's.
+func PodRoutes(res *current.Result) []*netlink.Route {
+	var out []*netlink.Route
+	seen := map[string]bool{}
+	var gw4, gw6 net.IP
+	for _, ipc := range res.IPs {
+		src := ipc.Address.IP
+		if src.To4() != nil {
+			if gw4 == nil {
+				gw4 = ipc.Gateway
+			}
+		} else if gw6 == nil {
+			gw6 = ipc.Gateway
+		}
+		gwNet := netlinkx.HostNet(ipc.Gateway)
+		if !seen[gwNet.String()] {
+			seen[gwNet.String()] = true
+			out = append(out, &netlink.Route{Dst: gwNet, Scope: netlink.SCOPE_LINK, Src: src})
+		}
+		sub := netlinkx.Subnet(ipc.Address)
+		if ones, bits := sub.Mask.Size(); ones < bits && !seen[sub.String()] {
+			seen[sub.String()] = true
+			out = append(out, &netlink.Route{Dst: sub, Gw: ipc.Gateway, Src: src})
+		}
+	}
+	for _, r := range res.Routes {
+		if seen[r.Dst.String()] {
+			continue
+		}
+		seen[r.Dst.String()] = true
+		gw := gw4
+		if r.Dst.IP.To4() == nil {
+			gw = gw6
+		}
+		out = append(out, netlinkx.RouteFromCNI(r, 0, gw))
+	}
+	return out
+}
+
+func internal(err error, format string, a ...any) error {
+	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)
+}
+
+func add(args *skel.CmdArgs) (_ types.Result, err error) {
+	conf, err := Parse(args.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	if err := netlinkx.ValidIfName(args.IfName); err != nil {
+		return nil, cnierr.Env(name, "CNI_IFNAME", "%q %v", args.IfName, err)
+	}
+	podNS, gone, err := netlinkx.OpenNS(args.Netns)
+	if err != nil {
+		return nil, cnierr.Env(name, "CNI_NETNS", "%v", err)
+	}
+	if gone {
+		return nil, cnierr.Env(name, "CNI_NETNS", "%q is not a network namespace (anymore)", args.Netns)
+	}
+	defer podNS.Close()
+	node, err := netlinkx.NewHandle()
+	if err != nil {
+		return nil, internal(err, "")
+	}
+	defer node.Close()
+	pod, err := netlinkx.NewHandleAt(podNS)
+	if err != nil {
+		return nil, internal(err, "")
+	}
+	defer pod.Close()
+
+	var undo []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		var uerrs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](); uerr != nil {
+				uerrs = append(uerrs, uerr)
+			}
+		}
+		if len(uerrs) > 0 {
+			err = withRollbackErrors(err, uerrs)
+		}
+	}()
+
+	ctx := context.Background()
+	res, err := delegate.Add(ctx, conf.IPAM.Type, args)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() error { return delegate.Del(ctx, conf.IPAM.Type, args) })
+	if err := Plan(res); err != nil {
+		return nil, cnierr.New(cnierr.InvalidConfig, name, "%v", err)
+	}
+	v4, v6 := false, false
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP.To4() != nil {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	if err := netlinkx.EnableForwarding(v4, v6); err != nil {
+		return nil, internal(err, "enable forwarding")
+	}
+
+	hostVeth, podLink, err := netlinkx.CreateVethPair(node, pod, netlinkx.Veth{PodName: args.IfName, PodNS: podNS, MTU: conf.MTU, HostNoDAD: v6})
+	if err != nil {
+		if errors.Is(err, netlinkx.ErrPodIfExists) {
+			return nil, cnierr.New(cnierr.InvalidEnv, name, "CNI_IFNAME %q: %v", args.IfName, err)
+		}
+		return nil, internal(err, "")
+	}
+	undo = append(undo, func() error {
+		if err := node.LinkDel(hostVeth); err != nil && !netlinkx.IsNotFound(err) {
+			return fmt.Errorf("remove %s: %w", hostVeth.Name, err)
+		}
+		return nil
+	})
+
+	// Node side first, so the gateway answers as soon as the pod is up.
+	for _, ipc := range res.IPs {
+		if err := netlinkx.AddAddr(node, hostVeth, *netlinkx.HostNet(ipc.Gateway), netlinkx.AddrOpts{NoDAD: true}); err != nil {
+			return nil, internal(err, "")
+		}
+		hr := &netlink.Route{LinkIndex: hostVeth.Index, Dst: netlinkx.HostNet(ipc.Address.IP), Scope: netlink.SCOPE_LINK}
+		if err := netlinkx.ReplaceRoute(node, hr); err != nil {
+			return nil, internal(err, "host route to the pod")
+		}
+	}
+
+	p := netlinkx.PodIface{Link: podLink, NoPrefixRoute: true, ARPNotify: true, Routes: PodRoutes(res)}
+	for _, ipc := range res.IPs {
+		p.Addrs = append(p.Addrs, ipc.Address)
+	}
+	if err := netlinkx.ConfigurePod(pod, podNS, p); err != nil {
+		return nil, internal(err, "configure %s in %s", args.IfName, args.Netns)
+	}
+
+	if conf.IPMasq {
+		rules, err := nft.MasqRules(p.Addrs)
+		if err != nil {
+			return nil, internal(err, "")
+		}
+		tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
+		if err := nft.Apply(MasqChain, tag, rules); err != nil {
+			return nil, internal(err, "ipMasq")
+		}
+		undo = append(undo, func() error { _, err := nft.Remove(MasqChain, tag); return err })
+	}
+
+	res.CNIVersion = current.ImplementedSpecVersion
+	res.Interfaces = []*current.Interface{
+		{Name: hostVeth.Name, Mac: hostVeth.HardwareAddr.String()},
+		{Name: args.IfName, Mac: podLink.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
+	}
+	if d := conf.DNS; d.Nameservers != nil || d.Search != nil || d.Options != nil || d.Domain != "" {
+		res.DNS = d
+	}
+	return res, nil
+}
+
+// del removes the pod veth (its host end, addresses and host routes go
+// with it), releases the IPAM reservation and removes the attachment's
+// masquerade rules; already-gone things are fine.
+func del(args *skel.CmdArgs) error {
+	conf, err := Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if args.Netns != "" {
+		if err := delPodLink(args.Netns, args.IfName); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
+		errs = append(errs, err)
+	}
+	if conf.IPMasq {
+		if _, err := nft.Remove(MasqChain, nft.Tag(conf.Name, args.ContainerID, args.IfName)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return cnierr.Wrap(cnierr.Internal, name, errors.Join(errs...), "DEL")
+	}
+	return nil
+}
+
+func delPodLink(path, ifName string) error {
+	podNS, gone, err := netlinkx.OpenNS(path)
+	if err != nil {
+		return err
+	}
+	if gone {
+		return nil
+	}
+	defer podNS.Close()
+	pod, err := netlinkx.NewHandleAt(podNS)
+	if err != nil {
+		return err
+	}
+	defer pod.Close()
+	_, err = netlinkx.DelLinkByName(pod, ifName)
+	return err
+}
+
+// check verifies the pod veth (type, MAC), its addresses and routes, the
+// host route to each pod address through the peer veth, and the masquerade
+// rules.
+func check(args *skel.CmdArgs) error {
+	conf, err := Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	prev, err := cniplugin.RequirePrevResult(name, &conf.PluginConf)
+	if err != nil {
+		return err
+	}
+	if err := delegate.Check(context.Background(), conf.IPAM.Type, args); err != nil {
+		return err
+	}
+	fail := func(format string, a ...any) error {
+		return cnierr.New(cnierr.Internal, name, "CHECK: "+format, a...)
+	}
+	var podIf *current.Interface
+	for _, i := range prev.Interfaces {
+		if i.Name == args.IfName && i.Sandbox == args.Netns {
+			podIf = i
+		}
+	}
+	if podIf == nil {
+		return fail("prevResult has no interface %q in sandbox %q", args.IfName, args.Netns)
+	}
+	podNS, gone, err := netlinkx.OpenNS(args.Netns)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if gone {
+		return fail("netns %q is gone", args.Netns)
+	}
+	defer podNS.Close()
+	pod, err := netlinkx.NewHandleAt(podNS)
+	if err != nil {
+		return internal(err, "")
+	}
+	defer pod.Close()
+	podLink, err := pod.LinkByName(args.IfName)
+	if err != nil {
+		return fail("interface %q in %s: %v", args.IfName, args.Netns, err)
+	}
+	if _, ok := podLink.(*netlink.Veth); !ok {
+		return fail("interface %q in %s is a %s link, not a veth", args.IfName, args.Netns, podLink.Type())
+	}
+	if podIf.Mac != "" && podIf.Mac != podLink.Attrs().HardwareAddr.String() {
+		return fail("interface %q has MAC %s, prevResult says %s", args.IfName, podLink.Attrs().HardwareAddr, podIf.Mac)
+	}
+	var addrs []net.IPNet
+	var routes []netlinkx.RouteWant
+	for _, ipc := range prev.IPs {
+		addrs = append(addrs, ipc.Address)
+		if ipc.Gateway != nil {
+			routes = append(routes, netlinkx.RouteWant{Dst: netlinkx.HostNet(ipc.Gateway)})
+		}
+	}
+	if err := netlinkx.CheckAddrs(pod, podLink, addrs); err != nil {
+		return fail("%v", err)
+	}
+	for _, r := range prev.Routes {
+		dst := r.Dst
+		routes = append(routes, netlinkx.RouteWant{Dst: &dst, GW: r.GW})
+	}
+	if err := netlinkx.CheckRoutes(pod, routes); err != nil {
+		return fail("in %s: %v", args.Netns, err)
+	}
+
+	node, err := netlinkx.NewHandle()
+	if err != nil {
+		return internal(err, "")
+	}
+	defer node.Close()
+	for _, ipc := range prev.IPs {
+		dst := netlinkx.HostNet(ipc.Address.IP)
+		rs, err := netlinkx.Retry(func() ([]netlink.Route, error) {
+			return node.RouteListFiltered(netlinkx.Family(dst.IP), &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+		})
+		if err != nil {
+			return internal(err, "list node routes")
+		}
+		ok := false
+		for _, r := range rs {
+			if r.LinkIndex == podLink.Attrs().ParentIndex {
+				ok = true
+			}
+		}
+		if !ok {
+			return fail("node has no route to %s through the pod's host veth", dst)
+		}
+	}
+	if conf.IPMasq {
+		if n, err := nft.CountTag(MasqChain, nft.Tag(conf.Name, args.ContainerID, args.IfName)); err != nil || n == 0 {
+			return fail("masquerade rules for %s missing from %s (%v)", args.ContainerID, MasqChain, err)
+		}
+	}
+	return nil
+}
+
+// gc delegates to IPAM and removes masquerade rules of attachments that are
+// not in cni.dev/valid-attachments.
+func gc(args *skel.CmdArgs) error {
+	conf, err := Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if err := delegate.GC(context.Background(), conf.IPAM.Type, args); err != nil {
+		errs = append(errs, err)
+	}
+	keep := map[string]bool{}
+	for _, a := range conf.ValidAttachments {
+		keep[nft.Tag(conf.Name, a.ContainerID, a.IfName)] = true
+	}
+	if _, err := nft.GC(MasqChain, nft.NetworkPrefix(conf.Name), func(t string) bool { return keep[t] }); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return cnierr.Wrap(cnierr.Internal, name, errors.Join(errs...), "GC")
+	}
+	return nil
+}
+
+func status(args *skel.CmdArgs) error {
+	conf, err := Parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	return delegate.Status(context.Background(), conf.IPAM.Type, args)
+}
+
+// withRollbackErrors keeps err's CNI code and adds what the rollback could
+// not undo to its details.
+func withRollbackErrors(err error, uerrs []error) error {
+	var te *types.Error
+	if !errors.As(err, &te) {
+		te = types.NewError(cnierr.Internal, name+": "+err.Error(), "")
+	}
+	details := "rollback incomplete: " + errors.Join(uerrs...).Error()
+	if te.Details != "" {
+		details = te.Details + "; " + details
+	}
+	return types.NewError(te.Code, te.Msg, details)
+}
