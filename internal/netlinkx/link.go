@@ -227,3 +227,34 @@ func WaitOperUp(h *netlink.Handle, index int, timeout time.Duration) (bool, erro
 		}
 	}
 }
+
+// DelPodLink deletes ifName in the pod namespace at path. A missing
+// namespace or link is not an error (DEL must be idempotent).
+func DelPodLink(path, ifName string) error {
+	podNS, gone, err := OpenNS(path)
+	if err != nil {
+		return err
+	}
+	if gone {
+		return nil
+	}
+	defer podNS.Close()
+	pod, err := NewHandleAt(podNS)
+	if err != nil {
+		return err
+	}
+	defer pod.Close()
+	_, err = DelLinkByName(pod, ifName)
+	return err
+}
+
+// StartDelPodLink runs DelPodLink in the background and returns a function
+// that waits for it. Deleting a veth blocks in the kernel for a grace
+// period (tens of ms on a busy VM); DEL releases IPAM and nftables state
+// meanwhile. Safe from any thread: the only socket it opens is bound to
+// the pod namespace explicitly.
+func StartDelPodLink(path, ifName string) (wait func() error) {
+	done := make(chan error, 1)
+	go func() { done <- DelPodLink(path, ifName) }()
+	return func() error { return <-done }
+}

@@ -15,15 +15,17 @@ package nft
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	vnl "github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,11 +87,6 @@ func NetworkPrefix(network string) string {
 	return "podnet:" + hex.EncodeToString(sum[:8]) + ":"
 }
 
-func tagOf(r *nftables.Rule) string {
-	s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-	return strings.TrimRight(s, "\x00")
-}
-
 func notFound(err error) bool {
 	// google/nftables flattens netlink errors with %v.
 	return err != nil && (errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), unix.ENOENT.Error()))
@@ -105,55 +102,125 @@ func conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-func list(cc *nftables.Conn, c Chain) ([]*nftables.Rule, error) {
-	t := c.table()
-	rules, err := cc.GetRules(t, c.chain(t))
-	if notFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("nftables: list %s: %w", c, err)
-	}
-	return rules, nil
+// ruleRef is what DEL and GC need of a rule: its handle and tag.
+type ruleRef struct {
+	handle uint64
+	tag    string
 }
 
-func del(cc *nftables.Conn, c Chain, r *nftables.Rule) error {
-	t := c.table()
-	r.Table = t
-	r.Chain = c.chain(t)
-	return cc.DelRule(r)
+// dumpRetries bounds the retries of an interrupted rule dump.
+const dumpRetries = 10
+
+// refs dumps the handles and tags of chain c's rules. google/nftables does
+// not report NLM_F_DUMP_INTR (and its netlink library drops the final DONE
+// message that may carry it), while a rule dump spanning several reads
+// that races with other batches can silently skip rules. So this dump goes
+// through vishvananda/netlink's request executor, which reports the flag on
+// every message, and is retried while interrupted. A missing table or chain
+// gives no rules.
+func refs(c Chain) ([]ruleRef, error) {
+	for try := 0; ; try++ {
+		req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE, unix.NLM_F_DUMP)
+		// struct nfgenmsg: family, version, resource id.
+		req.AddData(nfgenmsg{byte(c.Family), unix.NFNETLINK_V0, 0, 0})
+		req.AddData(nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(c.Table)))
+		req.AddData(nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(c.Name)))
+		var out []ruleRef
+		var perr error
+		err := req.ExecuteIter(unix.NETLINK_NETFILTER, unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE, func(msg []byte) bool {
+			if len(msg) < 4 {
+				return true
+			}
+			attrs, err := nl.ParseRouteAttr(msg[4:])
+			if err != nil {
+				perr = err
+				return false
+			}
+			var r ruleRef
+			for _, a := range attrs {
+				switch a.Attr.Type &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER) {
+				case unix.NFTA_RULE_HANDLE:
+					if len(a.Value) == 8 {
+						r.handle = binary.BigEndian.Uint64(a.Value)
+					}
+				case unix.NFTA_RULE_USERDATA:
+					r.tag = tagOfUserData(a.Value)
+				}
+			}
+			out = append(out, r)
+			return true
+		})
+		switch {
+		case perr != nil:
+			return nil, fmt.Errorf("nftables: list %s: %w", c, perr)
+		case errors.Is(err, unix.ENOENT):
+			return nil, nil
+		case err == nil:
+			return out, nil
+		case (errors.Is(err, vnl.ErrDumpInterrupted) || errors.Is(err, unix.EINTR)) && try < dumpRetries:
+			continue
+		default:
+			return nil, fmt.Errorf("nftables: list %s: %w", c, err)
+		}
+	}
 }
+
+// nfgenmsg is the nfnetlink header that precedes the attributes.
+type nfgenmsg [4]byte
+
+func (m nfgenmsg) Len() int          { return len(m) }
+func (m nfgenmsg) Serialize() []byte { return m[:] }
+
+func tagOfUserData(ud []byte) string {
+	s, _ := userdata.GetString(ud, userdata.TypeComment)
+	return strings.TrimRight(s, "\x00")
+}
+
+func del(cc *nftables.Conn, c Chain, handle uint64) error {
+	t := c.table()
+	return cc.DelRule(&nftables.Rule{Table: t, Chain: c.chain(t), Handle: handle})
+}
+
+// batchRetries bounds the retries of a batch that failed because a rule it
+// deletes was deleted concurrently (the whole batch is then rejected).
+const batchRetries = 5
 
 // Apply makes rules the tagged rules of chain c in one batch: the table and
 // chain are created if absent, rules already carrying tag (a repeated ADD)
 // are replaced.
 func Apply(c Chain, tag string, rules [][]expr.Any) error {
-	cc, err := conn()
-	if err != nil {
-		return err
-	}
-	defer cc.CloseLasting()
-	stale, err := list(cc, c)
-	if err != nil {
-		return err
-	}
-	t := cc.AddTable(c.table())
-	ch := cc.AddChain(c.chain(t))
-	for _, r := range stale {
-		if tagOf(r) == tag {
-			if err := del(cc, c, r); err != nil {
-				return err
+	ud := userdata.AppendString(nil, userdata.TypeComment, tag)
+	for try := 0; ; try++ {
+		stale, err := refs(c)
+		if err != nil {
+			return err
+		}
+		cc, err := conn()
+		if err != nil {
+			return err
+		}
+		t := cc.AddTable(c.table())
+		ch := cc.AddChain(c.chain(t))
+		for _, r := range stale {
+			if r.tag == tag {
+				if err := del(cc, c, r.handle); err != nil {
+					cc.CloseLasting()
+					return err
+				}
 			}
 		}
+		for _, exprs := range rules {
+			cc.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: ud})
+		}
+		err = cc.Flush()
+		cc.CloseLasting()
+		if err == nil {
+			return nil
+		}
+		if !notFound(err) || try >= batchRetries {
+			return fmt.Errorf("nftables: add rules %q to %s: %w", tag, c, err)
+		}
 	}
-	ud := userdata.AppendString(nil, userdata.TypeComment, tag)
-	for _, exprs := range rules {
-		cc.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: ud})
-	}
-	if err := cc.Flush(); err != nil {
-		return fmt.Errorf("nftables: add rules %q to %s: %w", tag, c, err)
-	}
-	return nil
 }
 
 // Remove deletes the rules tagged tag from chain c in one batch and returns
@@ -169,37 +236,40 @@ func GC(c Chain, prefix string, keep func(tag string) bool) (int, error) {
 }
 
 func removeIf(c Chain, match func(tag string) bool) (int, error) {
-	cc, err := conn()
-	if err != nil {
-		return 0, err
-	}
-	defer cc.CloseLasting()
-	rules, err := list(cc, c)
-	if err != nil || len(rules) == 0 {
-		return 0, err
-	}
-	n := 0
-	for _, r := range rules {
-		if match(tagOf(r)) {
-			if err := del(cc, c, r); err != nil {
-				return 0, err
-			}
-			n++
+	for try := 0; ; try++ {
+		rules, err := refs(c)
+		if err != nil || len(rules) == 0 {
+			return 0, err
 		}
-	}
-	if n == 0 {
-		fmt.Fprintf(os.Stderr, "DEBUG removeIf %s: no match among %d rules\n", c, len(rules))
-		return 0, nil
-	}
-	if err := cc.Flush(); err != nil {
-		fmt.Fprintf(os.Stderr, "DEBUG removeIf %s: flush err %v\n", c, err)
-		if notFound(err) {
-			// A concurrent DEL of the same attachment won.
+		cc, err := conn()
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for _, r := range rules {
+			if match(r.tag) {
+				if err := del(cc, c, r.handle); err != nil {
+					cc.CloseLasting()
+					return 0, err
+				}
+				n++
+			}
+		}
+		if n == 0 {
+			cc.CloseLasting()
 			return 0, nil
 		}
-		return 0, fmt.Errorf("nftables: delete rules from %s: %w", c, err)
+		err = cc.Flush()
+		cc.CloseLasting()
+		if err == nil {
+			return n, nil
+		}
+		// ENOENT: a rule in the batch went away meanwhile (a concurrent
+		// DEL or GC) and the kernel rejected the whole batch: list again.
+		if !notFound(err) || try >= batchRetries {
+			return 0, fmt.Errorf("nftables: delete rules from %s: %w", c, err)
+		}
 	}
-	return n, nil
 }
 
 // Rule is a rule as read back: its tag and expressions.
@@ -218,34 +288,38 @@ func (r Rule) Packets() uint64 {
 	return 0
 }
 
-// List returns the rules of chain c (none when the table or chain is
-// absent), for CHECK and tests.
+// List returns the rules of chain c with their expressions (none when the
+// table or chain is absent), for tests and operators.
 func List(c Chain) ([]Rule, error) {
 	cc, err := conn()
 	if err != nil {
 		return nil, err
 	}
 	defer cc.CloseLasting()
-	rules, err := list(cc, c)
+	t := c.table()
+	rules, err := cc.GetRules(t, c.chain(t))
+	if notFound(err) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("nftables: list %s: %w", c, err)
 	}
 	out := make([]Rule, 0, len(rules))
 	for _, r := range rules {
-		out = append(out, Rule{Tag: tagOf(r), Exprs: r.Exprs})
+		out = append(out, Rule{Tag: tagOfUserData(r.UserData), Exprs: r.Exprs})
 	}
 	return out, nil
 }
 
-// CountTag returns how many rules of c carry tag.
+// CountTag returns how many rules of c carry tag (CHECK).
 func CountTag(c Chain, tag string) (int, error) {
-	rules, err := List(c)
+	rules, err := refs(c)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, r := range rules {
-		if r.Tag == tag {
+		if r.tag == tag {
 			n++
 		}
 	}

@@ -186,20 +186,35 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 
 	ctx := context.Background()
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
-	var bridgeAddrs []net.IPNet
+	// IPAM runs while the bridge and veth are set up: it only needs the
+	// CNI arguments (in-process IPAM never depends on the calling thread's
+	// namespace; exec'd IPAM gets CNI_NETNS). Its undo is pushed first, so
+	// a reservation it made is released last, whatever fails.
+	var waitIPAM func() (*current.Result, error)
 	if conf.L3() {
-		ipamRes, err := delegate.Add(ctx, conf.IPAM.Type, args)
-		if err != nil {
-			return nil, err
+		type out struct {
+			res *current.Result
+			err error
 		}
-		undo = append(undo, func() error { return delegate.Del(ctx, conf.IPAM.Type, args) })
-		if len(ipamRes.IPs) == 0 {
-			return nil, cnierr.New(cnierr.InvalidConfig, name, "IPAM %q returned no addresses", conf.IPAM.Type)
+		ch := make(chan out, 1)
+		go func() {
+			r, err := delegate.Add(ctx, conf.IPAM.Type, args)
+			ch <- out{r, err}
+		}()
+		var o *out
+		waitIPAM = func() (*current.Result, error) {
+			if o == nil {
+				v := <-ch
+				o = &v
+			}
+			return o.res, o.err
 		}
-		res.IPs, res.Routes, res.DNS = ipamRes.IPs, ipamRes.Routes, ipamRes.DNS
-		if bridgeAddrs, err = Plan(conf, res); err != nil {
-			return nil, cnierr.New(cnierr.InvalidConfig, name, "%v", err)
-		}
+		undo = append(undo, func() error {
+			if _, err := waitIPAM(); err != nil {
+				return nil // nothing reserved
+			}
+			return delegate.Del(ctx, conf.IPAM.Type, args)
+		})
 	}
 
 	br, created, err := netlinkx.EnsureBridge(node, netlinkx.Bridge{Name: conf.BrName, MTU: conf.MTU, Promisc: conf.PromiscMode})
@@ -232,6 +247,21 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 			return nil, internal(err, "port isolation on %s", hostVeth.Name)
 		}
 	}
+	var bridgeAddrs []net.IPNet
+	if waitIPAM != nil {
+		ipamRes, err := waitIPAM()
+		if err != nil {
+			return nil, err
+		}
+		if len(ipamRes.IPs) == 0 {
+			return nil, cnierr.New(cnierr.InvalidConfig, name, "IPAM %q returned no addresses", conf.IPAM.Type)
+		}
+		res.IPs, res.Routes, res.DNS = ipamRes.IPs, ipamRes.Routes, ipamRes.DNS
+		if bridgeAddrs, err = Plan(conf, res); err != nil {
+			return nil, cnierr.New(cnierr.InvalidConfig, name, "%v", err)
+		}
+	}
+
 	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
 	podMAC := podLink.Attrs().HardwareAddr
 	if conf.MacSpoofChk {
@@ -331,24 +361,19 @@ func dnsSet(d types.DNS) bool {
 	return d.Nameservers != nil || d.Search != nil || d.Options != nil || d.Domain != ""
 }
 
-// del removes the pod veth (and with it the host end), releases the IPAM
-// reservation and removes the attachment's nftables rules. It succeeds when
-// things are already gone: a second DEL, a vanished netns, no prevResult.
+// del removes the pod veth (and with it the host end; the kernel's part of
+// that runs while the nftables rules are removed), then releases the IPAM
+// reservation. It succeeds when things are already gone: a second DEL, a
+// vanished netns, no prevResult.
 func del(args *skel.CmdArgs) error {
 	conf, err := parse(args)
 	if err != nil {
 		return err
 	}
 	var errs []error
+	waitLink := func() error { return nil }
 	if args.Netns != "" {
-		if err := delPodLink(args.Netns, args.IfName); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if conf.L3() {
-		if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
-			errs = append(errs, err)
-		}
+		waitLink = netlinkx.StartDelPodLink(args.Netns, args.IfName)
 	}
 	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
 	if conf.IPMasq {
@@ -361,6 +386,16 @@ func del(args *skel.CmdArgs) error {
 			errs = append(errs, err)
 		}
 	}
+	// The address is released only once the interface that carried it is
+	// gone, so a new pod never shares it with a dying one.
+	if err := waitLink(); err != nil {
+		errs = append(errs, err)
+	}
+	if conf.L3() {
+		if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) == 1 {
 		return cnierr.Wrap(cnierr.Internal, name, errs[0], "DEL")
 	}
@@ -368,26 +403,6 @@ func del(args *skel.CmdArgs) error {
 		return internal(errors.Join(errs...), "DEL")
 	}
 	return nil
-}
-
-// delPodLink deletes ifName in the pod netns at path; a missing netns or
-// link is not an error.
-func delPodLink(path, ifName string) error {
-	podNS, gone, err := netlinkx.OpenNS(path)
-	if err != nil {
-		return err
-	}
-	if gone {
-		return nil
-	}
-	defer podNS.Close()
-	pod, err := netlinkx.NewHandleAt(podNS)
-	if err != nil {
-		return err
-	}
-	defer pod.Close()
-	_, err = netlinkx.DelLinkByName(pod, ifName)
-	return err
 }
 
 // check verifies what ADD made against prevResult: the bridge (type, MAC,

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/internal/netlinkx/nxtest"
 	"github.com/podnet/podnet/internal/netns"
@@ -341,9 +342,40 @@ func TestRootFailedAddLeavesNothing(t *testing.T) {
 
 func TestRootIPMasq(t *testing.T) {
 	e := nxtest.New(t, Plugin)
-	c := conf(e, "1.1.0", "netm", "10.17.0.0/24", "fd17::/64", `"isGateway":true,"ipMasq":true`)
+	c := conf(e, "1.1.0", "netm", "10.17.0.0/24", "fd17::/64", `"isDefaultGateway":true,"ipMasq":true`)
 	pod := e.Pod()
 	r := e.MustAdd(e.Args(c, "ctr", pod, "eth0"))
+
+	// An "outside" namespace linked to the node, with no route back to the
+	// pod subnet: the pod reaches it only if its traffic is masqueraded.
+	outside := e.Pod()
+	e.In(e.Node, func() error {
+		v := netlink.NewVeth(netlink.LinkAttrs{Name: "uplink", TxQLen: -1})
+		v.PeerName = "eth0"
+		v.PeerNamespace = netlink.NsFd(openNS(t, outside))
+		if err := netlink.LinkAdd(v); err != nil {
+			return err
+		}
+		l, _ := netlink.LinkByName("uplink")
+		_, n, _ := net.ParseCIDR("192.168.77.1/24")
+		n.IP = net.ParseIP("192.168.77.1")
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: n}); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	e.In(outside, func() error {
+		l, _ := netlink.LinkByName("eth0")
+		_, n, _ := net.ParseCIDR("192.168.77.2/24")
+		n.IP = net.ParseIP("192.168.77.2")
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: n}); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	if err := nxtest.Ping(pod, net.ParseIP("192.168.77.2")); err != nil {
+		t.Errorf("masqueraded ping to the outside: %v", err)
+	}
 	tag := nft.Tag("netm", "ctr", "eth0")
 	e.In(e.Node, func() error {
 		rules, err := nft.List(MasqChain)
@@ -413,4 +445,15 @@ func TestRootGC(t *testing.T) {
 	if err := e.Status(e.Args(c, "", "", "")); err != nil {
 		t.Errorf("STATUS: %v", err)
 	}
+}
+
+// openNS opens a namespace for the duration of the test.
+func openNS(t *testing.T, path string) int {
+	t.Helper()
+	h, err := vnetns.GetFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return int(h)
 }

@@ -295,41 +295,26 @@ func del(args *skel.CmdArgs) error {
 		return err
 	}
 	var errs []error
+	waitLink := func() error { return nil }
 	if args.Netns != "" {
-		if err := delPodLink(args.Netns, args.IfName); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
-		errs = append(errs, err)
+		waitLink = netlinkx.StartDelPodLink(args.Netns, args.IfName)
 	}
 	if conf.IPMasq {
 		if _, err := nft.Remove(MasqChain, nft.Tag(conf.Name, args.ContainerID, args.IfName)); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	// Release the address only once its interface is gone.
+	if err := waitLink(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return cnierr.Wrap(cnierr.Internal, name, errors.Join(errs...), "DEL")
 	}
 	return nil
-}
-
-func delPodLink(path, ifName string) error {
-	podNS, gone, err := netlinkx.OpenNS(path)
-	if err != nil {
-		return err
-	}
-	if gone {
-		return nil
-	}
-	defer podNS.Close()
-	pod, err := netlinkx.NewHandleAt(podNS)
-	if err != nil {
-		return err
-	}
-	defer pod.Close()
-	_, err = netlinkx.DelLinkByName(pod, ifName)
-	return err
 }
 
 // check verifies the pod veth (type, MAC), its addresses and routes, the
