@@ -11,7 +11,9 @@ import (
 	"github.com/podnet/podnet/ipam/static"
 	"github.com/podnet/podnet/plugins/bandwidth"
 	"github.com/podnet/podnet/plugins/bridge"
+	"github.com/podnet/podnet/plugins/firewall"
 	"github.com/podnet/podnet/plugins/loopback"
+	"github.com/podnet/podnet/plugins/portmap"
 	"github.com/podnet/podnet/plugins/ptp"
 	"github.com/podnet/podnet/plugins/sbr"
 	"github.com/podnet/podnet/plugins/tuning"
@@ -28,6 +30,8 @@ func Plugins() []*cniplugin.Plugin {
 		static.Plugin,
 		tuning.Plugin,
 		sbr.Plugin,
+		firewall.Plugin,
+		portmap.Plugin,
 	}
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Type < ps[j].Type })
 	return ps
