@@ -35,6 +35,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd())
+	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd(), newAgentCmd())
 	return root
 }

@@ -114,10 +114,8 @@ type Config struct {
 	ResolvConf string
 	// Requested[i] is the address asked for in range set i (invalid Addr if none).
 	Requested []netip.Addr
-	// Attachments is cni.dev/valid-attachments (GC only); HasAttachments
-	// tells an empty list from an absent key.
-	Attachments    []types.GCAttachment
-	HasAttachments bool
+	// Attachments is cni.dev/valid-attachments (GC only).
+	Attachments []types.GCAttachment
 }
 
 // NetDir is the directory holding this network's reservations.
@@ -162,7 +160,6 @@ func LoadStoreConfig(stdin []byte) (*Config, error) {
 		if err := json.Unmarshal(raw, &c.Attachments); err != nil {
 			return nil, cnierr.New(cnierr.DecodingFailure, name, "field %q: expected a list of {\"containerID\", \"ifname\"}: %v", field, err)
 		}
-		c.HasAttachments = true
 	}
 	return c, nil
 }

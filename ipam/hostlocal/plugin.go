@@ -251,16 +251,17 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 // cmdGC releases every reservation of the network whose attachment is not
-// in cni.dev/valid-attachments (temp files are removed by OpenStore).
+// in cni.dev/valid-attachments (temp files are removed by OpenStore). An
+// absent list is an empty one.
 func cmdGC(args *skel.CmdArgs) error {
 	conf, err := LoadStoreConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if !conf.HasAttachments {
-		// Without the list every reservation would look stale.
-		return cnierr.Field(name, "cni.dev/valid-attachments", "missing: GC needs the list of attachments still in use (an empty list releases everything)")
-	}
+	// A missing list means no attachment is valid: libcni omits the key
+	// when its caller passes no GCArgs (cnitool gc does), after it has
+	// already DELeted every cached attachment of the network. The
+	// reference plugin treats it the same way.
 	s, err := OpenStore(conf.NetDir(), false)
 	if errors.Is(err, ErrNoStore) {
 		return nil

@@ -1,0 +1,288 @@
+// Package agent is podnet's node agent (Flannel-like): it leases this
+// node's pod subnets from the datastore, publishes how to reach them, and
+// keeps the node's kernel in line with every other node's record.
+//
+// The agent is a reconcile loop. Datastore watch events and a resync timer
+// only mark the state dirty; one loop then lists all nodes, computes the
+// whole desired state (agent/overlay, pure) and lets agent/kernel apply the
+// difference. Errors are logged and retried on the next round; the loop
+// never exits for them. Stopping the agent leaves the datapath and the
+// lease alone (the lease simply stops being renewed), so a restart adopts
+// what it finds and pods keep their connectivity meanwhile.
+//
+// It owns: this node's datastore records (through a datastore.Store), the
+// node state file for the CNI plugin (agent/nodestate), and, through
+// agent/kernel, the podnet.<VNI> device, podnet routes and the podnet-nat
+// table in the namespace it is given. It must not touch pods' namespaces or
+// any other kernel object.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/podnet/podnet/agent/datastore"
+	"github.com/podnet/podnet/agent/kernel"
+	"github.com/podnet/podnet/agent/nodestate"
+	"github.com/podnet/podnet/agent/overlay"
+)
+
+// Agent runs the node agent for one node.
+type Agent struct {
+	cfg   Config
+	store datastore.Store
+	log   *slog.Logger
+	node  *kernel.Node
+
+	local    overlay.Local
+	lease    *datastore.Lease
+	nodes    []datastore.NodeInfo // last good list
+	problems string
+	rendered string
+
+	mu     sync.Mutex
+	state  overlay.State
+	syncs  int
+	lastOK bool
+}
+
+// New checks cfg and opens the node's namespace. store is used as is and
+// closed by the caller.
+func New(cfg Config, store datastore.Store, log *slog.Logger) (*Agent, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node", cfg.NodeName)
+	n, err := kernel.Open(cfg.NetNS, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, store: store, log: log, node: n}, nil
+}
+
+// State returns the desired state of the last sync and how many syncs ran.
+func (a *Agent) State() (overlay.State, int, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state, a.syncs, a.lastOK
+}
+
+// Local returns this node as the agent resolved it (valid once Run has
+// leased).
+func (a *Agent) Local() overlay.Local {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.local
+}
+
+func (a *Agent) pools() []datastore.Pool {
+	var out []datastore.Pool
+	for _, c := range a.cfg.ClusterCIDRs {
+		l := a.cfg.SubnetLenV4
+		if c.Addr().Is6() {
+			l = a.cfg.SubnetLenV6
+		}
+		out = append(out, datastore.Pool{CIDR: c, SubnetLen: l})
+	}
+	return out
+}
+
+// retry runs fn until it succeeds or ctx ends, backing off up to 10s.
+func (a *Agent) retry(ctx context.Context, what string, fn func() error) error {
+	wait := 200 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		a.log.Warn(what+" failed, retrying", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 10*time.Second)
+	}
+}
+
+// Run leases, publishes, watches and reconciles until ctx is done. It
+// returns nil on a clean stop and leaves the datapath in place.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.node.Close()
+	cfg := a.cfg
+	name, cidr := cfg.underlaySpec()
+	var ul kernel.Underlay
+	if err := a.retry(ctx, "find underlay", func() (err error) {
+		ul, err = a.node.FindUnderlay(name, cidr)
+		return err
+	}); err != nil {
+		return nil
+	}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = ul.MTU
+		if cfg.Backend != overlay.HostGW {
+			mtu -= overlay.OverheadFor(ul.IPs[0])
+		}
+	}
+	l := overlay.Local{
+		Name: cfg.NodeName, Backend: cfg.Backend, UnderlayDev: ul.Dev, UnderlayIPs: ul.IPs, UnderlayNets: ul.Nets,
+		VNI: cfg.VNI, Port: cfg.Port, MTU: mtu, ClusterCIDRs: cfg.ClusterCIDRs,
+	}
+	if cfg.Backend != overlay.HostGW {
+		l.VtepMAC = overlay.VtepMAC(cfg.NodeName, cfg.VNI).String()
+	}
+	a.log.Info("underlay", "dev", ul.Dev, "ips", ul.IPs, "mtu", ul.MTU, "podMTU", mtu, "backend", cfg.Backend)
+
+	if err := a.acquire(ctx, &l); err != nil {
+		return nil // ctx done
+	}
+
+	watch, _ := a.store.Watch(ctx)
+	tick := time.NewTicker(cfg.ResyncInterval)
+	defer tick.Stop()
+	dirty := true
+	for {
+		if dirty {
+			a.sync(ctx)
+			dirty = false
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Info("stopping; datapath and lease left in place")
+			return nil
+		case <-tick.C:
+			dirty = true
+		case <-a.lease.Expired:
+			a.log.Warn("datastore lease lost; leasing again")
+			if err := a.acquire(ctx, &l); err != nil {
+				return nil
+			}
+			dirty = true
+		case ev, ok := <-watch:
+			if !ok {
+				if ctx.Err() != nil {
+					continue
+				}
+				watch, _ = a.store.Watch(ctx)
+			} else {
+				a.log.Debug("datastore event", "type", ev.Type, "name", ev.Name)
+			}
+			dirty = true
+			drain(watch)
+		}
+	}
+}
+
+// drain swallows queued events: one sync covers them all.
+func drain(ch <-chan datastore.Event) {
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// acquire leases the subnets, writes the node state file and publishes
+// this node, retrying until it works or ctx ends.
+func (a *Agent) acquire(ctx context.Context, l *overlay.Local) error {
+	req := datastore.LeaseRequest{Node: a.cfg.NodeName, Pools: a.pools(), Preferred: l.Subnets}
+	if len(req.Preferred) == 0 {
+		if prev, err := nodestate.Read(a.cfg.StateDir); err == nil && prev.Node == a.cfg.NodeName {
+			req.Preferred = prev.Subnets
+		}
+	}
+	if err := a.retry(ctx, "lease subnets", func() error {
+		lease, err := a.store.Lease(ctx, req)
+		if err != nil {
+			return err
+		}
+		a.lease = lease
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(l.Subnets) > 0 && !slices.Equal(l.Subnets, a.lease.Subnets) {
+		a.log.Error("leased subnets changed: pods on the old subnets lose connectivity", "old", l.Subnets, "new", a.lease.Subnets)
+	}
+	l.Subnets = a.lease.Subnets
+	a.mu.Lock()
+	a.local = *l
+	a.mu.Unlock()
+	a.log.Info("leased", "subnets", l.Subnets)
+
+	ns := nodestate.State{Node: l.Name, Subnets: l.Subnets, MTU: l.MTU, ClusterCIDRs: l.ClusterCIDRs, Backend: l.Backend}
+	for _, s := range l.Subnets {
+		ns.Gateways = append(ns.Gateways, nodestate.GatewayFor(s))
+	}
+	if err := a.retry(ctx, "write node state", func() error { return nodestate.Write(a.cfg.StateDir, ns) }); err != nil {
+		return err
+	}
+	info := datastore.NodeInfo{Name: l.Name, UnderlayIPs: l.UnderlayIPs, VtepMAC: l.VtepMAC, Subnets: l.Subnets, Backend: l.Backend}
+	// The VXLAN device first, so the MAC we publish is already live.
+	if st := overlay.Compute(*l, nil); st.Device != nil {
+		if _, err := a.node.EnsureDevice(*st.Device); err != nil {
+			a.log.Warn("vxlan device", "err", err)
+		}
+	}
+	return a.retry(ctx, "publish node", func() error { return a.store.Publish(ctx, info) })
+}
+
+func (a *Agent) sync(ctx context.Context) {
+	nodes, err := a.store.List(ctx)
+	if err != nil {
+		a.log.Warn("list nodes", "err", err)
+	}
+	if nodes != nil || err == nil {
+		a.nodes = nodes
+	}
+	// Our own record must be there; if someone removed it, put it back.
+	l := a.Local()
+	if !slices.ContainsFunc(a.nodes, func(n datastore.NodeInfo) bool { return n.Name == l.Name }) && err == nil {
+		info := datastore.NodeInfo{Name: l.Name, UnderlayIPs: l.UnderlayIPs, VtepMAC: l.VtepMAC, Subnets: l.Subnets, Backend: l.Backend}
+		if perr := a.store.Publish(ctx, info); perr != nil {
+			a.log.Warn("republish own record", "err", perr)
+		}
+	}
+	st := overlay.Compute(l, a.nodes)
+	if p := strings.Join(st.Problems, "\n"); p != a.problems {
+		a.problems = p
+		for _, pr := range st.Problems {
+			a.log.Warn("unreachable", "problem", pr)
+		}
+	}
+	if txt := st.Render(); txt != a.rendered {
+		a.rendered = txt
+		a.log.Info("desired state changed", "nodes", len(a.nodes), "routes", len(st.Routes), "fdb", len(st.FDB))
+		a.log.Debug("desired state", "text", txt)
+	}
+	v4 := slices.ContainsFunc(l.ClusterCIDRs, func(p netip.Prefix) bool { return p.Addr().Is4() })
+	v6 := slices.ContainsFunc(l.ClusterCIDRs, func(p netip.Prefix) bool { return p.Addr().Is6() })
+	aerr := errors.Join(a.node.EnableForwarding(v4, v6), a.node.Apply(st))
+	if aerr != nil {
+		a.log.Warn("reconcile incomplete, retrying on the next round", "err", aerr)
+	}
+	a.mu.Lock()
+	a.state, a.lastOK = st, aerr == nil
+	a.syncs++
+	a.mu.Unlock()
+}
+
+// String describes the agent for logs.
+func (a *Agent) String() string { return fmt.Sprintf("agent(%s)", a.cfg.NodeName) }

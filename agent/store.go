@@ -1,0 +1,44 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	"github.com/podnet/podnet/agent/datastore"
+	"github.com/podnet/podnet/agent/datastore/etcd"
+)
+
+// OpenStore connects the datastore that c selects.
+func OpenStore(ctx context.Context, c DatastoreConfig) (datastore.Store, error) {
+	switch c.Type {
+	case "", "etcd":
+	default:
+		return nil, fmt.Errorf("datastore %q: only etcd is supported so far", c.Type)
+	}
+	var tc *tls.Config
+	if c.CertFile != "" || c.CAFile != "" {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("datastore: client cert %s / key %s: %w", c.CertFile, c.KeyFile, err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("datastore: CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("datastore: CA file %s holds no PEM certificate", c.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+	}
+	return etcd.New(ctx, etcd.Options{Endpoints: c.Endpoints, TLS: tc, Prefix: c.Prefix, TTL: c.LeaseTTL})
+}
