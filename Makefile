@@ -1,11 +1,13 @@
 # podnet: the commands the README names. `make test` is what CI runs.
 GO ?= go
 BIN := bin/podnet
+AGENT := bin/podnet-agent
 
 .PHONY: build test vet fmt-check demo bench install clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/podnet
+	$(GO) build -o $(AGENT) ./cmd/podnet-agent
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -27,6 +29,7 @@ bench: build
 
 install: build
 	install -D -m 0755 $(BIN) /opt/cni/bin/podnet
+	install -D -m 0755 $(AGENT) /usr/local/bin/podnet-agent
 	/opt/cni/bin/podnet plugins install --dir /opt/cni/bin
 
 clean:

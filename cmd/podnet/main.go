@@ -35,6 +35,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd(), newAgentCmd())
+	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd(), newHeavyCmd("agent", "run the node agent (exec's podnet-agent)"))
 	return root
 }
