@@ -88,7 +88,7 @@ func (c *Client) Load(name string) (*libcni.NetworkConfigList, error) {
 	if dir == "" {
 		dir = DefaultConfDir
 	}
-	list, err := libcni.LoadNetworkConf(dir, name)
+	list, err := libcni.LoadConfList(dir, name)
 	if err != nil {
 		return nil, fmt.Errorf("load network %q from %s: %w", name, dir, err)
 	}

@@ -23,8 +23,8 @@ const (
 	DecodingFailure     uint = types.ErrDecodingFailure      // 6
 	InvalidConfig       uint = types.ErrInvalidNetworkConfig // 7
 	TryAgainLater       uint = types.ErrTryAgainLater        // 11
-	NotAvailable        uint = types.ErrPluginNotAvailable   // 50
-	LimitedConnectivity uint = types.ErrLimitedConnectivity  // 51
+	NotAvailable        uint = 50                            // STATUS: plugin not available (spec 1.1; no constant in libcni v1.2)
+	LimitedConnectivity uint = 51                            // STATUS: limited connectivity (spec 1.1)
 	Internal            uint = types.ErrInternal             // 999
 )
 

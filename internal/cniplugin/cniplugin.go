@@ -84,7 +84,7 @@ func ConfVersion(stdin []byte) (string, error) {
 }
 
 // Decode unmarshals stdin into conf and turns JSON errors into code-6 errors
-// that name the field. conf is typically a struct embedding types.PluginConf.
+// that name the field. conf is typically a struct embedding types.NetConf.
 func Decode(plugin string, stdin []byte, conf any) error {
 	if err := json.Unmarshal(stdin, conf); err != nil {
 		return cnierr.Decode(plugin, err)
@@ -94,7 +94,7 @@ func Decode(plugin string, stdin []byte, conf any) error {
 
 // PrevResult converts the parsed prevResult of conf (if any) to the current
 // result type. It returns nil, nil when there is none.
-func PrevResult(plugin string, conf *types.PluginConf) (*current.Result, error) {
+func PrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
 	if conf.RawPrevResult == nil {
 		return nil, nil
 	}
@@ -113,7 +113,7 @@ func PrevResult(plugin string, conf *types.PluginConf) (*current.Result, error) 
 
 // RequirePrevResult is PrevResult for chained plugins that cannot work
 // without one.
-func RequirePrevResult(plugin string, conf *types.PluginConf) (*current.Result, error) {
+func RequirePrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
 	res, err := PrevResult(plugin, conf)
 	if err != nil {
 		return nil, err

@@ -180,7 +180,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err := validIDs(args); err != nil {
 		return err
 	}
-	pc := &types.PluginConf{}
+	pc := &types.NetConf{}
 	if err := cniplugin.Decode(name, args.StdinData, pc); err != nil {
 		return err
 	}

@@ -216,7 +216,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	pc := &types.PluginConf{}
+	pc := &types.NetConf{}
 	if err := cniplugin.Decode(name, args.StdinData, pc); err != nil {
 		return err
 	}

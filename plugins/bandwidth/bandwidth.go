@@ -56,7 +56,7 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	prev, err := cniplugin.PrevResult(name, &conf.PluginConf)
+	prev, err := cniplugin.PrevResult(name, &conf.NetConf)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +236,7 @@ func check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cniplugin.RequirePrevResult(name, &conf.PluginConf)
+	prev, err := cniplugin.RequirePrevResult(name, &conf.NetConf)
 	if err != nil {
 		return err
 	}

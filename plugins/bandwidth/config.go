@@ -26,7 +26,7 @@ type Limits struct {
 }
 
 type rawConf struct {
-	types.PluginConf
+	types.NetConf
 	// The Limits fields, spelled out: an embedded struct's name would
 	// appear in JSON error messages ("Limits.ingressRate").
 	IngressRate  *uint64 `json:"ingressRate,omitempty"`
@@ -54,7 +54,7 @@ type Shape struct {
 
 // Config is a parsed, validated bandwidth config.
 type Config struct {
-	types.PluginConf
+	types.NetConf
 	// Ingress shapes traffic to the pod (tbf on the host veth); Egress
 	// traffic from the pod (tbf on the ifb). nil means unshaped.
 	Ingress *Shape
@@ -90,7 +90,7 @@ func validate(raw *rawConf, ticksPerUsec float64) (*Config, error) {
 			return nil, cnierr.Unsupported(name, f, "subnet-selective shaping is not part of the reference bandwidth plugin v1.9.1 that podnet implements; remove the field to shape all traffic of the pod")
 		}
 	}
-	c := &Config{PluginConf: raw.PluginConf}
+	c := &Config{NetConf: raw.NetConf}
 	rt := raw.RuntimeConfig.Bandwidth
 	if rt == nil {
 		rt = &Limits{}

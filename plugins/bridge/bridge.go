@@ -414,7 +414,7 @@ func check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cniplugin.RequirePrevResult(name, &conf.PluginConf)
+	prev, err := cniplugin.RequirePrevResult(name, &conf.NetConf)
 	if err != nil {
 		return err
 	}

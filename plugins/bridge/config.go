@@ -18,7 +18,7 @@ const DefaultBridge = "cni0"
 // Conf is the bridge plugin's network configuration: every field of the
 // reference plugin, with the VLAN ones rejected (see Parse).
 type Conf struct {
-	types.PluginConf
+	types.NetConf
 
 	BrName                    string       `json:"bridge"`
 	IsGW                      bool         `json:"isGateway"`

@@ -17,7 +17,7 @@ const (
 // netConf is the JSON the runtime passes, with the reference plugin's
 // field names.
 type netConf struct {
-	types.PluginConf
+	types.NetConf
 
 	// Backend is "iptables", "firewalld" or absent; every one is served by
 	// podnet's nftables table.

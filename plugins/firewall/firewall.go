@@ -57,7 +57,7 @@ func add(args *skel.CmdArgs) (types.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	prev, err := cniplugin.RequirePrevResult(name, &c.conf.PluginConf)
+	prev, err := cniplugin.RequirePrevResult(name, &c.conf.NetConf)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +101,7 @@ func check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cniplugin.RequirePrevResult(name, &c.conf.PluginConf)
+	prev, err := cniplugin.RequirePrevResult(name, &c.conf.NetConf)
 	if err != nil {
 		return err
 	}

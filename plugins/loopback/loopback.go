@@ -31,8 +31,8 @@ var Plugin = &cniplugin.Plugin{
 	Status: nil,
 }
 
-func parse(args *skel.CmdArgs) (*types.PluginConf, error) {
-	conf := &types.PluginConf{}
+func parse(args *skel.CmdArgs) (*types.NetConf, error) {
+	conf := &types.NetConf{}
 	if err := cniplugin.Decode(name, args.StdinData, conf); err != nil {
 		return nil, err
 	}

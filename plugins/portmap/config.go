@@ -107,7 +107,7 @@ func (m *PortMapping) UnmarshalJSON(b []byte) error {
 
 // netConf is the JSON the runtime passes.
 type netConf struct {
-	types.PluginConf
+	types.NetConf
 	DataDir              string        `json:"dataDir,omitempty"`
 	Backend              *string       `json:"backend,omitempty"`
 	SNAT                 *bool         `json:"snat,omitempty"`
@@ -230,7 +230,7 @@ func ParseConfig(stdin []byte) (*Config, error) {
 		seen[k] = i
 		c.Mappings = append(c.Mappings, m)
 	}
-	c.Prev, err = cniplugin.PrevResult(name, &conf.PluginConf)
+	c.Prev, err = cniplugin.PrevResult(name, &conf.NetConf)
 	if err != nil {
 		return nil, err
 	}

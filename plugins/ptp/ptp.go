@@ -54,7 +54,7 @@ var Plugin = &cniplugin.Plugin{
 
 // Conf is the ptp configuration (the reference plugin's fields).
 type Conf struct {
-	types.PluginConf
+	types.NetConf
 	IPMasq        bool    `json:"ipMasq"`
 	IPMasqBackend *string `json:"ipMasqBackend,omitempty"`
 	MTU           int     `json:"mtu"`
@@ -325,7 +325,7 @@ func check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cniplugin.RequirePrevResult(name, &conf.PluginConf)
+	prev, err := cniplugin.RequirePrevResult(name, &conf.NetConf)
 	if err != nil {
 		return err
 	}

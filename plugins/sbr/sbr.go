@@ -61,7 +61,7 @@ var Plugin = &cniplugin.Plugin{
 }
 
 type netConf struct {
-	types.PluginConf
+	types.NetConf
 	Table   *int64 `json:"table,omitempty"`
 	VRFName string `json:"vrfname,omitempty"`
 }
@@ -154,7 +154,7 @@ func add(args *skel.CmdArgs) (types.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	prev, err := cniplugin.RequirePrevResult(name, &c.prev.PluginConf)
+	prev, err := cniplugin.RequirePrevResult(name, &c.prev.NetConf)
 	if err != nil {
 		return nil, err
 	}
@@ -351,7 +351,7 @@ func check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := cniplugin.RequirePrevResult(name, &c.prev.PluginConf)
+	prev, err := cniplugin.RequirePrevResult(name, &c.prev.NetConf)
 	if err != nil {
 		return err
 	}
@@ -425,7 +425,7 @@ func del(args *skel.CmdArgs) error {
 		return nil
 	}
 	var ips, gws []net.IP
-	if prev, err := cniplugin.PrevResult(name, &c.prev.PluginConf); err == nil && prev != nil {
+	if prev, err := cniplugin.PrevResult(name, &c.prev.NetConf); err == nil && prev != nil {
 		for _, ipc := range podIPs(prev, args.IfName) {
 			ips = append(ips, ipc.Address.IP)
 			if ipc.Gateway != nil {

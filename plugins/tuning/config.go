@@ -33,7 +33,7 @@ const maxMTU = 65535
 // netConf is the JSON the runtime passes, with the reference plugin's
 // field names.
 type netConf struct {
-	types.PluginConf
+	types.NetConf
 	DataDir  string     `json:"dataDir,omitempty"`
 	Sysctl   *sysctlMap `json:"sysctl,omitempty"`
 	Mac      string     `json:"mac,omitempty"`

@@ -59,7 +59,7 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	prev, err := cniplugin.RequirePrevResult(name, &c.prev.PluginConf)
+	prev, err := cniplugin.RequirePrevResult(name, &c.prev.NetConf)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +290,7 @@ func check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if _, err := cniplugin.RequirePrevResult(name, &c.prev.PluginConf); err != nil {
+	if _, err := cniplugin.RequirePrevResult(name, &c.prev.NetConf); err != nil {
 		return err
 	}
 	if args.Netns == "" {
