@@ -43,6 +43,9 @@ type storeReserver struct {
 func (r storeReserver) Reserve(a netip.Addr) (bool, error) { return r.s.Reserve(a, r.o) }
 
 func ioErr(err error, format string, a ...any) error {
+	if errors.Is(err, ErrLocked) {
+		return cnierr.Wrap(cnierr.TryAgainLater, name, err, format, a...)
+	}
 	return cnierr.Wrap(cnierr.IOFailure, name, err, format, a...)
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,6 +75,48 @@ type Store struct {
 	tmpO Owner
 }
 
+// LockTimeout bounds the wait for another process's operation on the same
+// network. Operations take milliseconds; a lock held this long belongs to a
+// stuck process, and the runtime is told to try again (code 11) instead of
+// hanging until its own timeout.
+var LockTimeout = 20 * time.Second
+
+// ErrLocked is returned by OpenStore when the lock was not granted within
+// LockTimeout.
+var ErrLocked = errors.New("reservation directory is locked by another operation")
+
+// lockWithin takes f's exclusive flock, giving up after timeout. The
+// blocking flock cannot be cancelled, so on timeout a goroutine stays to
+// release the lock (by closing f) if it is granted later.
+func lockWithin(f *os.File, timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+			if err != unix.EINTR {
+				done <- err
+				return
+			}
+		}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		return nil
+	case <-t.C:
+		go func() {
+			<-done
+			f.Close()
+		}()
+		return fmt.Errorf("%w: waited %s for %s", ErrLocked, timeout, f.Name())
+	}
+}
+
 // ErrNoStore is returned by OpenStore(create=false) when the network has
 // no directory yet.
 var ErrNoStore = errors.New("no reservation directory")
@@ -96,15 +139,8 @@ func OpenStore(dir string, create bool) (*Store, error) {
 		}
 		return nil, err
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	if err := lockWithin(f, LockTimeout); err != nil {
+		return nil, err
 	}
 	step("locked")
 	s := &Store{dir: dir, lock: f}
