@@ -22,7 +22,7 @@ test: fmt-check vet build
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 demo: build
-	./$(BIN) demo
+	./$(BIN) lab demo
 
 bench: build
 	./$(BIN) bench

@@ -241,7 +241,15 @@ func (a *Agent) acquire(ctx context.Context, l *overlay.Local) error {
 			a.log.Warn("vxlan device", "err", err)
 		}
 	}
-	return a.retry(ctx, "publish node", func() error { return a.store.Publish(ctx, info) })
+	if err := a.retry(ctx, "publish node", func() error { return a.store.Publish(ctx, info) }); err != nil {
+		return err
+	}
+	if a.cfg.CNIConfDir != "" {
+		// Last: node.json, the VXLAN device and our record exist, so a
+		// runtime that sees the conflist can add pods.
+		return a.retry(ctx, "write CNI conflist", func() error { return WriteConflist(a.cfg.CNIConfDir, a.cfg.StateDir) })
+	}
+	return nil
 }
 
 func (a *Agent) sync(ctx context.Context) {

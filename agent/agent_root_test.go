@@ -40,6 +40,11 @@ type cluster struct {
 	nodes   map[string]*node
 	backend string
 	v6      bool
+	// kubeconfig, when set, selects the kubernetes datastore (see
+	// kube_root_test.go); beforeStart registers a node (its Node object)
+	// before its agent starts.
+	kubeconfig  string
+	beforeStart func(*node)
 }
 
 type node struct {
@@ -123,6 +128,9 @@ func (c *cluster) addNode(name string, seg, host int) *node {
 	addAddr(t, n.h, l, n.ip.String()+"/24")
 	must(t, n.h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(fmt.Sprintf("100.64.%d.254", seg))}))
 	c.nodes[name] = n
+	if c.beforeStart != nil {
+		c.beforeStart(n)
+	}
 	c.start(n)
 	return n
 }
@@ -143,9 +151,12 @@ func (c *cluster) start(n *node) {
 		ResyncInterval: time.Second,
 		Datastore:      agent.DatastoreConfig{Endpoints: c.eps, LeaseTTL: 5 * time.Second},
 	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if c.kubeconfig != "" {
+		cfg.Datastore = agent.DatastoreConfig{Type: "kubernetes", Kubeconfig: c.kubeconfig, Log: log}
+	}
 	store, err := agent.OpenStore(context.Background(), cfg.WithDefaults().Datastore)
 	must(t, err)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ag, err := agent.New(cfg, store, log)
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -49,8 +50,12 @@ type Config struct {
 	Underlay string
 	// StateDir holds node.json for the CNI plugin (default /run/podnet).
 	StateDir string
+	// CNIConfDir, if set, receives the podnet conflist (ConflistName)
+	// once node.json is written. Empty: no conflist is written (the
+	// command's --cni-conf-dir defaults to /etc/cni/net.d).
+	CNIConfDir string
 	// NetNS is the network namespace the agent programs ("" = its own).
-	// The lab runs one agent per node namespace in one process.
+	// The lab runs one agent process per node namespace.
 	NetNS string
 	// ResyncInterval: full reconcile even without events (default 5s).
 	ResyncInterval time.Duration
@@ -59,13 +64,18 @@ type Config struct {
 
 // DatastoreConfig selects and configures the datastore.
 type DatastoreConfig struct {
-	Type      string // "etcd" (default); "kubernetes" later
+	Type      string // "etcd" (default) or "kubernetes"
 	Endpoints []string
 	CertFile  string
 	KeyFile   string
 	CAFile    string
 	Prefix    string        // default /podnet/v1
 	LeaseTTL  time.Duration // default 60s
+	// Kubeconfig (kubernetes): a kubeconfig file; "" = in-cluster config.
+	Kubeconfig string
+	// Log is where the store logs (kubernetes: waiting for the node's
+	// pod CIDRs); nil discards. Not configuration, just plumbing.
+	Log *slog.Logger
 }
 
 // WithDefaults returns c with every unset field at its default.
@@ -172,6 +182,9 @@ func (c Config) Validate() error {
 	if c.StateDir == "" || !strings.HasPrefix(c.StateDir, "/") {
 		add("stateDir", "%q must be an absolute path", c.StateDir)
 	}
+	if c.CNIConfDir != "" && !strings.HasPrefix(c.CNIConfDir, "/") {
+		add("cniConfDir", "%q must be an absolute path", c.CNIConfDir)
+	}
 	if c.ResyncInterval < 100*time.Millisecond {
 		add("resyncInterval", "%s is below 100ms", c.ResyncInterval)
 	}
@@ -193,8 +206,11 @@ func (c Config) Validate() error {
 		if d.LeaseTTL < 2*time.Second {
 			add("datastore.leaseTTL", "%s is below the 2s minimum", d.LeaseTTL)
 		}
+	case "kubernetes":
+		// Kubeconfig "" = in-cluster; the node's subnets are its
+		// spec.podCIDRs, so nothing else to check here.
 	default:
-		add("datastore.type", "%q: only etcd is supported so far", d.Type)
+		add("datastore.type", "%q: must be etcd or kubernetes", d.Type)
 	}
 	return errors.Join(errs...)
 }

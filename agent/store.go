@@ -9,14 +9,17 @@ import (
 
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/datastore/etcd"
+	"github.com/podnet/podnet/agent/datastore/kubernetes"
 )
 
 // OpenStore connects the datastore that c selects.
 func OpenStore(ctx context.Context, c DatastoreConfig) (datastore.Store, error) {
 	switch c.Type {
 	case "", "etcd":
+	case "kubernetes":
+		return kubernetes.New(ctx, kubernetes.Options{Kubeconfig: c.Kubeconfig, Log: c.Log})
 	default:
-		return nil, fmt.Errorf("datastore %q: only etcd is supported so far", c.Type)
+		return nil, fmt.Errorf("datastore %q: must be etcd or kubernetes", c.Type)
 	}
 	var tc *tls.Config
 	if c.CertFile != "" || c.CAFile != "" {

@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,15 +31,51 @@ func TestMedian(t *testing.T) {
 	}
 }
 
+func TestChains(t *testing.T) {
+	for in, want := range map[string]string{"": "bridge,meta", "all": "bridge,meta", "meta": "meta", "bridge": "bridge", "host-local": "host-local"} {
+		got, err := Chains(in)
+		if err != nil || strings.Join(got, ",") != want {
+			t.Errorf("Chains(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	if _, err := Chains("ptp"); err == nil {
+		t.Error("Chains(ptp) accepted")
+	}
+}
+
 func TestChainConfParses(t *testing.T) {
-	for _, chain := range []string{ChainBridge, ChainHostLocal} {
-		for i, name := range []string{"reference", "podnet"} {
-			list, err := libcni.ConfListFromBytes([]byte(chainConf(chain, name, i, "/tmp/x")))
-			if err != nil {
-				t.Fatalf("%s/%s: %v", chain, name, err)
-			}
-			if len(list.Plugins) != 1 || list.Plugins[0].Network.Type != chain {
-				t.Errorf("%s/%s: plugins %+v", chain, name, list.Plugins)
+	for _, c := range []struct {
+		chain, backend string
+		types          []string
+	}{
+		{ChainHostLocal, backendPodnet, []string{"host-local"}},
+		{ChainBridge, backendPodnet, []string{"bridge"}},
+		{ChainBridge, backendDefault, []string{"bridge"}},
+		{ChainMeta, backendPodnet, []string{"bridge", "portmap", "firewall"}},
+		{ChainMeta, backendIPTables, []string{"bridge", "portmap", "firewall"}},
+		{ChainMeta, backendNFTables, []string{"bridge", "portmap", "firewall"}},
+	} {
+		raw := chainConf(c.chain, "x", c.backend, 1, "/tmp/x")
+		list, err := libcni.ConfListFromBytes([]byte(raw))
+		if err != nil {
+			t.Fatalf("%s/%q: %v\n%s", c.chain, c.backend, err, raw)
+		}
+		var got []string
+		for _, p := range list.Plugins {
+			got = append(got, p.Network.Type)
+		}
+		if strings.Join(got, ",") != strings.Join(c.types, ",") {
+			t.Errorf("%s/%q: plugins %v, want %v", c.chain, c.backend, got, c.types)
+		}
+		if c.chain == ChainMeta && !list.Plugins[1].Network.Capabilities["portMappings"] {
+			t.Errorf("%s/%q: portmap lacks the portMappings capability", c.chain, c.backend)
+		}
+		for _, want := range map[string][]string{
+			backendIPTables: {`"ipMasqBackend":"iptables"`, `"type":"portmap","capabilities":{"portMappings":true},"backend":"iptables"`, `"type":"firewall","backend":"iptables"`},
+			backendNFTables: {`"ipMasqBackend":"nftables"`, `"type":"portmap","capabilities":{"portMappings":true},"backend":"nftables"`, `"type":"firewall","backend":"iptables"`},
+		}[c.backend] {
+			if c.chain == ChainMeta && !strings.Contains(raw, want) {
+				t.Errorf("%s/%q lacks %s:\n%s", c.chain, c.backend, want, raw)
 			}
 		}
 	}
@@ -45,20 +84,68 @@ func TestChainConfParses(t *testing.T) {
 func TestRatio(t *testing.T) {
 	ms := time.Millisecond
 	r := &Report{
-		Floor:     2 * ms,
-		Reference: Stats{AddDel: 104 * ms},
-		Podnet:    Stats{AddDel: 9 * ms},
+		Floor: 2 * ms,
+		Impls: []Stats{
+			{Name: "podnet", AddDel: 9 * ms},
+			{Name: "reference-iptables", AddDel: 104 * ms},
+			{Name: "reference-nftables", AddDel: 54 * ms},
+		},
 	}
-	if got, want := r.Ratio(), 5.0/100; got != want {
-		t.Errorf("Ratio = %v, want %v", got, want)
+	if got, want := r.Ratio(r.Impls[1]), 5.0/100; got != want {
+		t.Errorf("Ratio(iptables) = %v, want %v", got, want)
+	}
+	if got, want := r.MaxRatio(), 5.0/50; got != want {
+		t.Errorf("MaxRatio = %v, want %v", got, want)
+	}
+	p := ParStats{Pods: 50}
+	if got := p.PodsPerSec(2 * time.Second); got != 25 {
+		t.Errorf("PodsPerSec = %v, want 25", got)
+	}
+	var b bytes.Buffer
+	r.Chain = ChainMeta
+	r.Parallel = []ParStats{{Name: "podnet", Pods: 50, Rounds: 1, Add: time.Second, Del: time.Second, Floor: time.Second}}
+	r.WriteTable(&b)
+	for _, want := range []string{"reference-nftables", "0.100", "parallel", "50.0"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
 	}
 }
 
-// BenchmarkAddDel runs the podnet-vs-reference comparison with b.N timed
-// iterations per implementation and reports the medians and the ratio as
-// custom metrics (ns/op is the whole comparison and means little). Use e.g.
-// `go test -bench AddDel -benchtime 50x ./bench` as root.
-func BenchmarkAddDel(b *testing.B) {
+func TestWave(t *testing.T) {
+	var running, peak atomic.Int64
+	d, err := wave(20, func(int) error {
+		if n := running.Add(1); n > peak.Load() {
+			peak.Store(n)
+		}
+		time.Sleep(20 * time.Millisecond)
+		running.Add(-1)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peak.Load() < 2 || d > 400*time.Millisecond {
+		t.Errorf("wave ran %d at once, took %v: not parallel", peak.Load(), d)
+	}
+}
+
+func TestFindReferenceEnv(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"bridge", "host-local", "loopback", "portmap", "firewall"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv(EnvReferenceDir, dir)
+	if got, err := FindReference(); err != nil || got != dir {
+		t.Errorf("FindReference() = %q, %v; want $%s = %s", got, err, EnvReferenceDir, dir)
+	}
+}
+
+// benchRun builds podnet and runs chain with b.N timed iterations per
+// implementation (and the parallel run).
+func benchRun(b *testing.B, chain string) *Report {
 	if os.Geteuid() != 0 {
 		b.Skip("skipped: needs root to create network namespaces")
 	}
@@ -74,16 +161,52 @@ func BenchmarkAddDel(b *testing.B) {
 		b.Fatalf("go build podnet: %v\n%s", err, out)
 	}
 	b.ResetTimer()
-	rep, err := Run(context.Background(), Options{Iterations: b.N, ReferenceDir: ref, Podnet: podnet})
+	rep, err := Run(context.Background(), Options{Iterations: b.N, ReferenceDir: ref, Podnet: podnet, Chain: chain})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.StopTimer()
 	msf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(rep.Ratio(), "ratio")
-	b.ReportMetric(msf(rep.Podnet.Add), "podnet-add-ms")
-	b.ReportMetric(msf(rep.Podnet.Del), "podnet-del-ms")
-	b.ReportMetric(msf(rep.Reference.Add), "ref-add-ms")
-	b.ReportMetric(msf(rep.Reference.Del), "ref-del-ms")
+	b.ReportMetric(msf(rep.Podnet().Add), "podnet-add-ms")
+	b.ReportMetric(msf(rep.Podnet().Del), "podnet-del-ms")
 	b.ReportMetric(msf(rep.Floor), "floor-ms")
+	if len(rep.Parallel) > 0 {
+		p := rep.Parallel[0]
+		b.ReportMetric(p.PodsPerSec(p.Add), "podnet-par-add-pods/s")
+		b.ReportMetric(p.PodsPerSec(p.Del), "podnet-par-del-pods/s")
+	}
+	return rep
+}
+
+// BenchmarkAddDel runs the podnet-vs-reference comparison of the bridge
+// chain with b.N timed iterations per implementation and reports the
+// medians and the ratio as custom metrics (ns/op is the whole comparison and
+// means little). Use e.g. `go test -bench AddDel -benchtime 50x ./bench` as
+// root.
+func BenchmarkAddDel(b *testing.B) {
+	rep := benchRun(b, ChainBridge)
+	ref := rep.References()[0]
+	b.ReportMetric(rep.Ratio(ref), "ratio")
+	b.ReportMetric(float64(ref.Add)/float64(time.Millisecond), "ref-add-ms")
+	b.ReportMetric(float64(ref.Del)/float64(time.Millisecond), "ref-del-ms")
+	if len(rep.Parallel) > 1 {
+		p := rep.Parallel[1]
+		b.ReportMetric(p.PodsPerSec(p.Add), "ref-par-add-pods/s")
+	}
+}
+
+// BenchmarkMeta is BenchmarkAddDel for the meta chain (bridge + host-local
+// + portmap + firewall), against the reference with its iptables and with
+// its nftables backends: `go test -bench Meta -benchtime 50x ./bench`.
+func BenchmarkMeta(b *testing.B) {
+	rep := benchRun(b, ChainMeta)
+	for i, ref := range rep.References() {
+		suffix := strings.TrimPrefix(ref.Name, "reference-") // iptables, nftables
+		b.ReportMetric(rep.Ratio(ref), "ratio-"+suffix)
+		b.ReportMetric(float64(ref.AddDel)/float64(time.Millisecond), "ref-"+suffix+"-adddel-ms")
+		if len(rep.Parallel) > i+1 {
+			p := rep.Parallel[i+1]
+			b.ReportMetric(p.PodsPerSec(p.Add), "ref-"+suffix+"-par-add-pods/s")
+		}
+	}
 }

@@ -24,7 +24,7 @@ func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: lease this node's pod subnet, publish it, and program routes to every other node (vxlan, host-gw or auto)",
-		Long: `The node agent leases this node's pod subnets from the datastore (etcd), publishes
+		Long: `The node agent leases this node's pod subnets from the datastore (etcd, or its Node's spec.podCIDRs), publishes
 its underlay address and VXLAN MAC, watches every other node and keeps the kernel in
 line: the podnet.<VNI> VXLAN device, one route/neighbour/FDB entry per remote node
 (or a host-gw route), the podnet-nat masquerade table and forwarding sysctls. It
@@ -57,6 +57,7 @@ SIGINT and leaves the datapath in place when it stops.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			c.Datastore.Log = log.With("node", c.NodeName)
 			store, err := agent.OpenStore(ctx, c.Datastore)
 			if err != nil {
 				return err
@@ -80,9 +81,11 @@ SIGINT and leaves the datapath in place when it stops.`,
 	f.IntVar(&cfg.MTU, "mtu", 0, "pod MTU; 0 = underlay MTU - 50 for vxlan/auto, underlay MTU for host-gw")
 	f.StringVar(&cfg.Underlay, "underlay", "auto", "underlay interface: auto (the default route's), an interface name, or a CIDR holding its address")
 	f.StringVar(&cfg.StateDir, "state-dir", nodestate.DefaultDir, "directory for node.json, read by the podnet CNI plugin")
+	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where to write the podnet conflist ("+agent.ConflistName+") once node.json is ready; \"\" = do not write one")
 	f.StringVar(&cfg.NetNS, "netns", "", "program this network namespace (path) instead of the agent's own")
 	f.DurationVar(&cfg.ResyncInterval, "resync", agent.DefaultResync, "full reconcile interval (repairs manual changes)")
-	f.StringVar(&cfg.Datastore.Type, "datastore", "etcd", "datastore type (etcd)")
+	f.StringVar(&cfg.Datastore.Type, "datastore", "etcd", "datastore type: etcd, or kubernetes (subnets = Node spec.podCIDRs, VTEP data in node annotations)")
+	f.StringVar(&cfg.Datastore.Kubeconfig, "kubeconfig", "", "kubeconfig file for --datastore kubernetes (default: in-cluster service account)")
 	f.StringSliceVar(&cfg.Datastore.Endpoints, "etcd-endpoints", nil, "etcd client URLs, e.g. https://10.0.0.1:2379")
 	f.StringVar(&cfg.Datastore.CertFile, "etcd-cert", "", "etcd client certificate (PEM)")
 	f.StringVar(&cfg.Datastore.KeyFile, "etcd-key", "", "etcd client key (PEM)")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -63,7 +64,7 @@ func TestAgentCommand(t *testing.T) {
 	state := t.TempDir()
 	var stderr bytes.Buffer
 	c := exec.Command(filepath.Join(binDir, "podnet"), "agent", "--node-name", "n1", "--cluster-cidr", "10.244.0.0/16",
-		"--underlay", "ul0", "--netns", ns, "--state-dir", state, "--etcd-endpoints", e.Endpoints()[0])
+		"--underlay", "ul0", "--netns", ns, "--state-dir", state, "--cni-conf-dir", filepath.Join(state, "net.d"), "--etcd-endpoints", e.Endpoints()[0])
 	c.Stderr = &stderr
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
@@ -82,6 +83,16 @@ func TestAgentCommand(t *testing.T) {
 	}
 	if st.Node != "n1" || len(st.Subnets) != 1 || st.MTU != 1450 {
 		t.Fatalf("node.json %+v", st)
+	}
+	// The conflist is written last, after the VXLAN device.
+	for {
+		if _, err := os.Stat(filepath.Join(state, "net.d", "10-podnet.conflist")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no conflist\n%s", stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if _, err := h.LinkByName("podnet.1"); err != nil {
 		t.Fatalf("no vxlan device: %v", err)

@@ -16,7 +16,7 @@ func main() {
 		Short:        "podnet node agent",
 		SilenceUsage: true,
 	}
-	root.AddCommand(newAgentCmd())
+	root.AddCommand(newAgentCmd(), newLabCmd())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}

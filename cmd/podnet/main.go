@@ -14,7 +14,10 @@ import (
 )
 
 func main() {
-	if p := all.ByType(filepath.Base(os.Args[0])); p != nil {
+	// "podnet" is both the CLI and podnet's own CNI type: run as the
+	// plugin only when a runtime calls it (CNI_COMMAND set).
+	argv0 := filepath.Base(os.Args[0])
+	if p := all.ByType(argv0); p != nil && (argv0 != "podnet" || os.Getenv("CNI_COMMAND") != "") {
 		if err := p.Main(); err != nil {
 			if perr := err.Print(); perr != nil {
 				fmt.Fprintln(os.Stderr, err.Error())
@@ -35,6 +38,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd(), newHeavyCmd("agent", "run the node agent (exec's podnet-agent)"))
+	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd(), newReapCmd(), newHeavyCmd("agent", "run the node agent (exec's podnet-agent)"), newHeavyCmd("lab", "a podnet cluster in network namespaces: up, status, check, exec, down, demo (exec's podnet-agent)"))
 	return root
 }

@@ -71,6 +71,9 @@ func errCode(t *testing.T, o cniOut) (uint, string) {
 
 func TestInstallLinksEveryPlugin(t *testing.T) {
 	for _, p := range all.Plugins() {
+		if p.Type == "podnet" {
+			continue // the binary itself: it is the plugin when CNI_COMMAND is set
+		}
 		target, err := os.Readlink(filepath.Join(binDir, p.Type))
 		if err != nil {
 			t.Fatalf("%s: %v", p.Type, err)

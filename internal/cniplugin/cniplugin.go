@@ -12,6 +12,7 @@ package cniplugin
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -93,13 +94,15 @@ func Decode(plugin string, stdin []byte, conf any) error {
 }
 
 // PrevResult converts the parsed prevResult of conf (if any) to the current
-// result type. It returns nil, nil when there is none.
+// result type. It returns nil, nil when there is none. It may be called
+// more than once on the same conf: version.ParsePrevResult consumes
+// RawPrevResult, so a second call converts the already parsed PrevResult
+// (it used to report "no prevResult").
 func PrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
-	if conf.RawPrevResult == nil {
-		return nil, nil
-	}
-	if err := version.ParsePrevResult(conf); err != nil {
-		return nil, cnierr.New(cnierr.DecodingFailure, plugin, "field \"prevResult\": %v", err)
+	if conf.RawPrevResult != nil {
+		if err := version.ParsePrevResult(conf); err != nil {
+			return nil, cnierr.New(cnierr.DecodingFailure, plugin, "field \"prevResult\": %v", err)
+		}
 	}
 	if conf.PrevResult == nil {
 		return nil, nil
@@ -108,7 +111,35 @@ func PrevResult(plugin string, conf *types.NetConf) (*current.Result, error) {
 	if err != nil {
 		return nil, cnierr.New(cnierr.DecodingFailure, plugin, "field \"prevResult\": cannot convert to %s: %v", current.ImplementedSpecVersion, err)
 	}
+	if err := checkPrevResult(plugin, res); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// checkPrevResult refuses addresses and route destinations the spec's
+// library decodes to an empty net.IPNet (an old-version "ip4": {} does):
+// passed through, they would print as "<nil>" in this plugin's own result,
+// which no runtime can parse.
+func checkPrevResult(plugin string, res *current.Result) error {
+	bad := func(n net.IPNet) bool {
+		if n.IP == nil || n.Mask == nil {
+			return true
+		}
+		_, _, err := net.ParseCIDR(n.String())
+		return err != nil
+	}
+	for i, ip := range res.IPs {
+		if ip == nil || bad(ip.Address) {
+			return cnierr.New(cnierr.DecodingFailure, plugin, "field \"prevResult.ips[%d].address\": missing or not an address/prefix-length", i)
+		}
+	}
+	for i, r := range res.Routes {
+		if r == nil || bad(r.Dst) {
+			return cnierr.New(cnierr.DecodingFailure, plugin, "field \"prevResult.routes[%d].dst\": missing or not in CIDR notation", i)
+		}
+	}
+	return nil
 }
 
 // RequirePrevResult is PrevResult for chained plugins that cannot work

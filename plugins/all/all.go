@@ -13,6 +13,7 @@ import (
 	"github.com/podnet/podnet/plugins/bridge"
 	"github.com/podnet/podnet/plugins/firewall"
 	"github.com/podnet/podnet/plugins/loopback"
+	"github.com/podnet/podnet/plugins/podnet"
 	"github.com/podnet/podnet/plugins/portmap"
 	"github.com/podnet/podnet/plugins/ptp"
 	"github.com/podnet/podnet/plugins/sbr"
@@ -32,6 +33,7 @@ func Plugins() []*cniplugin.Plugin {
 		sbr.Plugin,
 		firewall.Plugin,
 		portmap.Plugin,
+		podnet.Plugin,
 	}
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Type < ps[j].Type })
 	return ps

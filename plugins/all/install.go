@@ -18,6 +18,9 @@ func Install(dir, target string) ([]string, error) {
 	var errs []error
 	for _, p := range Plugins() {
 		link := filepath.Join(dir, p.Type)
+		if filepath.Clean(link) == filepath.Clean(target) {
+			continue // the binary itself answers to its own name ("podnet")
+		}
 		tmp := link + ".podnet-tmp"
 		os.Remove(tmp)
 		if err := os.Symlink(target, tmp); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -183,7 +184,9 @@ func ifbNames(network, containerID, ifname string) (primary, alternate string) {
 // netField is how an alias names the network.
 func netField(network string) string {
 	n := "net=" + network
-	if len(aliasTag)+1+len(n) > 100 || strings.ContainsAny(network, " \t\n") {
+	// Any whitespace (strings.Fields splits on \v, \f, \r, U+0085, ... too)
+	// would break aliasNetwork's parse: hash such names.
+	if len(aliasTag)+1+len(n) > 100 || strings.IndexFunc(network, unicode.IsSpace) >= 0 {
 		sum := sha256.Sum256([]byte(network))
 		n = fmt.Sprintf("net=sha256:%x", sum[:8])
 	}
@@ -195,7 +198,7 @@ func netField(network string) string {
 // values too long for the kernel's 255-byte alias.
 func aliasFor(network, containerID, ifname string) string {
 	a := fmt.Sprintf("%s %s cid=%s if=%s", aliasTag, netField(network), containerID, ifname)
-	if len(a) > aliasMax || strings.ContainsAny(containerID+ifname, " \t\n") {
+	if len(a) > aliasMax || strings.IndexFunc(containerID+ifname, unicode.IsSpace) >= 0 {
 		sum := sha256.Sum256([]byte(containerID + "\x00" + ifname))
 		a = fmt.Sprintf("%s %s att=sha256:%x", aliasTag, netField(network), sum[:16])
 	}

@@ -7,7 +7,8 @@
 // (interfaces = [bridge, host veth, pod veth]).
 //
 // Kernel objects it owns: the host veth of each attachment (the pod end goes
-// with it), the rules tagged with the attachment in the nftables tables
+// with it; DEL only marks it and sets it down, a reaper process deletes it
+// off the runtime's critical path), the rules tagged with the attachment in the nftables tables
 // "inet podnet-bridge" (masquerade) and "bridge podnet-bridge" (MAC spoof
 // check). The bridge and its gateway addresses are shared by every pod on
 // the node and are created or adopted, never removed, not even when an ADD
@@ -222,9 +223,15 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 		return nil, internal(err, "")
 	}
 
-	hostVeth, podLink, err := netlinkx.CreateVethPair(node, pod, netlinkx.Veth{
-		PodName: args.IfName, PodNS: podNS, MTU: conf.MTU, PodMAC: conf.MAC, MasterIndex: br.Index,
-	})
+	veth := netlinkx.Veth{PodName: args.IfName, PodNS: podNS, MTU: conf.MTU, PodMAC: conf.MAC, MasterIndex: br.Index}
+	hostVeth, podLink, err := netlinkx.CreateVethPair(node, pod, veth)
+	if errors.Is(err, netlinkx.ErrPodIfExists) {
+		// A DEL of this interface may have detached it and left it to a
+		// reaper that has not run yet: remove it now and try again.
+		if reaped, rerr := netlinkx.ReapPodLinkIfMarked(node, pod, args.IfName); rerr == nil && reaped {
+			hostVeth, podLink, err = netlinkx.CreateVethPair(node, pod, veth)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, netlinkx.ErrPodIfExists) {
 			return nil, cnierr.New(cnierr.InvalidEnv, name, "CNI_IFNAME %q: %v", args.IfName, err)
@@ -361,8 +368,10 @@ func dnsSet(d types.DNS) bool {
 	return d.Nameservers != nil || d.Search != nil || d.Options != nil || d.Domain != ""
 }
 
-// del removes the pod veth (and with it the host end; the kernel's part of
-// that runs while the nftables rules are removed), then releases the IPAM
+// del makes the attachment inert at once (host veth marked and down, so no
+// frame crosses it) and leaves the deletion of the veth pair, 20 ms or more
+// of kernel time, to a detached reaper process (netlinkx.StartReleasePodLink);
+// meanwhile it removes the nftables rules, then releases the IPAM
 // reservation. It succeeds when things are already gone: a second DEL, a
 // vanished netns, no prevResult.
 func del(args *skel.CmdArgs) error {
@@ -373,7 +382,9 @@ func del(args *skel.CmdArgs) error {
 	var errs []error
 	waitLink := func() error { return nil }
 	if args.Netns != "" {
-		waitLink = netlinkx.StartDelPodLink(args.Netns, args.IfName)
+		waitLink = netlinkx.StartReleasePodLink(netlinkx.Detach{
+			Path: args.Netns, IfName: args.IfName, Bridge: conf.BrName, Info: netlinkx.ReapInfo(conf.Name, args.ContainerID, args.IfName),
+		})
 	}
 	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
 	if conf.IPMasq {
@@ -387,7 +398,7 @@ func del(args *skel.CmdArgs) error {
 		}
 	}
 	// The address is released only once the interface that carried it is
-	// gone, so a new pod never shares it with a dying one.
+	// gone or down, so a new pod never shares it with a live one.
 	if err := waitLink(); err != nil {
 		errs = append(errs, err)
 	}
@@ -545,8 +556,9 @@ func check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// gc delegates to IPAM and removes the nftables rules of this network's
-// attachments that are not in cni.dev/valid-attachments.
+// gc delegates to IPAM, removes the nftables rules of this network's
+// attachments that are not in cni.dev/valid-attachments, and deletes the
+// host veths that DELs detached and no reaper removed (yet).
 func gc(args *skel.CmdArgs) error {
 	conf, err := parse(args)
 	if err != nil {
@@ -559,6 +571,9 @@ func gc(args *skel.CmdArgs) error {
 		}
 	}
 	if err := GCRules(conf.Name, conf.ValidAttachments, MasqChain, SpoofChain); err != nil {
+		errs = append(errs, err)
+	}
+	if err := reapMarked(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -581,6 +596,18 @@ func GCRules(network string, valid []types.GCAttachment, chains ...nft.Chain) er
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// reapMarked deletes, synchronously, every link in the node namespace that
+// a DEL marked for reaping (see netlinkx.StartReleasePodLink).
+func reapMarked() error {
+	node, err := netlinkx.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	_, err = netlinkx.ReapMarked(node, 0)
+	return err
 }
 
 func status(args *skel.CmdArgs) error {

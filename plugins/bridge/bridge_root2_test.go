@@ -204,7 +204,7 @@ func TestRootParallelAdds(t *testing.T) {
 			t.Errorf("parallel DEL: %v", err)
 		}
 	}
-	if v := e.Veths(e.Node); len(v) != 0 {
+	if v := e.WaitVeths(e.Node, 0); len(v) != 0 {
 		t.Errorf("veths left: %v", v)
 	}
 	if r := e.Reservations("netpar"); len(r) != 0 {

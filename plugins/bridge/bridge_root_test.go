@@ -114,7 +114,7 @@ func TestRootTwoPodsOneBridge(t *testing.T) {
 			t.Errorf("DEL %s: %v", a.id, err)
 		}
 	}
-	if v := e.Veths(e.Node); len(v) != 0 {
+	if v := e.WaitVeths(e.Node, 0); len(v) != 0 {
 		t.Errorf("veths left: %v", v)
 	}
 	if r := e.Reservations("net1"); len(r) != 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -165,6 +166,10 @@ func parseBase(stdin []byte) (*netConf, *Config, error) {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
 	}
+	if !filepath.IsAbs(c.DataDir) {
+		return nil, nil, cnierr.Field(name, "dataDir", "%q is not an absolute path", c.DataDir)
+	}
+	c.DataDir = filepath.Clean(c.DataDir)
 	if conf.SNAT != nil {
 		c.SNAT = *conf.SNAT
 	}

@@ -252,7 +252,12 @@ func parseLenient(stdin []byte) (*netConf, string, error) {
 	if dir == "" {
 		dir = DefaultDataDir
 	}
-	return conf, dir, nil
+	// A relative dataDir would put the lock in whatever directory the
+	// runtime happens to run the plugin from.
+	if !filepath.IsAbs(dir) {
+		return nil, "", cnierr.Field(name, "dataDir", "%q is not an absolute path", dir)
+	}
+	return conf, filepath.Clean(dir), nil
 }
 
 // del removes the attachment's elements, found by their tag: it needs

@@ -10,7 +10,9 @@
 // adding and deleting the prefix route).
 //
 // Kernel objects it owns: the host veth of each attachment (the pod end goes
-// with it; its addresses and routes go with the device), and the rules
+// with it; its addresses and routes go with the device; DEL only marks it
+// and sets it down, which drops its routes, a reaper process deletes it off the
+// runtime's critical path), and the rules
 // tagged with the attachment in nftables table "inet podnet-ptp"
 // (masquerade). IPAM is delegated. A failed ADD undoes its steps in reverse.
 package ptp
@@ -230,7 +232,15 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 		return nil, internal(err, "enable forwarding")
 	}
 
-	hostVeth, podLink, err := netlinkx.CreateVethPair(node, pod, netlinkx.Veth{PodName: args.IfName, PodNS: podNS, MTU: conf.MTU, HostNoDAD: v6})
+	veth := netlinkx.Veth{PodName: args.IfName, PodNS: podNS, MTU: conf.MTU, HostNoDAD: v6}
+	hostVeth, podLink, err := netlinkx.CreateVethPair(node, pod, veth)
+	if errors.Is(err, netlinkx.ErrPodIfExists) {
+		// A DEL of this interface may have detached it and left it to a
+		// reaper that has not run yet: remove it now and try again.
+		if reaped, rerr := netlinkx.ReapPodLinkIfMarked(node, pod, args.IfName); rerr == nil && reaped {
+			hostVeth, podLink, err = netlinkx.CreateVethPair(node, pod, veth)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, netlinkx.ErrPodIfExists) {
 			return nil, cnierr.New(cnierr.InvalidEnv, name, "CNI_IFNAME %q: %v", args.IfName, err)
@@ -286,9 +296,11 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	return res, nil
 }
 
-// del removes the pod veth (its host end, addresses and host routes go
-// with it), releases the IPAM reservation and removes the attachment's
-// masquerade rules; already-gone things are fine.
+// del makes the attachment inert at once (host veth marked and down; the
+// kernel removes the host routes through it, both families) and leaves the deletion of the veth pair to a
+// detached reaper process (netlinkx.StartReleasePodLink); it removes the
+// attachment's masquerade rules and releases the IPAM reservation;
+// already-gone things are fine.
 func del(args *skel.CmdArgs) error {
 	conf, err := Parse(args.StdinData)
 	if err != nil {
@@ -297,14 +309,16 @@ func del(args *skel.CmdArgs) error {
 	var errs []error
 	waitLink := func() error { return nil }
 	if args.Netns != "" {
-		waitLink = netlinkx.StartDelPodLink(args.Netns, args.IfName)
+		waitLink = netlinkx.StartReleasePodLink(netlinkx.Detach{
+			Path: args.Netns, IfName: args.IfName, Info: netlinkx.ReapInfo(conf.Name, args.ContainerID, args.IfName),
+		})
 	}
 	if conf.IPMasq {
 		if _, err := nft.Remove(MasqChain, nft.Tag(conf.Name, args.ContainerID, args.IfName)); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	// Release the address only once its interface is gone.
+	// Release the address only once its interface is gone or inert.
 	if err := waitLink(); err != nil {
 		errs = append(errs, err)
 	}
@@ -417,8 +431,9 @@ func check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// gc delegates to IPAM and removes masquerade rules of attachments that are
-// not in cni.dev/valid-attachments.
+// gc delegates to IPAM, removes masquerade rules of attachments that are
+// not in cni.dev/valid-attachments, and deletes the host veths that DELs
+// detached and no reaper removed (yet).
 func gc(args *skel.CmdArgs) error {
 	conf, err := Parse(args.StdinData)
 	if err != nil {
@@ -435,10 +450,25 @@ func gc(args *skel.CmdArgs) error {
 	if _, err := nft.GC(MasqChain, nft.NetworkPrefix(conf.Name), func(t string) bool { return keep[t] }); err != nil {
 		errs = append(errs, err)
 	}
+	if err := reapMarked(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return cnierr.Wrap(cnierr.Internal, name, errors.Join(errs...), "GC")
 	}
 	return nil
+}
+
+// reapMarked deletes, synchronously, every link in the node namespace that
+// a DEL marked for reaping (see netlinkx.StartReleasePodLink).
+func reapMarked() error {
+	node, err := netlinkx.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	_, err = netlinkx.ReapMarked(node, 0)
+	return err
 }
 
 func status(args *skel.CmdArgs) error {

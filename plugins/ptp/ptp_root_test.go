@@ -101,7 +101,7 @@ func TestRootTwoPodsRouted(t *testing.T) {
 			}
 		}
 	}
-	if v := e.Veths(e.Node); len(v) != 0 {
+	if v := e.WaitVeths(e.Node, 0); len(v) != 0 {
 		t.Errorf("veths left: %v", v)
 	}
 	if r := e.Reservations("ptp1"); len(r) != 0 {

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/utils"
 
 	"github.com/podnet/podnet/internal/cnierr"
 	"github.com/podnet/podnet/internal/cniplugin"
@@ -174,6 +176,17 @@ func parseBase(stdin []byte) (*netConf, error) {
 	if conf.DataDir == "" {
 		conf.DataDir = DefaultDataDir
 	}
+	// The network name is a directory under dataDir that GC sweeps: a name
+	// such as "../.." must not point it at the rest of the file system.
+	if conf.Name != "" {
+		if err := utils.ValidateNetworkName(conf.Name); err != nil {
+			return nil, cnierr.Field(name, "name", "%q is not a valid network name: %s (letters, digits, '_', '.' and '-', starting with a letter or digit)", conf.Name, err.Msg)
+		}
+	}
+	if !filepath.IsAbs(conf.DataDir) {
+		return nil, cnierr.Field(name, "dataDir", "%q is not an absolute path", conf.DataDir)
+	}
+	conf.DataDir = filepath.Clean(conf.DataDir)
 	return conf, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
@@ -90,6 +91,11 @@ func (n *node) writeConf(name, body string) {
 // run starts bin inside the node netns with the CNI environment and returns
 // its stdout; stderr is part of the error.
 func (n *node) run(bin string, args ...string) (string, error) {
+	return n.runEnv(nil, bin, args...)
+}
+
+// runEnv is run with extra environment variables (e.g. CAP_ARGS).
+func (n *node) runEnv(extra []string, bin string, args ...string) (string, error) {
 	cmd := exec.Command(bin, args...)
 	env := []string{}
 	for _, e := range os.Environ() {
@@ -101,6 +107,7 @@ func (n *node) run(bin string, args ...string) (string, error) {
 		env = append(env, e)
 	}
 	cmd.Env = append(env, cniclient.EnvNetConfPath+"="+n.confDir, cniclient.EnvCNIPath+"="+n.tools.pluginDir)
+	cmd.Env = append(cmd.Env, extra...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cniclient.RunIn(n.ns, cmd); err != nil {
@@ -247,11 +254,29 @@ func (n *node) assertAttached(pod string, want netip.Prefix) {
 
 func (n *node) assertDetached(pod string, ip netip.Addr) {
 	n.t.Helper()
-	if _, ok := addrs(n.t, pod, "eth0"); ok {
-		n.t.Errorf("pod %s still has eth0", pod)
+	if !n.podIfGone(pod, "eth0") {
+		n.t.Errorf("pod %s still has eth0 %s after DEL", pod, reapWait)
 	}
 	if n.reserved(ip) {
 		n.t.Errorf("host-local reservation for %s still exists", ip)
+	}
+}
+
+// reapWait is how long a pod interface may outlive its DEL: the bridge
+// plugin's DEL sets the veth down at once and leaves deleting the pair to a
+// detached reaper process.
+const reapWait = 5 * time.Second
+
+// podIfGone waits up to reapWait for ifname to leave the pod's namespace.
+func (n *node) podIfGone(pod, ifname string) bool {
+	n.t.Helper()
+	for deadline := time.Now().Add(reapWait); ; time.Sleep(20 * time.Millisecond) {
+		if _, ok := addrs(n.t, pod, ifname); !ok {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
 	}
 }
 

@@ -5,7 +5,8 @@
 //
 // The tools are prepared once per run: cnitool v1.3.1 is built with
 // `go install` into a cache directory (reused by later runs; override with
-// PODNET_E2E_CNITOOL=/path/to/cnitool), podnet is built into a temporary
+// PODNET_E2E_CNITOOL=/path/to/cnitool; $PODNET_REF_DIR/cnitool, where CI
+// installs it, is used when present), podnet is built into a temporary
 // directory and `podnet plugins install` links the plugins next to it.
 // PODNET_E2E_PLUGINS=DIR runs the tests against the plugins in DIR instead
 // (the reference plugins, to check the tests themselves).
@@ -29,6 +30,10 @@ type toolset struct {
 	cnitool   string
 	podnet    string
 	pluginDir string // CNI_PATH: podnet's plugin links
+	// podnetPlugins is false when PODNET_E2E_PLUGINS points at other
+	// plugins: assertions about podnet's own kernel objects (its nftables
+	// tables) are then skipped.
+	podnetPlugins bool
 }
 
 var (
@@ -76,6 +81,7 @@ func setup() error {
 		tools.pluginDir = d
 		return nil
 	}
+	tools.podnetPlugins = true
 	tools.pluginDir = filepath.Join(tmpRoot, "cni-bin")
 	if out, err := exec.Command(tools.podnet, "plugins", "install", "--dir", tools.pluginDir).CombinedOutput(); err != nil {
 		return fmt.Errorf("podnet plugins install: %v\n%s", err, out)
@@ -87,6 +93,13 @@ func setup() error {
 func cnitool() (string, error) {
 	if p := os.Getenv("PODNET_E2E_CNITOOL"); p != "" {
 		return p, nil
+	}
+	// CI installs it next to the reference plugins.
+	if d := os.Getenv("PODNET_REF_DIR"); d != "" {
+		p := filepath.Join(d, "cnitool")
+		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
 	}
 	base, err := os.UserCacheDir()
 	if err != nil {

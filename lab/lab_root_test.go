@@ -1,0 +1,379 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/agent/overlay"
+	"github.com/podnet/podnet/internal/netns"
+	"github.com/podnet/podnet/internal/probe"
+	"github.com/podnet/podnet/internal/roottest"
+)
+
+// binDir holds podnet and podnet-agent built for these tests (root only).
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() == 0 {
+			dir, err := os.MkdirTemp("", "podnet-lab-bin-")
+			if err != nil {
+				panic(err)
+			}
+			defer os.RemoveAll(dir)
+			for name, pkg := range map[string]string{"podnet": "../cmd/podnet", "podnet-agent": "../cmd/podnet-agent"} {
+				if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
+					os.Stderr.Write(out)
+					panic(err)
+				}
+			}
+			binDir = dir
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+var seq atomic.Int32
+
+// upLab brings up a lab with a unique name and removes it when the test
+// ends, asserting nothing is left behind.
+func upLab(t *testing.T, backend string, nodes, pods int) *Lab {
+	t.Helper()
+	roottest.Require(t)
+	name := fmt.Sprintf("t%d%d", os.Getpid()%100000, seq.Add(1))
+	var out strings.Builder
+	l, err := Up(context.Background(), Options{Name: name, Nodes: nodes, PodsPerNode: pods, Backend: backend,
+		AgentBin: filepath.Join(binDir, "podnet-agent"), PodnetBin: filepath.Join(binDir, "podnet"), Out: &out})
+	t.Cleanup(func() {
+		if err := Down("", name, nil); err != nil {
+			t.Errorf("down: %v", err)
+		}
+		assertGone(t, name, l)
+	})
+	if err != nil {
+		t.Fatalf("up: %v\n%s", err, out.String())
+	}
+	t.Log(out.String())
+	return l
+}
+
+// assertGone checks that no namespace, process or directory of lab name
+// remains.
+func assertGone(t *testing.T, name string, l *Lab) {
+	t.Helper()
+	ents, _ := os.ReadDir(netns.RunDir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), nsPrefix(name)) {
+			t.Errorf("netns %s left behind", e.Name())
+		}
+	}
+	if _, err := os.Stat(Dir("", name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left behind (%v)", Dir("", name), err)
+	}
+	if ps := findProcs(Dir("", name)); len(ps) > 0 {
+		t.Errorf("processes left behind: %v", ps)
+	}
+	if l != nil {
+		for _, n := range l.Nodes {
+			if n.AgentPID > 0 && alive(n.AgentPID) {
+				t.Errorf("agent %s (pid %d) still running", n.Name, n.AgentPID)
+			}
+		}
+		if alive(l.Etcd.PID) {
+			t.Errorf("etcd supervisor pid %d still running", l.Etcd.PID)
+		}
+	}
+}
+
+func check(t *testing.T, l *Lab) *Report {
+	t.Helper()
+	var out strings.Builder
+	r, err := l.Check(&out)
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func podIP(t *testing.T, l *Lab, pod string) net.IP {
+	t.Helper()
+	p := l.Pod(pod)
+	if p == nil || !p.IPv4().IsValid() {
+		t.Fatalf("no pod %s with an address", pod)
+	}
+	return p.IPv4().AsSlice()
+}
+
+// bigDF sends a UDP datagram making a 1400-byte IP packet with DF set from
+// pod a to pod b's echo server and waits for the echo.
+func bigDF(t *testing.T, l *Lab, a, b string) {
+	t.Helper()
+	bl, err := probe.Listen(NetnsPath(l.Pod(b).Netns), net.JoinHostPort(l.Pod(b).IPv4().String(), "7701"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	var conn *net.UDPConn
+	if err := netns.Do(NetnsPath(l.Pod(a).Netns), func() error {
+		var err error
+		conn, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: podIP(t, l, b), Port: 7701})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rc, _ := conn.SyscallConn()
+	var serr error
+	rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+	})
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	payload := []byte(strings.Repeat("x", 1400-20-8))
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(payload); err != nil {
+		t.Fatalf("send 1400-byte DF: %v", err)
+	}
+	buf := make([]byte, 2000)
+	n, err := conn.Read(buf)
+	if err != nil || n < len(payload) {
+		t.Fatalf("1400-byte DF packet %s -> %s: no full echo (%d bytes): %v", a, b, n, err)
+	}
+}
+
+// stream is a TCP connection between two pods with an echo server, for
+// checking that a long-lived flow survives agent restarts.
+type stream struct {
+	ln   net.Listener
+	conn net.Conn
+	r    *bufio.Reader
+	n    int
+}
+
+func openStream(t *testing.T, l *Lab, from, to string) *stream {
+	t.Helper()
+	s := &stream{}
+	addr := net.JoinHostPort(l.Pod(to).IPv4().String(), "7702")
+	if err := netns.Do(NetnsPath(l.Pod(to).Netns), func() (err error) { s.ln, err = net.Listen("tcp", addr); return }); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	if err := netns.Do(NetnsPath(l.Pod(from).Netns), func() (err error) { s.conn, err = net.DialTimeout("tcp", addr, 3*time.Second); return }); err != nil {
+		t.Fatal(err)
+	}
+	s.r = bufio.NewReader(s.conn)
+	t.Cleanup(func() { s.conn.Close(); s.ln.Close() })
+	return s
+}
+
+// exchange sends a numbered line and expects it back.
+func (s *stream) exchange(t *testing.T, what string) {
+	t.Helper()
+	s.n++
+	msg := fmt.Sprintf("line %d\n", s.n)
+	s.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := s.conn.Write([]byte(msg)); err != nil {
+		t.Fatalf("%s: stream write: %v", what, err)
+	}
+	got, err := s.r.ReadString('\n')
+	if err != nil || got != msg {
+		t.Fatalf("%s: stream read %q, %v (want %q)", what, got, err, msg)
+	}
+}
+
+func routesIn(t *testing.T, ns string) map[string]netlink.Route {
+	t.Helper()
+	h, err := handle(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: overlay.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]netlink.Route{}
+	for _, r := range rs {
+		out[r.Dst.String()] = r
+	}
+	return out
+}
+
+func eventually(t *testing.T, d time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestLabVXLAN(t *testing.T) {
+	t.Parallel()
+	l := upLab(t, VXLAN, 2, 2)
+	if l.Node("n1").Segment == l.Node("n2").Segment {
+		t.Fatal("vxlan lab nodes on one segment: the underlay is not routed")
+	}
+	// All pairs pod<->pod, node<->pod, no NAT among them, pods seen as
+	// their node outside the cluster.
+	r := check(t, l)
+	if len(r.Cells) != 30 || len(r.External) != 4 {
+		t.Fatalf("matrix %d cells, %d external", len(r.Cells), len(r.External))
+	}
+	if c := r.Cells[[2]string{"n1-p1", "n2-p2"}]; c.SeenTCP != l.Pod("n1-p1").IPv4().String() {
+		t.Fatalf("n1-p1 seen by n2-p2 as %s", c.SeenTCP)
+	}
+	for _, c := range r.External {
+		if c.SeenTCP != l.Node(l.Pod(c.From).Node).IP.String() {
+			t.Fatalf("%s -> external seen as %s, want its node", c.From, c.SeenTCP)
+		}
+	}
+	bigDF(t, l, "n1-p1", "n2-p1")
+	bigDF(t, l, "n2-p2", "n1-p2")
+
+	// `podnet lab status -o json` through the CLI trampoline parses.
+	out, err := exec.Command(filepath.Join(binDir, "podnet"), "lab", "status", "--name", l.Name, "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("lab status: %v", err)
+	}
+	var st struct {
+		Name  string `json:"name"`
+		Nodes []struct {
+			Name         string `json:"name"`
+			AgentRunning bool   `json:"agentRunning"`
+		} `json:"nodes"`
+		Pods []Pod `json:"pods"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("status json: %v\n%s", err, out)
+	}
+	if st.Name != l.Name || len(st.Nodes) != 2 || !st.Nodes[0].AgentRunning || len(st.Pods) != 4 || st.Pods[3].Node != "n2" || !st.Pods[3].IPv4().IsValid() {
+		t.Fatalf("status: %s", out)
+	}
+	// `lab exec` runs inside the pod's namespace.
+	out, err = exec.Command(filepath.Join(binDir, "podnet"), "lab", "exec", "--name", l.Name, "n2-p1", "--", "cat", "/proc/net/fib_trie").Output()
+	if err != nil || !strings.Contains(string(out), l.Pod("n2-p1").IPv4().String()) {
+		t.Fatalf("lab exec: %v\n%s", err, out)
+	}
+
+	// A TCP stream between pods on different nodes survives kill -9 and
+	// restart of both agents.
+	s := openStream(t, l, "n1-p1", "n2-p2")
+	s.exchange(t, "before")
+	for _, n := range []string{"n2", "n1"} {
+		if err := l.StopAgent(n, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		s.exchange(t, "agent "+n+" killed")
+		if err := l.StartAgent(n, 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2500 * time.Millisecond) // a few syncs of the new agent
+		s.exchange(t, "agent "+n+" restarted")
+	}
+	if _, err := probe.Ping(NetnsPath(l.Pod("n2-p1").Netns), podIP(t, l, "n1-p2"), 2*time.Second); err != nil {
+		t.Fatalf("after restarts: %v", err)
+	}
+
+	// n2 leaves: its agent stops, its records go; n1 drops the route.
+	n2sub := l.Node("n2").Subnets[0].String()
+	if _, ok := routesIn(t, l.Node("n1").Netns)[n2sub]; !ok {
+		t.Fatalf("n1 has no route to %s", n2sub)
+	}
+	if err := l.Leave(context.Background(), "n2"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "n1 drops the route to n2", func() error {
+		if _, ok := routesIn(t, l.Node("n1").Netns)[n2sub]; ok {
+			return errors.New("route to n2 still there")
+		}
+		return nil
+	})
+	if _, err := probe.Ping(NetnsPath(l.Pod("n1-p1").Netns), podIP(t, l, "n2-p1"), time.Second); err == nil {
+		t.Fatal("n1-p1 still reaches n2-p1 after n2 left")
+	}
+}
+
+func TestLabHostGW(t *testing.T) {
+	t.Parallel()
+	l := upLab(t, HostGW, 2, 2)
+	check(t, l)
+	rs := routesIn(t, l.Node("n1").Netns)
+	if r := rs[l.Node("n2").Subnets[0].String()]; r.Gw.String() != l.Node("n2").IP.String() {
+		t.Fatalf("host-gw route %v, want via %s", r, l.Node("n2").IP)
+	}
+	// down through the CLI, twice (idempotent).
+	for range 2 {
+		if out, err := exec.Command(filepath.Join(binDir, "podnet"), "lab", "down", "--name", l.Name).CombinedOutput(); err != nil {
+			t.Fatalf("lab down: %v\n%s", err, out)
+		}
+	}
+	assertGone(t, l.Name, l)
+}
+
+// TestLabDownAfterFailedUp: up fails halfway (the plugin binary is not
+// podnet, so the first pod ADD fails) with etcd, an agent and namespaces
+// running; down removes all of it.
+func TestLabDownAfterFailedUp(t *testing.T) {
+	t.Parallel()
+	roottest.Require(t)
+	name := fmt.Sprintf("f%d", os.Getpid()%100000)
+	l, err := Up(context.Background(), Options{Name: name, Nodes: 1, PodsPerNode: 1,
+		AgentBin: filepath.Join(binDir, "podnet-agent"), PodnetBin: "/bin/false"})
+	if err == nil {
+		Down("", name, nil)
+		t.Fatal("up with a bogus plugin binary succeeded")
+	}
+	if l == nil || !alive(l.Etcd.PID) || !alive(l.Nodes[0].AgentPID) {
+		t.Fatalf("expected a half-made lab, got %+v (%v)", l, err)
+	}
+	if _, err := Up(context.Background(), Options{Name: name, AgentBin: filepath.Join(binDir, "podnet-agent"), PodnetBin: "/bin/false"}); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("second up: %v", err)
+	}
+	// Lose lab.json too: down still finds everything by name.
+	os.Remove(filepath.Join(l.Dir, StateFile))
+	if err := Down("", name, nil); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, name, l)
+}
