@@ -3,7 +3,7 @@ GO ?= go
 BIN := bin/podnet
 AGENT := bin/podnet-agent
 
-.PHONY: build test vet fmt-check demo bench install clean
+.PHONY: build test vet fmt-check fuzz-short demo bench install clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/podnet
@@ -18,8 +18,12 @@ vet:
 
 # The full suite: unit tests, root tests on the real kernel (in namespaces
 # the tests create), the cnitool end-to-end test. Needs root.
-test: fmt-check vet build
-	$(GO) test -race -count=1 -timeout 30m ./...
+test: fmt-check vet build fuzz-short
+	$(GO) test -race -count=1 -timeout 60m ./...
+
+# Every fuzz target briefly (the seeds also run in `go test`); `scripts/fuzz.sh 10m` is the soak.
+fuzz-short:
+	scripts/fuzz.sh 3s
 
 demo: build
 	./$(BIN) lab demo
