@@ -186,16 +186,42 @@ func (r *Report) Podnet() Stats { return r.Impls[0] }
 // References returns the reference variants' stats.
 func (r *Report) References() []Stats { return r.Impls[1:] }
 
-// AboveFloor is ADD+DEL minus one floor per verb.
-func (r *Report) AboveFloor(s Stats) time.Duration { return s.AddDel - 2*r.Floor }
+// HarnessExecs is how many plugin processes libcni starts per verb for the
+// chain: one per conflist entry (a plugin's own delegations, like the
+// reference bridge exec'ing host-local, are the plugin's cost, not the
+// harness's).
+func HarnessExecs(chain string) int {
+	if chain == ChainMeta {
+		return 3 // bridge, portmap, firewall
+	}
+	return 1
+}
+
+// AboveFloor is ADD+DEL minus the harness floor: one loopback-sized plugin
+// start per plugin libcni runs, per verb.
+func (r *Report) AboveFloor(s Stats) time.Duration {
+	return s.AddDel - time.Duration(2*HarnessExecs(r.Chain))*r.Floor
+}
+
+// StrictAboveFloor subtracts a single floor per verb whatever the chain
+// length; printed too, for comparison.
+func (r *Report) StrictAboveFloor(s Stats) time.Duration { return s.AddDel - 2*r.Floor }
 
 // Ratio is podnet/ref, both above the floor.
 func (r *Report) Ratio(ref Stats) float64 {
-	d := r.AboveFloor(ref)
-	if d <= 0 {
+	return ratioOf(r.AboveFloor(r.Podnet()), r.AboveFloor(ref))
+}
+
+// StrictRatio is Ratio with StrictAboveFloor.
+func (r *Report) StrictRatio(ref Stats) float64 {
+	return ratioOf(r.StrictAboveFloor(r.Podnet()), r.StrictAboveFloor(ref))
+}
+
+func ratioOf(p, ref time.Duration) float64 {
+	if ref <= 0 {
 		return 0
 	}
-	return float64(r.AboveFloor(r.Podnet())) / float64(d)
+	return float64(p) / float64(ref)
 }
 
 // MaxRatio is the largest ratio over the reference variants (the one the
@@ -237,13 +263,17 @@ func (r *Report) WriteTable(w io.Writer) {
 	for _, s := range r.Impls {
 		floors = append(floors, fmt.Sprintf("%s %s", s.Name, ms(s.Floor)))
 	}
-	fmt.Fprintf(w, "floor = loopback-only ADD, smallest of (%s) ms; above floor = ADD+DEL - 2 x floor\n", strings.Join(floors, ", "))
+	fmt.Fprintf(w, "floor = loopback-only ADD, smallest of (%s) ms; above floor = ADD+DEL - 2 verbs x %d plugin start(s) x floor\n", strings.Join(floors, ", "), HarnessExecs(r.Chain))
 	for _, s := range r.References() {
 		verdict := "met"
 		if r.Ratio(s) > Target {
 			verdict = "NOT met"
 		}
-		fmt.Fprintf(w, "ratio podnet/%s (above floor): %.3f  (target <= %.2f: %s)\n", s.Name, r.Ratio(s), Target, verdict)
+		fmt.Fprintf(w, "ratio podnet/%s (above floor): %.3f  (target <= %.2f: %s)", s.Name, r.Ratio(s), Target, verdict)
+		if HarnessExecs(r.Chain) > 1 {
+			fmt.Fprintf(w, "; with one floor per verb only: %.3f", r.StrictRatio(s))
+		}
+		fmt.Fprintln(w)
 	}
 	if r.Chain == ChainMeta {
 		fmt.Fprintf(w, "reference-iptables: bridge ipMasqBackend, portmap and firewall backend iptables; reference-nftables: bridge ipMasqBackend and portmap backend nftables, firewall iptables (v1.9.1 has no nftables firewall backend)\n")
