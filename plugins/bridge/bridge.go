@@ -36,6 +36,7 @@ import (
 	"github.com/podnet/podnet/internal/delegate"
 	"github.com/podnet/podnet/internal/netlinkx"
 	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/rollback"
 )
 
 const name = "bridge"
@@ -169,21 +170,8 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	defer pod.Close()
 
 	// Rollback: each step that made something pushes its undo.
-	var undo []func() error
-	defer func() {
-		if err == nil {
-			return
-		}
-		var uerrs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			if uerr := undo[i](); uerr != nil {
-				uerrs = append(uerrs, uerr)
-			}
-		}
-		if len(uerrs) > 0 {
-			err = withRollbackErrors(err, uerrs)
-		}
-	}()
+	var undo rollback.Stack
+	defer func() { undo.Unwind(name, &err) }()
 
 	ctx := context.Background()
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
@@ -619,18 +607,4 @@ func status(args *skel.CmdArgs) error {
 		return delegate.Status(context.Background(), conf.IPAM.Type, args)
 	}
 	return nil
-}
-
-// withRollbackErrors keeps err's CNI code and adds what the rollback could
-// not undo to its details, so the operator sees both.
-func withRollbackErrors(err error, uerrs []error) error {
-	var te *types.Error
-	if !errors.As(err, &te) {
-		te = types.NewError(cnierr.Internal, name+": "+err.Error(), "")
-	}
-	details := "rollback incomplete: " + errors.Join(uerrs...).Error()
-	if te.Details != "" {
-		details = te.Details + "; " + details
-	}
-	return types.NewError(te.Code, te.Msg, details)
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/podnet/podnet/internal/delegate"
 	"github.com/podnet/podnet/internal/netlinkx"
 	"github.com/podnet/podnet/internal/nft"
+	"github.com/podnet/podnet/internal/rollback"
 )
 
 const name = "ptp"
@@ -195,21 +196,8 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	}
 	defer pod.Close()
 
-	var undo []func() error
-	defer func() {
-		if err == nil {
-			return
-		}
-		var uerrs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			if uerr := undo[i](); uerr != nil {
-				uerrs = append(uerrs, uerr)
-			}
-		}
-		if len(uerrs) > 0 {
-			err = withRollbackErrors(err, uerrs)
-		}
-	}()
+	var undo rollback.Stack
+	defer func() { undo.Unwind(name, &err) }()
 
 	ctx := context.Background()
 	res, err := delegate.Add(ctx, conf.IPAM.Type, args)
@@ -477,18 +465,4 @@ func status(args *skel.CmdArgs) error {
 		return err
 	}
 	return delegate.Status(context.Background(), conf.IPAM.Type, args)
-}
-
-// withRollbackErrors keeps err's CNI code and adds what the rollback could
-// not undo to its details.
-func withRollbackErrors(err error, uerrs []error) error {
-	var te *types.Error
-	if !errors.As(err, &te) {
-		te = types.NewError(cnierr.Internal, name+": "+err.Error(), "")
-	}
-	details := "rollback incomplete: " + errors.Join(uerrs...).Error()
-	if te.Details != "" {
-		details = te.Details + "; " + details
-	}
-	return types.NewError(te.Code, te.Msg, details)
 }
