@@ -1,5 +1,5 @@
-// Package kubetest runs a real kube-apiserver for tests: podnet's embedded
-// etcd as its storage, certificates and a service-account key generated
+// Package kubetest runs a real kube-apiserver for tests: Debian's etcd (or,
+// without it, podnet's embedded etcd) as its storage, certificates and a service-account key generated
 // here, RBAC authorization and two static bearer tokens (an admin in
 // system:masters, and an unprivileged "podnet-agent" user that tests bind
 // to AgentClusterRole, so the documented permissions are what is tested).
@@ -37,8 +37,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
-	"github.com/podnet/podnet/agent/datastore/etcd/embedded"
 )
 
 // Version is the kube-apiserver tools/kube-apiserver builds.
@@ -76,7 +74,7 @@ type Server struct {
 	URL    string
 	CAPEM  []byte
 	dir    string
-	etcd   *embedded.Etcd
+	etcd   storage
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    *bytes.Buffer
@@ -100,7 +98,16 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
+	t.Logf("kube-apiserver %s at %s, storage %s", Version, s.URL, storageName())
 	return s
+}
+
+// storageName says which etcd backs the apiserver, for test logs.
+func storageName() string {
+	if b := EtcdBinary(); b != "" {
+		return b
+	}
+	return "embedded etcd"
 }
 
 var shared struct {
@@ -136,6 +143,7 @@ func Shared(t testing.TB) *Server {
 	if shared.err != nil {
 		t.Fatal(shared.err)
 	}
+	t.Logf("kube-apiserver %s at %s, storage %s", Version, shared.srv.URL, storageName())
 	return shared.srv
 }
 
@@ -152,7 +160,7 @@ func CloseShared() {
 // New starts etcd and the apiserver with state under dir and waits until
 // /readyz answers.
 func New(bin, dir string) (*Server, error) {
-	e, err := embedded.Start(filepath.Join(dir, "etcd"))
+	e, err := startStorage(filepath.Join(dir, "etcd"))
 	if err != nil {
 		return nil, err
 	}
