@@ -65,8 +65,10 @@ type Lab struct {
 	// Phase is "creating" until up finished, then "up".
 	Phase       string       `json:"phase"`
 	ClusterCIDR netip.Prefix `json:"clusterCIDR"`
-	// Fabric is the namespace bridging (br0, br1) and routing the underlay.
+	// Fabric is the namespace bridging the underlay segments (br0, br1);
+	// Router routes between them and to External.
 	Fabric   string   `json:"fabricNetns"`
+	Router   string   `json:"routerNetns"`
 	External Endpoint `json:"external"`
 	Etcd     Etcd     `json:"etcd"`
 	Nodes    []*Node  `json:"nodes"`

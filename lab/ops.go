@@ -73,7 +73,7 @@ func running(pid int) string {
 	return "NOT RUNNING"
 }
 
-// NetnsOf resolves a pod, node, "external" or "fabric" to its namespace.
+// NetnsOf resolves a pod, node, "external", "fabric" or "router" to its namespace.
 func (l *Lab) NetnsOf(name string) (string, error) {
 	if p := l.Pod(name); p != nil {
 		return p.Netns, nil
@@ -86,6 +86,8 @@ func (l *Lab) NetnsOf(name string) (string, error) {
 		return l.External.Netns, nil
 	case "fabric":
 		return l.Fabric, nil
+	case "router":
+		return l.Router, nil
 	}
 	var names []string
 	for _, p := range l.Pods {
@@ -98,7 +100,7 @@ func (l *Lab) NetnsOf(name string) (string, error) {
 }
 
 // Exec replaces this process with argv run inside the namespace of target
-// (a pod, node, "external" or "fabric"): the thread enters the namespace
+// (a pod, node, "external", "fabric" or "router"): the thread enters the namespace
 // and execs, so nothing else of this process runs there.
 func (l *Lab) Exec(target string, argv []string) error {
 	if len(argv) == 0 {

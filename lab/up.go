@@ -122,36 +122,52 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 }
 
 func (l *Lab) up(ctx context.Context, o Options, base int, say func(string, ...any)) error {
-	// Fabric: br0 and br1 (two underlay L2 segments) routed to each
-	// other and to an external segment.
+	// Fabric: br0 and br1, two underlay L2 segments. A router netns with
+	// a veth leg on each segment and one to the external host routes
+	// between them. The router is its own namespace with veth legs, as a
+	// real router has NICs: routing out of a bridge device would make the
+	// kernel segment VXLAN's GSO packets in software (a bridge device
+	// offers no encapsulation offloads), which no real underlay does.
 	l.Fabric = nsPrefix(l.Name) + "fabric"
-	if err := newNS(l.Fabric); err != nil {
-		return err
-	}
-	if err := l.Save(); err != nil {
-		return err
+	l.Router = nsPrefix(l.Name) + "router"
+	for _, ns := range []string{l.Fabric, l.Router} {
+		if err := newNS(ns); err != nil {
+			return err
+		}
+		if err := l.Save(); err != nil {
+			return err
+		}
 	}
 	fh, err := handle(l.Fabric)
 	if err != nil {
 		return err
 	}
 	defer fh.Close()
+	rh, err := handle(l.Router)
+	if err != nil {
+		return err
+	}
+	defer rh.Close()
 	for seg := range 2 {
 		br := fmt.Sprintf("br%d", seg)
 		if err := fh.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br}}); err != nil {
 			return fmt.Errorf("fabric %s: %w", br, err)
 		}
-		if err := upWithAddr(fh, br, netip.PrefixFrom(underlayIP(base, seg, 254), 24)); err != nil {
+		if err := upWithAddr(fh, br, netip.Prefix{}); err != nil {
+			return err
+		}
+		leg := fmt.Sprintf("seg%d", seg)
+		if err := attach(fh, "rt-"+leg, l.Router, leg, br, netip.PrefixFrom(underlayIP(base, seg, 254), 24), netip.Addr{}); err != nil {
 			return err
 		}
 	}
-	if err := netns.Do(NetnsPath(l.Fabric), func() error { return sysctl.Set("net.ipv4.ip_forward", "1") }); err != nil {
-		return fmt.Errorf("fabric forwarding: %w", err)
+	if err := netns.Do(NetnsPath(l.Router), func() error { return sysctl.Set("net.ipv4.ip_forward", "1") }); err != nil {
+		return fmt.Errorf("router forwarding: %w", err)
 	}
-	say("fabric: netns %s bridges underlay segments %s and %s and routes between them",
-		l.Fabric, netip.PrefixFrom(underlayIP(base, 0, 0), 24), netip.PrefixFrom(underlayIP(base, 1, 0), 24))
+	say("fabric: netns %s bridges underlay segments %s and %s; netns %s routes between them",
+		l.Fabric, netip.PrefixFrom(underlayIP(base, 0, 0), 24), netip.PrefixFrom(underlayIP(base, 1, 0), 24), l.Router)
 
-	// External: a host outside the cluster CIDR.
+	// External: a host outside the cluster CIDR, behind the router.
 	l.External = Endpoint{Netns: nsPrefix(l.Name) + "external", IP: underlayIP(base, 9, 1)}
 	if err := newNS(l.External.Netns); err != nil {
 		return err
@@ -159,10 +175,10 @@ func (l *Lab) up(ctx context.Context, o Options, base int, say func(string, ...a
 	if err := l.Save(); err != nil {
 		return err
 	}
-	if err := attach(fh, "ext", l.External.Netns, "", netip.PrefixFrom(l.External.IP, 24), underlayIP(base, 9, 254)); err != nil {
+	if err := attach(rh, "ext", l.External.Netns, "eth0", "", netip.PrefixFrom(l.External.IP, 24), underlayIP(base, 9, 254)); err != nil {
 		return err
 	}
-	if err := upWithAddr(fh, "ext", netip.PrefixFrom(underlayIP(base, 9, 254), 24)); err != nil {
+	if err := upWithAddr(rh, "ext", netip.PrefixFrom(underlayIP(base, 9, 254), 24)); err != nil {
 		return err
 	}
 	say("external: netns %s at %s (outside the cluster: pods reach it masqueraded)", l.External.Netns, l.External.IP)
@@ -191,7 +207,7 @@ func (l *Lab) up(ctx context.Context, o Options, base int, say func(string, ...a
 		if err := l.Save(); err != nil {
 			return err
 		}
-		if err := attach(fh, "v-"+n.Name, n.Netns, fmt.Sprintf("br%d", seg), netip.PrefixFrom(n.IP, 24), underlayIP(base, seg, 254)); err != nil {
+		if err := attach(fh, "v-"+n.Name, n.Netns, "eth0", fmt.Sprintf("br%d", seg), netip.PrefixFrom(n.IP, 24), underlayIP(base, seg, 254)); err != nil {
 			return err
 		}
 		if err := os.MkdirAll(n.StateDir, 0o755); err != nil {
@@ -472,16 +488,16 @@ func upWithAddr(h *netlink.Handle, name string, addr netip.Prefix) error {
 	return nil
 }
 
-// attach connects namespace ns to the fabric: a veth fabSide (enslaved to
-// bridge br unless "") whose peer is eth0 in ns with addr and a default
-// route via gw.
-func attach(fh *netlink.Handle, fabSide, ns, br string, addr netip.Prefix, gw netip.Addr) error {
+// attach connects namespace ns to the namespace of fh: a veth fabSide
+// (enslaved to bridge br unless "") whose peer is peer in ns with addr and,
+// when gw is valid, a default route via gw.
+func attach(fh *netlink.Handle, fabSide, ns, peer, br string, addr netip.Prefix, gw netip.Addr) error {
 	nsh, err := vns.GetFromPath(NetnsPath(ns))
 	if err != nil {
 		return err
 	}
 	defer nsh.Close()
-	if err := fh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fabSide, MTU: 1500}, PeerName: "eth0", PeerNamespace: netlink.NsFd(nsh)}); err != nil {
+	if err := fh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fabSide, MTU: 1500}, PeerName: peer, PeerNamespace: netlink.NsFd(nsh)}); err != nil {
 		return fmt.Errorf("veth %s to %s: %w", fabSide, ns, err)
 	}
 	if br != "" {
@@ -505,10 +521,13 @@ func attach(fh *netlink.Handle, fabSide, ns, br string, addr netip.Prefix, gw ne
 		return err
 	}
 	defer h.Close()
-	if err := upWithAddr(h, "eth0", addr); err != nil {
+	if err := upWithAddr(h, peer, addr); err != nil {
 		return err
 	}
-	el, err := h.LinkByName("eth0")
+	if !gw.IsValid() {
+		return nil
+	}
+	el, err := h.LinkByName(peer)
 	if err != nil {
 		return err
 	}

@@ -145,7 +145,7 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 		},
 	}
 
-	var seconds int
+	var seconds, runs int
 	bench := &cobra.Command{
 		Use:   "bench",
 		Short: "iperf3 single-stream TCP throughput: pods on one node, across nodes, and the underlay (use --backend auto --nodes 3 for host-gw and vxlan in one run)",
@@ -155,11 +155,12 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 			if err != nil {
 				return err
 			}
-			_, err = l.Bench(c.Context(), seconds, os.Stdout)
+			_, err = l.Bench(c.Context(), seconds, runs, os.Stdout)
 			return err
 		},
 	}
 	bench.Flags().IntVar(&seconds, "seconds", 3, "seconds per measurement")
+	bench.Flags().IntVar(&runs, "runs", 3, "measurements per pair (interleaved; the median is reported)")
 
 	var dir string
 	serve := &cobra.Command{
