@@ -15,7 +15,6 @@ package nft
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,8 +23,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	vnl "github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,75 +99,6 @@ func conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// ruleRef is what DEL and GC need of a rule: its handle and tag.
-type ruleRef struct {
-	handle uint64
-	tag    string
-}
-
-// dumpRetries bounds the retries of an interrupted rule dump.
-const dumpRetries = 10
-
-// refs dumps the handles and tags of chain c's rules. google/nftables does
-// not report NLM_F_DUMP_INTR (and its netlink library drops the final DONE
-// message that may carry it), while a rule dump spanning several reads
-// that races with other batches can silently skip rules. So this dump goes
-// through vishvananda/netlink's request executor, which reports the flag on
-// every message, and is retried while interrupted. A missing table or chain
-// gives no rules.
-func refs(c Chain) ([]ruleRef, error) {
-	for try := 0; ; try++ {
-		req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE, unix.NLM_F_DUMP)
-		// struct nfgenmsg: family, version, resource id.
-		req.AddData(nfgenmsg{byte(c.Family), unix.NFNETLINK_V0, 0, 0})
-		req.AddData(nl.NewRtAttr(unix.NFTA_RULE_TABLE, nl.ZeroTerminated(c.Table)))
-		req.AddData(nl.NewRtAttr(unix.NFTA_RULE_CHAIN, nl.ZeroTerminated(c.Name)))
-		var out []ruleRef
-		var perr error
-		err := req.ExecuteIter(unix.NETLINK_NETFILTER, unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE, func(msg []byte) bool {
-			if len(msg) < 4 {
-				return true
-			}
-			attrs, err := nl.ParseRouteAttr(msg[4:])
-			if err != nil {
-				perr = err
-				return false
-			}
-			var r ruleRef
-			for _, a := range attrs {
-				switch a.Attr.Type &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER) {
-				case unix.NFTA_RULE_HANDLE:
-					if len(a.Value) == 8 {
-						r.handle = binary.BigEndian.Uint64(a.Value)
-					}
-				case unix.NFTA_RULE_USERDATA:
-					r.tag = tagOfUserData(a.Value)
-				}
-			}
-			out = append(out, r)
-			return true
-		})
-		switch {
-		case perr != nil:
-			return nil, fmt.Errorf("nftables: list %s: %w", c, perr)
-		case errors.Is(err, unix.ENOENT):
-			return nil, nil
-		case err == nil:
-			return out, nil
-		case (errors.Is(err, vnl.ErrDumpInterrupted) || errors.Is(err, unix.EINTR)) && try < dumpRetries:
-			continue
-		default:
-			return nil, fmt.Errorf("nftables: list %s: %w", c, err)
-		}
-	}
-}
-
-// nfgenmsg is the nfnetlink header that precedes the attributes.
-type nfgenmsg [4]byte
-
-func (m nfgenmsg) Len() int          { return len(m) }
-func (m nfgenmsg) Serialize() []byte { return m[:] }
-
 func tagOfUserData(ud []byte) string {
 	s, _ := userdata.GetString(ud, userdata.TypeComment)
 	return strings.TrimRight(s, "\x00")
@@ -191,7 +119,7 @@ const batchRetries = 5
 func Apply(c Chain, tag string, rules [][]expr.Any) error {
 	ud := userdata.AppendString(nil, userdata.TypeComment, tag)
 	for try := 0; ; try++ {
-		stale, err := refs(c)
+		stale, err := RuleRefs(c)
 		if err != nil {
 			return err
 		}
@@ -202,8 +130,8 @@ func Apply(c Chain, tag string, rules [][]expr.Any) error {
 		t := cc.AddTable(c.table())
 		ch := cc.AddChain(c.chain(t))
 		for _, r := range stale {
-			if r.tag == tag {
-				if err := del(cc, c, r.handle); err != nil {
+			if r.Tag == tag {
+				if err := del(cc, c, r.Handle); err != nil {
 					cc.CloseLasting()
 					return err
 				}
@@ -237,7 +165,7 @@ func GC(c Chain, prefix string, keep func(tag string) bool) (int, error) {
 
 func removeIf(c Chain, match func(tag string) bool) (int, error) {
 	for try := 0; ; try++ {
-		rules, err := refs(c)
+		rules, err := RuleRefs(c)
 		if err != nil || len(rules) == 0 {
 			return 0, err
 		}
@@ -247,8 +175,8 @@ func removeIf(c Chain, match func(tag string) bool) (int, error) {
 		}
 		n := 0
 		for _, r := range rules {
-			if match(r.tag) {
-				if err := del(cc, c, r.handle); err != nil {
+			if match(r.Tag) {
+				if err := del(cc, c, r.Handle); err != nil {
 					cc.CloseLasting()
 					return 0, err
 				}
@@ -313,13 +241,13 @@ func List(c Chain) ([]Rule, error) {
 
 // CountTag returns how many rules of c carry tag (CHECK).
 func CountTag(c Chain, tag string) (int, error) {
-	rules, err := refs(c)
+	rules, err := RuleRefs(c)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, r := range rules {
-		if r.tag == tag {
+		if r.Tag == tag {
 			n++
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/nft"
 )
 
 // This file is the kernel half: it reads the table back and applies one
@@ -50,37 +52,34 @@ func open() (*nftables.Conn, error) {
 // snapshot is what the table holds now.
 type snapshot struct {
 	elements []Element // Tag is the element comment
-	rules    []*nftables.Rule
+	rules    []nft.RuleRef
 }
 
+// forwardChain names the forward chain for listing (nft.RuleRefs).
+var forwardChain = nft.Chain{Family: nftables.TableFamilyINet, Table: Table, Name: chainForward}
+
 // read lists every element of the plugin's sets and the forward chain's
-// rules. A missing table, set or chain reads as empty.
-func read(cc *nftables.Conn) (*snapshot, error) {
-	t := tableRef()
+// rules. A missing table, set or chain reads as empty. The listings are
+// retried while the kernel reports them interrupted (see nft.SetElements):
+// DEL and GC delete what they list, so a listing that skipped an element
+// would leave it behind.
+func read() (*snapshot, error) {
 	s := &snapshot{}
 	for _, d := range setDefs {
-		els, err := cc.GetSetElements(&nftables.Set{Table: t, Name: d.name, KeyType: d.keyType()})
-		if notFound(err) {
-			continue
-		}
+		els, err := nft.SetElements(nftables.TableFamilyINet, Table, d.name)
 		if err != nil {
-			return nil, fmt.Errorf("nftables: list set %s: %w", d.name, err)
+			return nil, err
 		}
 		for _, e := range els {
-			s.elements = append(s.elements, Element{Set: d.name, Key: e.Key, Tag: strings.TrimRight(e.Comment, "\x00")})
+			s.elements = append(s.elements, Element{Set: d.name, Key: e.Key, Tag: e.Comment})
 		}
 	}
-	rules, err := cc.GetRules(t, forwardChainRef(t))
-	if err != nil && !notFound(err) {
-		return nil, fmt.Errorf("nftables: list chain %s: %w", chainForward, err)
+	rules, err := nft.RuleRefs(forwardChain)
+	if err != nil {
+		return nil, err
 	}
 	s.rules = rules
 	return s, nil
-}
-
-func ruleTagOf(r *nftables.Rule) string {
-	s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-	return strings.TrimRight(s, "\x00")
 }
 
 // rulesOK reports whether the forward chain holds exactly podnet's rules,
@@ -89,8 +88,8 @@ func (s *snapshot) rulesOK() bool {
 	want := forwardRules()
 	var got []string
 	for _, r := range s.rules {
-		if t := ruleTagOf(r); strings.HasPrefix(t, "podnet-firewall ") {
-			got = append(got, t)
+		if strings.HasPrefix(r.Tag, "podnet-firewall ") {
+			got = append(got, r.Tag)
 		}
 	}
 	if len(got) != len(want) {
@@ -125,7 +124,7 @@ func addSkeleton(cc *nftables.Conn, s *snapshot) (rebuilt bool, err error) {
 		return false, nil
 	}
 	for _, r := range s.rules {
-		if strings.HasPrefix(ruleTagOf(r), "podnet-firewall ") {
+		if strings.HasPrefix(r.Tag, "podnet-firewall ") {
 			if err := cc.DelRule(&nftables.Rule{Table: t, Chain: fwd, Handle: r.Handle}); err != nil {
 				return false, err
 			}
@@ -179,7 +178,7 @@ func Apply(tag string, want []Element) error {
 		}
 		var rebuilt bool
 		err = func() error {
-			s, err := read(cc)
+			s, err := read()
 			if err != nil {
 				return err
 			}
@@ -210,7 +209,7 @@ func Apply(tag string, want []Element) error {
 			return cc.Flush()
 		}()
 		if err == nil && rebuilt && try < batchRetries {
-			if s, rerr := read(cc); rerr == nil && !s.rulesOK() {
+			if s, rerr := read(); rerr == nil && !s.rulesOK() {
 				cc.CloseLasting()
 				continue
 			}
@@ -234,7 +233,7 @@ func Remove(match func(tag string) bool) (int, error) {
 			return 0, err
 		}
 		n, err := func() (int, error) {
-			s, err := read(cc)
+			s, err := read()
 			if err != nil {
 				return 0, err
 			}
@@ -265,12 +264,7 @@ func Remove(match func(tag string) bool) (int, error) {
 // Read returns the table's elements and whether its forward chain holds
 // podnet's rules (CHECK, tests and operators).
 func Read() (elements []Element, rulesOK bool, err error) {
-	cc, err := open()
-	if err != nil {
-		return nil, false, err
-	}
-	defer cc.CloseLasting()
-	s, err := read(cc)
+	s, err := read()
 	if err != nil {
 		return nil, false, err
 	}

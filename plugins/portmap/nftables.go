@@ -10,6 +10,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/nft"
 )
 
 // TableName is portmap's nftables table (family inet), shared by every
@@ -305,12 +307,12 @@ func queueBase(cc *nftables.Conn, mark uint32) error {
 func readElems() ([]Elem, error) {
 	var out []Elem
 	for _, n := range allSets {
-		es, err := dumpElems(n)
+		es, err := nft.SetElements(nftables.TableFamilyINet, TableName, n)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range es {
-			el, err := decodeElem(n, e.key, e.val, e.comment)
+			el, err := decodeElem(n, e.Key, e.Val, e.Comment)
 			if err != nil {
 				return nil, err
 			}
