@@ -42,7 +42,6 @@ type Agent struct {
 	node  *kernel.Node
 
 	local    overlay.Local
-	lease    *datastore.Lease
 	nodes    []datastore.NodeInfo // last good list
 	problems string
 	rendered string
@@ -145,9 +144,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("underlay", "dev", ul.Dev, "ips", ul.IPs, "mtu", ul.MTU, "podMTU", mtu, "backend", cfg.Backend)
 
-	if err := a.acquire(ctx, &l); err != nil {
+	lease, l, err := a.acquire(ctx, l)
+	if err != nil {
 		return nil // ctx done
 	}
+	expired := lease.Expired
+	// relet delivers a re-lease running in the background after the lease
+	// was lost (the datastore unreachable past the TTL): meanwhile the loop
+	// keeps reconciling from the last node list it had, so the datapath
+	// stays and drift is still repaired during a datastore outage.
+	var relet chan acquired
 
 	watch, _ := a.store.Watch(ctx)
 	tick := time.NewTicker(cfg.ResyncInterval)
@@ -164,11 +170,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			dirty = true
-		case <-a.lease.Expired:
-			a.log.Warn("datastore lease lost; leasing again")
-			if err := a.acquire(ctx, &l); err != nil {
-				return nil
+		case <-expired:
+			a.log.Warn("datastore lease lost; leasing again, datapath left as it is")
+			expired = nil
+			relet = make(chan acquired, 1)
+			go func(l overlay.Local) {
+				lease, l, err := a.acquire(ctx, l)
+				relet <- acquired{lease, l, err}
+			}(a.Local())
+		case r := <-relet:
+			relet = nil
+			if r.err != nil {
+				continue // ctx done
 			}
+			expired = r.lease.Expired
 			dirty = true
 		case ev, ok := <-watch:
 			if !ok {
@@ -199,31 +214,36 @@ func drain(ch <-chan datastore.Event) {
 	}
 }
 
+// acquired is the outcome of acquire.
+type acquired struct {
+	lease *datastore.Lease
+	local overlay.Local
+	err   error
+}
+
 // acquire leases the subnets, writes the node state file and publishes
-// this node, retrying until it works or ctx ends.
-func (a *Agent) acquire(ctx context.Context, l *overlay.Local) error {
+// this node, retrying until it works or ctx ends. It returns the lease and
+// l with the leased subnets (also made the agent's Local).
+func (a *Agent) acquire(ctx context.Context, l overlay.Local) (*datastore.Lease, overlay.Local, error) {
+	var lease *datastore.Lease
 	req := datastore.LeaseRequest{Node: a.cfg.NodeName, Pools: a.pools(), Preferred: l.Subnets}
 	if len(req.Preferred) == 0 {
 		if prev, err := nodestate.Read(a.cfg.StateDir); err == nil && prev.Node == a.cfg.NodeName {
 			req.Preferred = prev.Subnets
 		}
 	}
-	if err := a.retry(ctx, "lease subnets", func() error {
-		lease, err := a.store.Lease(ctx, req)
-		if err != nil {
-			return err
-		}
-		a.lease = lease
-		return nil
-	}); err != nil {
+	if err := a.retry(ctx, "lease subnets", func() (err error) {
+		lease, err = a.store.Lease(ctx, req)
 		return err
+	}); err != nil {
+		return nil, l, err
 	}
-	if len(l.Subnets) > 0 && !slices.Equal(l.Subnets, a.lease.Subnets) {
-		a.log.Error("leased subnets changed: pods on the old subnets lose connectivity", "old", l.Subnets, "new", a.lease.Subnets)
+	if len(l.Subnets) > 0 && !slices.Equal(l.Subnets, lease.Subnets) {
+		a.log.Error("leased subnets changed: pods on the old subnets lose connectivity", "old", l.Subnets, "new", lease.Subnets)
 	}
-	l.Subnets = a.lease.Subnets
+	l.Subnets = lease.Subnets
 	a.mu.Lock()
-	a.local = *l
+	a.local = l
 	a.mu.Unlock()
 	a.log.Info("leased", "subnets", l.Subnets)
 
@@ -232,28 +252,36 @@ func (a *Agent) acquire(ctx context.Context, l *overlay.Local) error {
 		ns.Gateways = append(ns.Gateways, nodestate.GatewayFor(s))
 	}
 	if err := a.retry(ctx, "write node state", func() error { return nodestate.Write(a.cfg.StateDir, ns) }); err != nil {
-		return err
+		return nil, l, err
 	}
 	info := datastore.NodeInfo{Name: l.Name, UnderlayIPs: l.UnderlayIPs, VtepMAC: l.VtepMAC, Subnets: l.Subnets, Backend: l.Backend}
 	// The VXLAN device first, so the MAC we publish is already live.
-	if st := overlay.Compute(*l, nil); st.Device != nil {
+	if st := overlay.Compute(l, nil); st.Device != nil {
 		if _, err := a.node.EnsureDevice(*st.Device); err != nil {
 			a.log.Warn("vxlan device", "err", err)
 		}
 	}
 	if err := a.retry(ctx, "publish node", func() error { return a.store.Publish(ctx, info) }); err != nil {
-		return err
+		return nil, l, err
 	}
 	if a.cfg.CNIConfDir != "" {
 		// Last: node.json, the VXLAN device and our record exist, so a
 		// runtime that sees the conflist can add pods.
-		return a.retry(ctx, "write CNI conflist", func() error { return WriteConflist(a.cfg.CNIConfDir, a.cfg.StateDir) })
+		if err := a.retry(ctx, "write CNI conflist", func() error { return WriteConflist(a.cfg.CNIConfDir, a.cfg.StateDir) }); err != nil {
+			return nil, l, err
+		}
 	}
-	return nil
+	return lease, l, nil
 }
 
+// storeTimeout bounds each datastore call of a sync, so an unreachable
+// datastore delays reconciling by at most this, never stops it.
+const storeTimeout = 5 * time.Second
+
 func (a *Agent) sync(ctx context.Context) {
-	nodes, err := a.store.List(ctx)
+	lctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	nodes, err := a.store.List(lctx)
+	cancel()
 	if err != nil {
 		a.log.Warn("list nodes", "err", err)
 	}
@@ -264,7 +292,10 @@ func (a *Agent) sync(ctx context.Context) {
 	l := a.Local()
 	if !slices.ContainsFunc(a.nodes, func(n datastore.NodeInfo) bool { return n.Name == l.Name }) && err == nil {
 		info := datastore.NodeInfo{Name: l.Name, UnderlayIPs: l.UnderlayIPs, VtepMAC: l.VtepMAC, Subnets: l.Subnets, Backend: l.Backend}
-		if perr := a.store.Publish(ctx, info); perr != nil {
+		pctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		perr := a.store.Publish(pctx, info)
+		cancel()
+		if perr != nil {
 			a.log.Warn("republish own record", "err", perr)
 		}
 	}

@@ -33,7 +33,7 @@ import (
 // namespaces on them, an embedded etcd, one in-process agent per node and
 // one pod per node.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	eps     []string
 	fabric  string // netns path
 	fh      *netlink.Handle
@@ -45,6 +45,8 @@ type cluster struct {
 	// before its agent starts.
 	kubeconfig  string
 	beforeStart func(*node)
+	// quiet logs agents at warning level (benchmarks).
+	quiet bool
 }
 
 type node struct {
@@ -60,14 +62,14 @@ type node struct {
 	podIP6   netip.Addr
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-func handleAt(t *testing.T, path string) *netlink.Handle {
+func handleAt(t testing.TB, path string) *netlink.Handle {
 	t.Helper()
 	ns, err := vns.GetFromPath(path)
 	must(t, err)
@@ -78,7 +80,7 @@ func handleAt(t *testing.T, path string) *netlink.Handle {
 	return h
 }
 
-func linkUp(t *testing.T, h *netlink.Handle, name string) netlink.Link {
+func linkUp(t testing.TB, h *netlink.Handle, name string) netlink.Link {
 	t.Helper()
 	l, err := h.LinkByName(name)
 	must(t, err)
@@ -86,14 +88,14 @@ func linkUp(t *testing.T, h *netlink.Handle, name string) netlink.Link {
 	return l
 }
 
-func addAddr(t *testing.T, h *netlink.Handle, l netlink.Link, cidr string) {
+func addAddr(t testing.TB, h *netlink.Handle, l netlink.Link, cidr string) {
 	t.Helper()
 	a, err := netlink.ParseAddr(cidr)
 	must(t, err)
 	must(t, h.AddrAdd(l, a))
 }
 
-func newCluster(t *testing.T, backend string) *cluster {
+func newCluster(t testing.TB, backend string) *cluster {
 	roottest.Require(t)
 	e, err := embedded.Start(t.TempDir())
 	must(t, err)
@@ -151,7 +153,11 @@ func (c *cluster) start(n *node) {
 		ResyncInterval: time.Second,
 		Datastore:      agent.DatastoreConfig{Endpoints: c.eps, LeaseTTL: 5 * time.Second},
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level := slog.LevelInfo
+	if c.quiet {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 	if c.kubeconfig != "" {
 		cfg.Datastore = agent.DatastoreConfig{Type: "kubernetes", Kubeconfig: c.kubeconfig, Log: log}
 	}
@@ -179,7 +185,7 @@ func (c *cluster) stop(n *node) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
@@ -187,7 +193,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 }
 
 // waitState waits for the node's state file (the agent has leased).
-func waitState(t *testing.T, n *node) nodestate.State {
+func waitState(t testing.TB, n *node) nodestate.State {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -248,7 +254,7 @@ func hostNet(a netip.Addr) *net.IPNet {
 }
 
 // eventually retries fn for up to d.
-func eventually(t *testing.T, d time.Duration, what string, fn func() error) {
+func eventually(t testing.TB, d time.Duration, what string, fn func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -265,7 +271,7 @@ func eventually(t *testing.T, d time.Duration, what string, fn func() error) {
 
 // reach asserts ICMP and TCP from a's pod to b's pod, and that b sees a's
 // pod address (no NAT).
-func reach(t *testing.T, a, b *node) {
+func reach(t testing.TB, a, b *node) {
 	t.Helper()
 	eventually(t, 15*time.Second, fmt.Sprintf("ping %s pod -> %s pod", a.name, b.name), func() error {
 		_, err := probe.Ping(a.pod, b.podIP.AsSlice(), time.Second)
@@ -287,7 +293,7 @@ func reach(t *testing.T, a, b *node) {
 
 // bigDF sends a UDP datagram making a 1400-byte IP packet with DF set from
 // a's pod to b's pod echo server and waits for the echo.
-func bigDF(t *testing.T, a, b *node) {
+func bigDF(t testing.TB, a, b *node) {
 	t.Helper()
 	l, err := probe.Listen(b.pod, "0.0.0.0:7778")
 	must(t, err)
@@ -323,7 +329,7 @@ func bigDF(t *testing.T, a, b *node) {
 	}
 }
 
-func routesOf(t *testing.T, n *node) map[string]netlink.Route {
+func routesOf(t testing.TB, n *node) map[string]netlink.Route {
 	t.Helper()
 	rs, err := n.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: overlay.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 	must(t, err)
@@ -334,7 +340,7 @@ func routesOf(t *testing.T, n *node) map[string]netlink.Route {
 	return out
 }
 
-func fdbOf(t *testing.T, n *node) map[string]string {
+func fdbOf(t testing.TB, n *node) map[string]string {
 	t.Helper()
 	l, err := n.h.LinkByName("podnet.1")
 	if err != nil {

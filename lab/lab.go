@@ -88,6 +88,9 @@ type Endpoint struct {
 type Etcd struct {
 	PID       int      `json:"pid"`
 	Endpoints []string `json:"endpoints"`
+	// PeerURL lets a restarted etcd come back on the same URLs, where the
+	// agents (started with --etcd-endpoints) look for it.
+	PeerURL string `json:"peerURL,omitempty"`
 }
 
 // Node is one lab node.

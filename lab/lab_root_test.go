@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/podnet/podnet/agent/datastore/etcd"
 	"github.com/podnet/podnet/agent/overlay"
 	"github.com/podnet/podnet/internal/netns"
 	"github.com/podnet/podnet/internal/probe"
@@ -342,6 +344,27 @@ func TestLabHostGW(t *testing.T) {
 	if r := rs[l.Node("n2").Subnets[0].String()]; r.Gw.String() != l.Node("n2").IP.String() {
 		t.Fatalf("host-gw route %v, want via %s", r, l.Node("n2").IP)
 	}
+	// `lab bench` measures each path it names (rates, not ratios, are
+	// asserted: speed is the benchmark's business, not a test's).
+	var out strings.Builder
+	res, err := l.Bench(context.Background(), 1, 1, &out)
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var whats []string
+	for _, r := range res {
+		whats = append(whats, r.What)
+		if r.Gbps <= 0 || len(r.Runs) != 1 {
+			t.Fatalf("%s: %v Gbit/s, runs %v", r.What, r.Gbps, r.Runs)
+		}
+		if r.Underlay != "" && r.Ratio <= 0 {
+			t.Fatalf("%s: no ratio to %q", r.What, r.Underlay)
+		}
+	}
+	if want := []string{"node->node underlay, one segment", "pod->pod same node", "pod->pod cross node, host-gw"}; !slices.Equal(whats, want) {
+		t.Fatalf("bench measured %q, want %q", whats, want)
+	}
 	// down through the CLI, twice (idempotent).
 	for range 2 {
 		if out, err := exec.Command(filepath.Join(binDir, "podnet"), "lab", "down", "--name", l.Name).CombinedOutput(); err != nil {
@@ -376,4 +399,127 @@ func TestLabDownAfterFailedUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertGone(t, name, l)
+}
+
+// TestLabEtcdOutage: etcd stopped for 30 s. Pods keep their connections
+// and reach each other, a pod added meanwhile works (the plugin needs only
+// the node's state file), a route deleted by hand is repaired from the
+// agent's last view; when etcd is back the agents re-sync: their records
+// are alive past the lease TTL and a node leaving afterwards is seen by all.
+func TestLabEtcdOutage(t *testing.T) {
+	t.Parallel()
+	l := upLab(t, VXLAN, 3, 1)
+	s := openStream(t, l, "n1-p1", "n2-p1")
+	s.exchange(t, "before the outage")
+	if err := l.StopEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	down := func() error {
+		c, err := net.DialTimeout("tcp", strings.TrimPrefix(l.Etcd.Endpoints[0], "http://"), time.Second)
+		if err == nil {
+			c.Close()
+			return errors.New("etcd still accepts connections")
+		}
+		return nil
+	}
+	if err := down(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A pod added during the outage.
+	n1 := l.Node("n1")
+	p := &Pod{Name: "n1-late", Node: "n1", Netns: nsPrefix(l.Name) + "n1-late", ContainerID: "lab-" + l.Name + "-n1-late"}
+	if err := newNS(p.Netns); err != nil {
+		t.Fatal(err)
+	}
+	l.Pods = append(l.Pods, p)
+	if err := l.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.addPod(context.Background(), n1, p); err != nil {
+		t.Fatalf("pod ADD during the etcd outage: %v", err)
+	}
+
+	// Drift during the outage is repaired from the agent's last view.
+	n2sub := l.Node("n2").Subnets[0].String()
+	r, ok := routesIn(t, n1.Netns)[n2sub]
+	if !ok {
+		t.Fatalf("n1 has no route to n2 (%s)", n2sub)
+	}
+	h, err := handle(n1.Netns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.RouteDel(&r); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "route to n2 repaired while etcd is down", func() error {
+		if _, ok := routesIn(t, n1.Netns)[n2sub]; !ok {
+			return errors.New("still missing")
+		}
+		return nil
+	})
+
+	for i := 0; time.Since(stopped) < 30*time.Second; i++ {
+		s.exchange(t, fmt.Sprintf("etcd down %s", time.Since(stopped).Round(time.Second)))
+		for _, pair := range [][2]string{{"n1-p1", "n3-p1"}, {"n3-p1", "n2-p1"}, {"n1-late", "n2-p1"}, {"n2-p1", "n1-late"}} {
+			if _, err := probe.Ping(NetnsPath(l.Pod(pair[0]).Netns), podIP(t, l, pair[1]), 2*time.Second); err != nil {
+				t.Fatalf("etcd down %s: %s -> %s: %v", time.Since(stopped).Round(time.Second), pair[0], pair[1], err)
+			}
+		}
+		time.Sleep(3 * time.Second)
+	}
+	if err := down(); err != nil { // nothing brought it back early
+		t.Fatal(err)
+	}
+	for _, n := range l.Nodes {
+		if !alive(n.AgentPID) {
+			t.Fatalf("agent %s died during the outage", n.Name)
+		}
+	}
+
+	if err := l.StartEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	// Past the agents' lease TTL (15 s) after the restart, every node's
+	// record is still there: the agents renewed or re-leased, each keeping
+	// its subnet.
+	time.Sleep(20 * time.Second)
+	st, err := etcd.New(context.Background(), etcd.Options{Endpoints: l.Etcd.Endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	infos, err := st.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 3 {
+		t.Fatalf("after the outage etcd has %d node records, want 3: %+v", len(infos), infos)
+	}
+	for _, in := range infos {
+		if n := l.Node(in.Name); n == nil || !slices.Equal(in.Subnets, n.Subnets) {
+			t.Fatalf("record %+v does not match the node's subnets", in)
+		}
+	}
+	s.exchange(t, "etcd back")
+	check(t, l)
+
+	// The watch works again: n3 leaves, n1 and n2 drop its route.
+	n3sub := l.Node("n3").Subnets[0].String()
+	if err := l.Leave(context.Background(), "n3"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"n1", "n2"} {
+		eventually(t, 10*time.Second, n+" drops the route to n3 after the outage", func() error {
+			if _, ok := routesIn(t, l.Node(n).Netns)[n3sub]; ok {
+				return errors.New("route to n3 still there")
+			}
+			return nil
+		})
+	}
 }

@@ -353,10 +353,34 @@ func (l *Lab) StopAgent(node string, sig syscall.Signal) error {
 	return errors.Join(err, l.Save())
 }
 
+// StopEtcd stops the lab's etcd (its `lab serve` process), as an outage
+// would; agents and pods keep running. StartEtcd brings it back.
+func (l *Lab) StopEtcd() error {
+	if l.Etcd.PID == 0 {
+		return nil
+	}
+	err := stopPID(l.Etcd.PID, syscall.SIGTERM, 10*time.Second)
+	l.Etcd.PID = 0
+	return errors.Join(err, l.Save())
+}
+
+// StartEtcd starts the lab's etcd again on its data and its previous URLs
+// (after StopEtcd).
+func (l *Lab) StartEtcd() error {
+	if l.Etcd.PID != 0 && alive(l.Etcd.PID) {
+		return nil
+	}
+	return l.startServe()
+}
+
 func (l *Lab) startServe() error {
 	etcdFile := filepath.Join(l.Dir, "etcd.json")
 	os.Remove(etcdFile)
-	pid, err := spawn(l.AgentBin, []string{"lab", "serve", "--name", l.Name, "--dir", l.Dir}, filepath.Join(l.Dir, "serve.log"))
+	args := []string{"lab", "serve", "--name", l.Name, "--dir", l.Dir}
+	if len(l.Etcd.Endpoints) > 0 && l.Etcd.PeerURL != "" {
+		args = append(args, "--client-url", l.Etcd.Endpoints[0], "--peer-url", l.Etcd.PeerURL)
+	}
+	pid, err := spawn(l.AgentBin, args, filepath.Join(l.Dir, "serve.log"))
 	if err != nil {
 		return fmt.Errorf("start etcd supervisor: %w", err)
 	}
@@ -369,7 +393,7 @@ func (l *Lab) startServe() error {
 		if b, err := os.ReadFile(etcdFile); err == nil {
 			var e Etcd
 			if json.Unmarshal(b, &e) == nil && len(e.Endpoints) > 0 {
-				l.Etcd.Endpoints = e.Endpoints
+				l.Etcd.Endpoints, l.Etcd.PeerURL = e.Endpoints, e.PeerURL
 				return l.Save()
 			}
 		}

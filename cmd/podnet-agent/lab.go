@@ -162,7 +162,7 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 	bench.Flags().IntVar(&seconds, "seconds", 3, "seconds per measurement")
 	bench.Flags().IntVar(&runs, "runs", 3, "measurements per pair (interleaved; the median is reported)")
 
-	var dir string
+	var dir, clientURL, peerURL string
 	serve := &cobra.Command{
 		Use:    "serve",
 		Short:  "host the lab's embedded etcd (started detached by `lab up`)",
@@ -174,10 +174,12 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 			}
 			ctx, stop := signal.NotifyContext(c.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return lab.Serve(ctx, dir)
+			return lab.Serve(ctx, dir, clientURL, peerURL)
 		},
 	}
 	serve.Flags().StringVar(&dir, "dir", "", "the lab directory")
+	serve.Flags().StringVar(&clientURL, "client-url", "", "etcd client URL of a previous run (restart)")
+	serve.Flags().StringVar(&peerURL, "peer-url", "", "etcd peer URL of a previous run (restart)")
 
 	cmd.AddCommand(up, demo, status, check, execCmd, down, bench, serve)
 	return cmd

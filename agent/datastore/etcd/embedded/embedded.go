@@ -26,6 +26,14 @@ type Etcd struct {
 // Start runs etcd with its data in dir (a fresh temporary directory when
 // dir is ""), listening on random loopback ports.
 func Start(dir string) (*Etcd, error) {
+	return StartAt(dir, "", "")
+}
+
+// StartAt is Start on the given client and peer URLs (both
+// http://127.0.0.1:PORT), or on random loopback ports when they are "".
+// Restarting on the URLs of a previous run over the same dir brings the
+// same member back where its clients (which dial a fixed endpoint) look.
+func StartAt(dir, clientURL, peerURL string) (*Etcd, error) {
 	own := false
 	if dir == "" {
 		d, err := os.MkdirTemp("", "podnet-etcd-")
@@ -34,17 +42,28 @@ func Start(dir string) (*Etcd, error) {
 		}
 		dir, own = d, true
 	}
+	fixed := clientURL != "" && peerURL != ""
 	var lastErr error
 	for range 5 { // a picked port can be taken before etcd binds it
-		ports, err := freePorts(2)
+		cs, ps := clientURL, peerURL
+		if !fixed {
+			ports, err := freePorts(2)
+			if err != nil {
+				return nil, err
+			}
+			cs, ps = fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+		}
+		cu, err := url.Parse(cs)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("etcd client URL %q: %w", cs, err)
+		}
+		pu, err := url.Parse(ps)
+		if err != nil {
+			return nil, fmt.Errorf("etcd peer URL %q: %w", ps, err)
 		}
 		cfg := embed.NewConfig()
 		cfg.Name = "podnet"
 		cfg.Dir = dir
-		cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[0]))
-		pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[1]))
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
@@ -53,6 +72,9 @@ func Start(dir string) (*Etcd, error) {
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			lastErr = err
+			if fixed {
+				break
+			}
 			continue
 		}
 		select {
@@ -64,6 +86,9 @@ func Start(dir string) (*Etcd, error) {
 		case <-time.After(30 * time.Second):
 			e.Close()
 			lastErr = errors.New("embedded etcd not ready after 30s")
+		}
+		if fixed {
+			break
 		}
 	}
 	if own {
@@ -79,6 +104,11 @@ func (e *Etcd) Endpoints() []string {
 		out = append(out, u.String())
 	}
 	return out
+}
+
+// PeerURL is the member's peer URL (for StartAt on a restart).
+func (e *Etcd) PeerURL() string {
+	return e.e.Config().AdvertisePeerUrls[0].String()
 }
 
 // Close stops etcd and removes a data directory Start created.
