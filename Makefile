@@ -3,7 +3,7 @@ GO ?= go
 BIN := bin/podnet
 AGENT := bin/podnet-agent
 
-.PHONY: build test vet fmt-check fuzz-short demo bench install clean
+.PHONY: build test vet fmt-check fuzz-short demo bench bench-net install clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/podnet
@@ -30,6 +30,10 @@ demo: build
 
 bench: build
 	./$(BIN) bench
+
+# Pod network throughput vs the underlay (lab, iperf3) and node-join timing.
+bench-net:
+	scripts/bench-net.sh
 
 install: build
 	install -D -m 0755 $(BIN) /opt/cni/bin/podnet

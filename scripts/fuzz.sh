@@ -8,6 +8,8 @@
 #   scripts/fuzz.sh 10m        # the soak run
 #   FUZZ_PARALLEL=1 scripts/fuzz.sh 3m   # fuzz workers per target (default: GOMAXPROCS)
 #   FUZZ_ONLY=FuzzParse scripts/fuzz.sh  # only targets whose name matches (grep -E)
+#   FUZZ_SHARD=0/3 scripts/fuzz.sh 10m   # every 3rd target from the 1st: run
+#                                        # shards 0/3 1/3 2/3 side by side
 set -u
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
@@ -36,8 +38,13 @@ TARGETS="
 
 fail=0
 summary=""
+i=-1
 while read -r pkg target; do
 	[ -z "$pkg" ] && continue
+	i=$((i + 1))
+	if [ -n "${FUZZ_SHARD:-}" ] && [ $((i % ${FUZZ_SHARD#*/})) != "${FUZZ_SHARD%/*}" ]; then
+		continue
+	fi
 	if [ -n "${FUZZ_ONLY:-}" ] && ! echo "$target" | grep -Eq "$FUZZ_ONLY"; then
 		continue
 	fi
