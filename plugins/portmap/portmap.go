@@ -202,11 +202,14 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 
 // enableRouteLocalnet sets route_localnet on the interface the node routes
 // pod4 through, so that 127.0.0.1:hostPort can be forwarded (the
-// reference's behaviour). It is left on at DEL: other pods share it.
+// reference's behaviour). It is left on at DEL: other pods share it. A node
+// with no route to the pod (e.g. a bridge without isGateway whose subnet
+// the node does not route) has no such interface: nothing to enable, and
+// the mapping is still installed, as the reference plugin does.
 func enableRouteLocalnet(pod4 net.IP) error {
 	routes, err := netlink.RouteGet(pod4)
 	if err != nil || len(routes) == 0 {
-		return fmt.Errorf("find the route to the pod's address %s: %v", pod4, err)
+		return nil
 	}
 	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
 	if err != nil {

@@ -425,6 +425,46 @@ func TestRootGCAndEmpty(t *testing.T) {
 	}
 }
 
+// TestRootNoRouteToPod: a pod address the node has no route to (a bridge
+// without isGateway, its subnet not routed by the node) still gets its
+// mapping; route_localnet is simply not needed then (the reference plugin
+// succeeds too).
+func TestRootNoRouteToPod(t *testing.T) {
+	l := newLab(t, "pmnr", "10.34.0.0/24", "")
+	podA, ra := l.pod("ctr-a")
+	var r current.Result
+	b, _ := json.Marshal(ra)
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	unrouted := net.ParseIP("198.51.100.7")
+	r.IPs[0].Address = net.IPNet{IP: unrouted, Mask: net.CIDRMask(24, 32)}
+	if err := l.inNode(func() error {
+		if rs, err := netlink.RouteGet(unrouted); err == nil && len(rs) > 0 {
+			return fmt.Errorf("the node routes %s (%v): the test needs it unrouted", unrouted, rs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l.mustAdd(l.args(l.conf(&r, `[{"hostPort":9011,"containerPort":80}]`, ""), "ctr-a", podA))
+	found := false
+	for _, e := range l.elems() {
+		if e.isMap() && e.HostPort == 9011 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no map element for host port 9011: %+v", l.elems())
+	}
+	if err := l.del(l.args(l.conf(&r, `[{"hostPort":9011,"containerPort":80}]`, ""), "ctr-a", podA)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(l.elems()); n != 0 {
+		t.Fatalf("%d elements left after DEL", n)
+	}
+}
+
 // TestRootUDPConntrackFlush: a client that sent to the host port before
 // the mapping existed keeps its conntrack entry (to the node itself); ADD
 // flushes it, so the same flow reaches the pod right away.
