@@ -147,27 +147,12 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ValidIfName(args.IfName); err != nil {
-		return nil, cnierr.Env(name, "CNI_IFNAME", "%q %v", args.IfName, err)
-	}
-	podNS, gone, err := netlinkx.OpenNS(args.Netns)
+	h, err := cniplugin.OpenPod(name, args)
 	if err != nil {
-		return nil, cnierr.Env(name, "CNI_NETNS", "%v", err)
+		return nil, err
 	}
-	if gone {
-		return nil, cnierr.Env(name, "CNI_NETNS", "%q is not a network namespace (anymore)", args.Netns)
-	}
-	defer podNS.Close()
-	node, err := netlinkx.NewHandle()
-	if err != nil {
-		return nil, internal(err, "")
-	}
-	defer node.Close()
-	pod, err := netlinkx.NewHandleAt(podNS)
-	if err != nil {
-		return nil, internal(err, "")
-	}
-	defer pod.Close()
+	defer h.Close()
+	podNS, node, pod := h.NS, h.Node, h.Pod
 
 	// Rollback: each step that made something pushes its undo.
 	var undo rollback.Stack
