@@ -144,16 +144,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("underlay", "dev", ul.Dev, "ips", ul.IPs, "mtu", ul.MTU, "podMTU", mtu, "backend", cfg.Backend)
 
-	lease, l, err := a.acquire(ctx, l)
+	lease, l, err := a.lease(ctx, l)
 	if err != nil {
 		return nil // ctx done
 	}
+	if a.establish(ctx, l) != nil || a.publish(ctx, l) != nil || a.writeConflist(ctx) != nil {
+		return nil // ctx done
+	}
 	expired := lease.Expired
-	// relet delivers a re-lease running in the background after the lease
-	// was lost (the datastore unreachable past the TTL): meanwhile the loop
-	// keeps reconciling from the last node list it had, so the datapath
-	// stays and drift is still repaired during a datastore outage.
-	var relet chan acquired
+	// relet delivers a re-lease (store calls only) running in the
+	// background after the lease was lost (the datastore unreachable past
+	// the TTL): meanwhile the loop keeps reconciling from the last node
+	// list it had, so the datapath stays and drift is still repaired during
+	// a datastore outage. Kernel and files are only touched by this loop.
+	var relet chan released
 
 	watch, _ := a.store.Watch(ctx)
 	tick := time.NewTicker(cfg.ResyncInterval)
@@ -173,14 +177,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-expired:
 			a.log.Warn("datastore lease lost; leasing again, datapath left as it is")
 			expired = nil
-			relet = make(chan acquired, 1)
+			relet = make(chan released, 1)
 			go func(l overlay.Local) {
-				lease, l, err := a.acquire(ctx, l)
-				relet <- acquired{lease, l, err}
+				lease, l, err := a.lease(ctx, l)
+				if err == nil {
+					err = a.publish(ctx, l)
+				}
+				relet <- released{lease, l, err}
 			}(a.Local())
 		case r := <-relet:
 			relet = nil
-			if r.err != nil {
+			if r.err != nil || a.establish(ctx, r.local) != nil || a.writeConflist(ctx) != nil {
 				continue // ctx done
 			}
 			expired = r.lease.Expired
@@ -214,17 +221,17 @@ func drain(ch <-chan datastore.Event) {
 	}
 }
 
-// acquired is the outcome of acquire.
-type acquired struct {
+// released is the outcome of a background re-lease.
+type released struct {
 	lease *datastore.Lease
 	local overlay.Local
 	err   error
 }
 
-// acquire leases the subnets, writes the node state file and publishes
-// this node, retrying until it works or ctx ends. It returns the lease and
-// l with the leased subnets (also made the agent's Local).
-func (a *Agent) acquire(ctx context.Context, l overlay.Local) (*datastore.Lease, overlay.Local, error) {
+// lease gets this node's subnets from the store (preferring l's, else
+// those of the node state file of a previous run), retrying until it works
+// or ctx ends. It returns l with the leased subnets.
+func (a *Agent) lease(ctx context.Context, l overlay.Local) (*datastore.Lease, overlay.Local, error) {
 	var lease *datastore.Lease
 	req := datastore.LeaseRequest{Node: a.cfg.NodeName, Pools: a.pools(), Preferred: l.Subnets}
 	if len(req.Preferred) == 0 {
@@ -242,36 +249,47 @@ func (a *Agent) acquire(ctx context.Context, l overlay.Local) (*datastore.Lease,
 		a.log.Error("leased subnets changed: pods on the old subnets lose connectivity", "old", l.Subnets, "new", lease.Subnets)
 	}
 	l.Subnets = lease.Subnets
+	a.log.Info("leased", "subnets", l.Subnets)
+	return lease, l, nil
+}
+
+// establish makes l (with its leased subnets) the agent's node: the node
+// state file the plugin reads and, for VXLAN, the device, so the MAC the
+// agent publishes is already live. It retries until done or ctx ends.
+func (a *Agent) establish(ctx context.Context, l overlay.Local) error {
 	a.mu.Lock()
 	a.local = l
 	a.mu.Unlock()
-	a.log.Info("leased", "subnets", l.Subnets)
-
 	ns := nodestate.State{Node: l.Name, Subnets: l.Subnets, MTU: l.MTU, ClusterCIDRs: l.ClusterCIDRs, Backend: l.Backend}
 	for _, s := range l.Subnets {
 		ns.Gateways = append(ns.Gateways, nodestate.GatewayFor(s))
 	}
 	if err := a.retry(ctx, "write node state", func() error { return nodestate.Write(a.cfg.StateDir, ns) }); err != nil {
-		return nil, l, err
+		return err
 	}
-	info := datastore.NodeInfo{Name: l.Name, UnderlayIPs: l.UnderlayIPs, VtepMAC: l.VtepMAC, Subnets: l.Subnets, Backend: l.Backend}
-	// The VXLAN device first, so the MAC we publish is already live.
 	if st := overlay.Compute(l, nil); st.Device != nil {
 		if _, err := a.node.EnsureDevice(*st.Device); err != nil {
 			a.log.Warn("vxlan device", "err", err)
 		}
 	}
-	if err := a.retry(ctx, "publish node", func() error { return a.store.Publish(ctx, info) }); err != nil {
-		return nil, l, err
+	return nil
+}
+
+// publish records this node in the store under the current lease,
+// retrying until it works or ctx ends.
+func (a *Agent) publish(ctx context.Context, l overlay.Local) error {
+	info := datastore.NodeInfo{Name: l.Name, UnderlayIPs: l.UnderlayIPs, VtepMAC: l.VtepMAC, Subnets: l.Subnets, Backend: l.Backend}
+	return a.retry(ctx, "publish node", func() error { return a.store.Publish(ctx, info) })
+}
+
+// writeConflist writes the CNI conflist (if configured) last: node.json,
+// the VXLAN device and the node's record exist, so a runtime that sees the
+// conflist can add pods.
+func (a *Agent) writeConflist(ctx context.Context) error {
+	if a.cfg.CNIConfDir == "" {
+		return nil
 	}
-	if a.cfg.CNIConfDir != "" {
-		// Last: node.json, the VXLAN device and our record exist, so a
-		// runtime that sees the conflist can add pods.
-		if err := a.retry(ctx, "write CNI conflist", func() error { return WriteConflist(a.cfg.CNIConfDir, a.cfg.StateDir) }); err != nil {
-			return nil, l, err
-		}
-	}
-	return lease, l, nil
+	return a.retry(ctx, "write CNI conflist", func() error { return WriteConflist(a.cfg.CNIConfDir, a.cfg.StateDir) })
 }
 
 // storeTimeout bounds each datastore call of a sync, so an unreachable
