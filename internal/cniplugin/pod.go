@@ -56,3 +56,56 @@ func (p *Pod) Close() {
 	}
 	p.NS.Close()
 }
+
+// PodVeth is the pod side of an attachment as CHECK sees it: a handle in
+// the pod's namespace and the pod's veth.
+type PodVeth struct {
+	ns     netns.NsHandle
+	Handle *netlink.Handle
+	Link   netlink.Link
+}
+
+// CheckPodVeth opens the pod's namespace for CHECK and finds args.IfName
+// there, which must be a veth with MAC wantMAC (when set). Every mismatch
+// is a CHECK failure naming what differs. The caller must Close the
+// result.
+func CheckPodVeth(plugin string, args *skel.CmdArgs, wantMAC string) (*PodVeth, error) {
+	fail := func(format string, a ...any) error {
+		return cnierr.New(cnierr.Internal, plugin, "CHECK: "+format, a...)
+	}
+	ns, gone, err := netlinkx.OpenNS(args.Netns)
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	if gone {
+		return nil, fail("netns %q is gone", args.Netns)
+	}
+	p := &PodVeth{ns: ns}
+	if p.Handle, err = netlinkx.NewHandleAt(ns); err != nil {
+		p.Close()
+		return nil, cnierr.Wrap(cnierr.Internal, plugin, err, "")
+	}
+	l, err := p.Handle.LinkByName(args.IfName)
+	if err != nil {
+		p.Close()
+		return nil, fail("interface %q in %s: %v", args.IfName, args.Netns, err)
+	}
+	if _, ok := l.(*netlink.Veth); !ok {
+		p.Close()
+		return nil, fail("interface %q in %s is a %s link, not a veth", args.IfName, args.Netns, l.Type())
+	}
+	if wantMAC != "" && wantMAC != l.Attrs().HardwareAddr.String() {
+		p.Close()
+		return nil, fail("interface %q has MAC %s, prevResult says %s", args.IfName, l.Attrs().HardwareAddr, wantMAC)
+	}
+	p.Link = l
+	return p, nil
+}
+
+// Close releases the handle and the namespace.
+func (p *PodVeth) Close() {
+	if p.Handle != nil {
+		p.Handle.Close()
+	}
+	p.ns.Close()
+}

@@ -447,29 +447,12 @@ func check(args *skel.CmdArgs) error {
 		return fail("bridge %q promiscuous mode is %v, config says %v", conf.BrName, br.Promisc != 0, conf.PromiscMode)
 	}
 
-	podNS, gone, err := netlinkx.OpenNS(args.Netns)
+	pv, err := cniplugin.CheckPodVeth(name, args, podIf.Mac)
 	if err != nil {
-		return fail("%v", err)
+		return err
 	}
-	if gone {
-		return fail("netns %q is gone", args.Netns)
-	}
-	defer podNS.Close()
-	pod, err := netlinkx.NewHandleAt(podNS)
-	if err != nil {
-		return internal(err, "")
-	}
-	defer pod.Close()
-	podLink, err := pod.LinkByName(args.IfName)
-	if err != nil {
-		return fail("interface %q in %s: %v", args.IfName, args.Netns, err)
-	}
-	if _, ok := podLink.(*netlink.Veth); !ok {
-		return fail("interface %q in %s is a %s link, not a veth", args.IfName, args.Netns, podLink.Type())
-	}
-	if podIf.Mac != "" && podIf.Mac != podLink.Attrs().HardwareAddr.String() {
-		return fail("interface %q has MAC %s, prevResult says %s", args.IfName, podLink.Attrs().HardwareAddr, podIf.Mac)
-	}
+	defer pv.Close()
+	pod, podLink := pv.Handle, pv.Link
 
 	var hostVeth netlink.Link
 	for _, i := range prev.Interfaces {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+
+	"github.com/podnet/podnet/internal/netlinkx"
 )
 
 func goarch() string { return runtime.GOARCH }
@@ -55,7 +57,7 @@ func guardRoot(t *testing.T, bridge, network string) *rootGuard {
 }
 
 func linkNames(t *testing.T) []string {
-	links, err := netlink.LinkList()
+	links, err := netlinkx.Retry(netlink.LinkList)
 	if err != nil {
 		t.Fatalf("list links: %v", err)
 	}
@@ -86,7 +88,7 @@ func bridgePorts(bridge string) ([]string, error) {
 		}
 		return nil, err
 	}
-	links, err := netlink.LinkList()
+	links, err := netlinkx.Retry(netlink.LinkList)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +132,7 @@ func (g *rootGuard) restore() {
 	// Whatever is still new in the host namespace was left by the test.
 	// (Only veths and bridges: loading a module such as ifb may add other
 	// links at any time.)
-	links, _ := netlink.LinkList()
+	links, _ := netlinkx.Retry(netlink.LinkList)
 	for _, l := range links {
 		if typ := l.Type(); !g.links[l.Attrs().Name] && (typ == "veth" || typ == "bridge") {
 			t.Errorf("%s %s left in the host namespace", typ, l.Attrs().Name)

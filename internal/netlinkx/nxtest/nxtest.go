@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/cniplugin"
+	"github.com/podnet/podnet/internal/netlinkx"
 	"github.com/podnet/podnet/internal/netns"
 	"github.com/podnet/podnet/internal/roottest"
 )
@@ -106,7 +107,7 @@ func (e *Env) Veths(path string) []string {
 	e.T.Helper()
 	var names []string
 	e.In(path, func() error {
-		ls, err := netlink.LinkList()
+		ls, err := netlinkx.Retry(netlink.LinkList) // reapers delete links meanwhile
 		if err != nil {
 			return err
 		}
