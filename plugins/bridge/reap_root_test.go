@@ -2,9 +2,6 @@ package bridge
 
 import (
 	"fmt"
-	"net"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,97 +13,11 @@ import (
 	"github.com/podnet/podnet/internal/netns"
 )
 
-// The test binary is its own reaper, as the podnet binary is in
-// production: DEL starts /proc/self/exe with these arguments.
-const reapArg = "reap-links"
-
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == reapArg {
-		os.Exit(reaperMain(os.Args[2:]))
-	}
-	netlinkx.SetReaper(os.Args[0], reapArg, "now")
-	os.Exit(m.Run())
-}
-
-// reaperMain runs in the reaper process: mode "now" reaps at once, "none"
-// exits without reaping (a killed reaper), a duration reaps after it.
-func reaperMain(args []string) int {
-	first := 0
-	for _, a := range args {
-		switch {
-		case a == "none":
-			return 0
-		case strings.HasPrefix(a, "--first="):
-			first, _ = strconv.Atoi(strings.TrimPrefix(a, "--first="))
-		default:
-			if d, err := time.ParseDuration(a); err == nil {
-				time.Sleep(d)
-			}
-		}
-	}
-	h, err := netlinkx.NewHandle()
-	if err != nil {
-		return 1
-	}
-	defer h.Close()
-	if _, err := netlinkx.ReapMarked(h, first); err != nil {
-		return 1
-	}
-	return 0
-}
-
-// reaperMode switches what the reaper processes DEL starts do, for the
-// rest of the test.
-func reaperMode(t *testing.T, mode string) {
-	netlinkx.SetReaper(os.Args[0], reapArg, mode)
-	t.Cleanup(func() { netlinkx.SetReaper(os.Args[0], reapArg, "now") })
-}
-
-// link reads a link in the namespace at path; nil when it is not there.
-func link(t *testing.T, path, name string) netlink.Link {
-	t.Helper()
-	var l netlink.Link
-	if err := netns.Do(path, func() error {
-		var err error
-		l, err = netlink.LinkByName(name)
-		if netlinkx.IsNotFound(err) {
-			l, err = nil, nil
-		}
-		return err
-	}); err != nil {
-		t.Fatalf("look up %s: %v", name, err)
-	}
-	return l
-}
-
-// waitGone polls until the named links are gone from the namespace at
-// path, for at most d; it returns those still there.
-func waitGone(t *testing.T, path string, d time.Duration, names ...string) []string {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		var left []string
-		for _, n := range names {
-			if link(t, path, n) != nil {
-				left = append(left, n)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			return left
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { nxtest.RunWithReaper(m) }
 
 func assertDetached(t *testing.T, e *nxtest.Env, hostVeth string) {
 	t.Helper()
-	l := link(t, e.Node, hostVeth)
-	if l == nil {
-		t.Fatalf("%s already gone: the reaper was meant to wait", hostVeth)
-	}
-	if !netlinkx.Marked(l) || l.Attrs().Flags&net.FlagUp != 0 {
-		t.Errorf("%s after DEL: alias %q, flags %v; want marked and down", hostVeth, l.Attrs().Alias, l.Attrs().Flags)
-	}
+	nxtest.AssertDetached(t, e.Node, hostVeth)
 }
 
 // DEL returns before the veth is deleted; the reaper deletes it shortly
@@ -126,11 +37,11 @@ func TestRootDelReapsInBackground(t *testing.T) {
 	if res := e.Reservations("netr"); len(res) != 0 {
 		t.Errorf("reservation left after DEL: %v", res)
 	}
-	if left := waitGone(t, e.Node, 2*time.Second, hostVeth); len(left) != 0 {
+	if left := nxtest.WaitGone(t, e.Node, 2*time.Second, hostVeth); len(left) != 0 {
 		t.Errorf("not reaped within 2 s: %v", left)
 	}
 	t.Logf("reaped %v after DEL started", time.Since(t0))
-	if link(t, pod, "eth0") != nil {
+	if nxtest.Link(t, pod, "eth0") != nil {
 		t.Error("pod interface left")
 	}
 	if err := e.Del(args); err != nil {
@@ -161,7 +72,7 @@ func TestRootSameIPDuringReapWindow(t *testing.T) {
 	// for the address, and the gratuitous ARP of B's interface coming up
 	// is sent before its bridge port forwards, so it cannot correct them
 	// (true with or without the reaper; see docs/plugins/bridge.md).
-	reaperMode(t, "1500ms")
+	nxtest.ReaperMode(t, "1500ms")
 	if err := e.Del(e.Args(c, "ctr-a", podA, "eth0")); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +87,7 @@ func TestRootSameIPDuringReapWindow(t *testing.T) {
 			t.Errorf("ping %s (pod B) from %s during the reap window: %v", ip, from, err)
 		}
 	}
-	if left := waitGone(t, e.Node, 4*time.Second, ra.Interfaces[1].Name); len(left) != 0 {
+	if left := nxtest.WaitGone(t, e.Node, 4*time.Second, ra.Interfaces[1].Name); len(left) != 0 {
 		t.Errorf("not reaped: %v", left)
 	}
 	if err := nxtest.Ping(other, ip); err != nil {
@@ -191,13 +102,13 @@ func TestRootReAddSameNetns(t *testing.T) {
 	c := conf(e, "1.1.0", "netra", "10.63.0.0/24", "fd63::/64", `"isGateway":true,"ipMasq":true`)
 	pod := e.Pod()
 	r1 := e.MustAdd(e.Args(c, "ctr-1", pod, "eth0"))
-	reaperMode(t, "5s")
+	nxtest.ReaperMode(t, "5s")
 	if err := e.Del(e.Args(c, "ctr-1", pod, "eth0")); err != nil {
 		t.Fatal(err)
 	}
 	assertDetached(t, e, r1.Interfaces[1].Name)
 	r2 := e.MustAdd(e.Args(c, "ctr-2", pod, "eth0"))
-	if link(t, e.Node, r1.Interfaces[1].Name) != nil {
+	if nxtest.Link(t, e.Node, r1.Interfaces[1].Name) != nil {
 		t.Errorf("old host veth %s still there after re-ADD", r1.Interfaces[1].Name)
 	}
 	for _, ipc := range r2.IPs {
@@ -240,23 +151,23 @@ func TestRootLeftoversSwept(t *testing.T) {
 	ra := e.MustAdd(e.Args(c, "ctr-a", podA, "eth0"))
 	rb := e.MustAdd(e.Args(c, "ctr-b", podB, "eth0"))
 
-	reaperMode(t, "none")
+	nxtest.ReaperMode(t, "none")
 	if err := e.Del(e.Args(c, "ctr-a", podA, "eth0")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
 	assertDetached(t, e, ra.Interfaces[1].Name)
 
-	reaperMode(t, "now")
+	nxtest.ReaperMode(t, "now")
 	if err := e.Del(e.Args(c, "ctr-b", podB, "eth0")); err != nil {
 		t.Fatal(err)
 	}
-	if left := waitGone(t, e.Node, 2*time.Second, ra.Interfaces[1].Name, rb.Interfaces[1].Name, "dead0", "dead0p"); len(left) != 0 {
+	if left := nxtest.WaitGone(t, e.Node, 2*time.Second, ra.Interfaces[1].Name, rb.Interfaces[1].Name, "dead0", "dead0p"); len(left) != 0 {
 		t.Errorf("not swept by the next reaper: %v", left)
 	}
 
 	// GC sweeps synchronously.
-	reaperMode(t, "none")
+	nxtest.ReaperMode(t, "none")
 	podC := e.Pod()
 	rc := e.MustAdd(e.Args(c, "ctr-c", podC, "eth0"))
 	if err := e.Del(e.Args(c, "ctr-c", podC, "eth0")); err != nil {
@@ -268,12 +179,12 @@ func TestRootLeftoversSwept(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{rc.Interfaces[1].Name, "dead1"} {
-		if link(t, e.Node, n) != nil {
+		if nxtest.Link(t, e.Node, n) != nil {
 			t.Errorf("%s left after GC", n)
 		}
 	}
 	for _, n := range []string{"keep0", "keep0p", "br0"} {
-		if link(t, e.Node, n) == nil {
+		if nxtest.Link(t, e.Node, n) == nil {
 			t.Errorf("unmarked %s deleted", n)
 		}
 	}

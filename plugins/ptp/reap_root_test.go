@@ -2,110 +2,22 @@ package ptp
 
 import (
 	"fmt"
-	"net"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/podnet/podnet/internal/netlinkx"
 	"github.com/podnet/podnet/internal/netlinkx/nxtest"
-	"github.com/podnet/podnet/internal/netns"
 )
 
-// The test binary is its own reaper, as the podnet binary is in
-// production: DEL starts /proc/self/exe with these arguments.
-const reapArg = "reap-links"
-
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == reapArg {
-		os.Exit(reaperMain(os.Args[2:]))
-	}
-	netlinkx.SetReaper(os.Args[0], reapArg, "now")
-	os.Exit(m.Run())
-}
-
-// reaperMain runs in the reaper process: mode "now" reaps at once, "none"
-// exits without reaping (a killed reaper), a duration reaps after it.
-func reaperMain(args []string) int {
-	first := 0
-	for _, a := range args {
-		switch {
-		case a == "none":
-			return 0
-		case strings.HasPrefix(a, "--first="):
-			first, _ = strconv.Atoi(strings.TrimPrefix(a, "--first="))
-		default:
-			if d, err := time.ParseDuration(a); err == nil {
-				time.Sleep(d)
-			}
-		}
-	}
-	h, err := netlinkx.NewHandle()
-	if err != nil {
-		return 1
-	}
-	defer h.Close()
-	if _, err := netlinkx.ReapMarked(h, first); err != nil {
-		return 1
-	}
-	return 0
-}
-
-func reaperMode(t *testing.T, mode string) {
-	netlinkx.SetReaper(os.Args[0], reapArg, mode)
-	t.Cleanup(func() { netlinkx.SetReaper(os.Args[0], reapArg, "now") })
-}
-
-// link reads a link in the namespace at path; nil when it is not there.
-func link(t *testing.T, path, name string) netlink.Link {
-	t.Helper()
-	var l netlink.Link
-	if err := netns.Do(path, func() error {
-		var err error
-		l, err = netlink.LinkByName(name)
-		if netlinkx.IsNotFound(err) {
-			l, err = nil, nil
-		}
-		return err
-	}); err != nil {
-		t.Fatalf("look up %s: %v", name, err)
-	}
-	return l
-}
-
-func waitGone(t *testing.T, path string, d time.Duration, names ...string) []string {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		var left []string
-		for _, n := range names {
-			if link(t, path, n) != nil {
-				left = append(left, n)
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			return left
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { nxtest.RunWithReaper(m) }
 
 // assertDetached checks that the host veth is still there, marked, down,
 // and that no main-table route goes through it.
 func assertDetached(t *testing.T, e *nxtest.Env, hostVeth string) {
 	t.Helper()
-	l := link(t, e.Node, hostVeth)
-	if l == nil {
-		t.Fatalf("%s already gone: the reaper was meant to wait", hostVeth)
-	}
-	if !netlinkx.Marked(l) || l.Attrs().Flags&net.FlagUp != 0 {
-		t.Errorf("%s after DEL: alias %q, flags %v; want marked and down", hostVeth, l.Attrs().Alias, l.Attrs().Flags)
-	}
+	l := nxtest.AssertDetached(t, e.Node, hostVeth)
 	e.In(e.Node, func() error {
 		rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_MAIN},
 			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
@@ -142,10 +54,10 @@ func TestRootDelReapsInBackground(t *testing.T) {
 	if res := e.Reservations("ptpr"); len(res) != 0 {
 		t.Errorf("reservations left after DEL: %v", res)
 	}
-	if left := waitGone(t, e.Node, 2*time.Second, r.Interfaces[0].Name); len(left) != 0 {
+	if left := nxtest.WaitGone(t, e.Node, 2*time.Second, r.Interfaces[0].Name); len(left) != 0 {
 		t.Errorf("not reaped within 2 s: %v", left)
 	}
-	if link(t, pod, "eth0") != nil {
+	if nxtest.Link(t, pod, "eth0") != nil {
 		t.Error("pod interface left")
 	}
 	if err := e.Del(args); err != nil {
@@ -168,7 +80,7 @@ func TestRootSameIPDuringReapWindow(t *testing.T) {
 			t.Fatalf("ping pod A %s: %v", ipc.Address.IP, err)
 		}
 	}
-	reaperMode(t, "1500ms")
+	nxtest.ReaperMode(t, "1500ms")
 	if err := e.Del(e.Args(c, "ctr-a", podA, "eth0")); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +102,7 @@ func TestRootSameIPDuringReapWindow(t *testing.T) {
 	if err := e.Check(e.Args(nxtest.WithPrev(t, c, rb), "ctr-b", podB, "eth0")); err != nil {
 		t.Errorf("CHECK pod B: %v", err)
 	}
-	if left := waitGone(t, e.Node, 4*time.Second, ra.Interfaces[0].Name); len(left) != 0 {
+	if left := nxtest.WaitGone(t, e.Node, 4*time.Second, ra.Interfaces[0].Name); len(left) != 0 {
 		t.Errorf("not reaped: %v", left)
 	}
 	// The reap took nothing of B's with it.
@@ -211,13 +123,13 @@ func TestRootReAddSameNetns(t *testing.T) {
 	c := ptpConf(e, "ptpra", 73)
 	pod := e.Pod()
 	r1 := e.MustAdd(e.Args(c, "ctr-1", pod, "eth0"))
-	reaperMode(t, "5s")
+	nxtest.ReaperMode(t, "5s")
 	if err := e.Del(e.Args(c, "ctr-1", pod, "eth0")); err != nil {
 		t.Fatal(err)
 	}
 	assertDetached(t, e, r1.Interfaces[0].Name)
 	r2 := e.MustAdd(e.Args(c, "ctr-2", pod, "eth0"))
-	if link(t, e.Node, r1.Interfaces[0].Name) != nil {
+	if nxtest.Link(t, e.Node, r1.Interfaces[0].Name) != nil {
 		t.Errorf("old host veth %s still there after re-ADD", r1.Interfaces[0].Name)
 	}
 	for _, ipc := range r2.IPs {
@@ -239,7 +151,7 @@ func TestRootGCSweepsMarked(t *testing.T) {
 	e.In(e.Node, func() error {
 		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "keep0"}, PeerName: "keep0p"})
 	})
-	reaperMode(t, "none")
+	nxtest.ReaperMode(t, "none")
 	if err := e.Del(e.Args(c, "ctr", pod, "eth0")); err != nil {
 		t.Fatal(err)
 	}
@@ -248,10 +160,10 @@ func TestRootGCSweepsMarked(t *testing.T) {
 	if err := e.GC(e.Args(c, "", "", "")); err != nil {
 		t.Fatal(err)
 	}
-	if link(t, e.Node, r.Interfaces[0].Name) != nil {
+	if nxtest.Link(t, e.Node, r.Interfaces[0].Name) != nil {
 		t.Error("marked host veth left after GC")
 	}
-	if link(t, e.Node, "keep0") == nil {
+	if nxtest.Link(t, e.Node, "keep0") == nil {
 		t.Error("unmarked keep0 deleted by GC")
 	}
 }
