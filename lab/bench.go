@@ -97,6 +97,13 @@ func (l *Lab) benchPairs() []benchPair {
 			return
 		}
 		u := addUnderlay(b)
+		if strings.HasPrefix(path, "vxlan") {
+			// The kernel's VXLAN between the two nodes' VTEP addresses,
+			// without the pod hops: it splits a VXLAN pod path's cost into
+			// what the tunnel itself costs and what the pods' veths and
+			// the nodes' forwarding add.
+			out = append(out, benchPair{what: "node->node over " + path + " (no pods)", from: a.Name, to: b.Name + vtepSuffix, underlay: u})
+		}
 		if pa, pb := first(a.Name), first(b.Name); pa != "" && pb != "" {
 			out = append(out, benchPair{what: "pod->pod cross node, " + path, from: pa, to: pb, underlay: u, target: target})
 		}
@@ -203,7 +210,23 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// vtepSuffix after a node name makes an iperf endpoint of the node's VXLAN
+// device address (its subnet's first address, where the agent puts it).
+const vtepSuffix = ":vxlan"
+
 func (l *Lab) endpoint(name string) (ns, ip string, err error) {
+	if node, ok := strings.CutSuffix(name, vtepSuffix); ok {
+		n := l.Node(node)
+		if n == nil {
+			return "", "", fmt.Errorf("no node %q", node)
+		}
+		for _, s := range n.Subnets {
+			if s.Addr().Is4() {
+				return n.Netns, s.Masked().Addr().String(), nil
+			}
+		}
+		return "", "", fmt.Errorf("node %s has no IPv4 subnet yet", node)
+	}
 	if p := l.Pod(name); p != nil {
 		return p.Netns, p.IPv4().String(), nil
 	}

@@ -83,3 +83,75 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatalf("NetnsOf: %v", err)
 	}
 }
+
+// TestBenchPairs checks what lab bench measures for each backend: every pod
+// path is compared with the underlay between the same two nodes, and every
+// VXLAN path also gets the node-to-node VXLAN row without pods.
+func TestBenchPairs(t *testing.T) {
+	mk := func(backend string) *Lab {
+		l := &Lab{Backend: backend}
+		for i, seg := range []int{0, 1, 0} {
+			name := string(rune('a' + i))
+			l.Nodes = append(l.Nodes, &Node{Name: name, Netns: "ns-" + name, Segment: seg,
+				IP:      netip.AddrFrom4([4]byte{100, 64, byte(seg), byte(10 + i)}),
+				Subnets: []netip.Prefix{netip.MustParsePrefix("fd00::/64"), netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 0}), 24)}})
+			for j := 1; j <= 2; j++ {
+				l.Pods = append(l.Pods, &Pod{Name: name + "-p" + string(rune('0'+j)), Node: name, Netns: "ns-" + name + "-p",
+					IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 0, byte(i), byte(1 + j)})}})
+			}
+		}
+		return l
+	}
+	rows := func(l *Lab) []string {
+		var s []string
+		for _, p := range l.benchPairs() {
+			s = append(s, p.what+" "+p.from+">"+p.to+" vs "+p.underlay)
+		}
+		return s
+	}
+	want := map[string][]string{
+		VXLAN: {
+			"node->node underlay, one segment a>c vs ",
+			"pod->pod same node a-p1>a-p2 vs node->node underlay, one segment",
+			"node->node over vxlan (no pods) a>c:vxlan vs node->node underlay, one segment",
+			"pod->pod cross node, vxlan a-p1>c-p1 vs node->node underlay, one segment",
+			"node->node underlay, routed a>b vs ",
+			"node->node over vxlan, routed underlay (no pods) a>b:vxlan vs node->node underlay, routed",
+			"pod->pod cross node, vxlan, routed underlay a-p1>b-p1 vs node->node underlay, routed",
+		},
+		Auto: {
+			"node->node underlay, one segment a>c vs ",
+			"pod->pod same node a-p1>a-p2 vs node->node underlay, one segment",
+			"pod->pod cross node, host-gw a-p1>c-p1 vs node->node underlay, one segment",
+			"node->node underlay, routed a>b vs ",
+			"node->node over vxlan (no pods) a>b:vxlan vs node->node underlay, routed",
+			"pod->pod cross node, vxlan a-p1>b-p1 vs node->node underlay, routed",
+		},
+		HostGW: {
+			"node->node underlay, one segment a>c vs ",
+			"pod->pod same node a-p1>a-p2 vs node->node underlay, one segment",
+			"pod->pod cross node, host-gw a-p1>c-p1 vs node->node underlay, one segment",
+		},
+	}
+	for backend, w := range want {
+		if got := rows(mk(backend)); strings.Join(got, "\n") != strings.Join(w, "\n") {
+			t.Errorf("%s:\n got %q\nwant %q", backend, got, w)
+		}
+	}
+	l := mk(VXLAN)
+	for name, want := range map[string]string{"b:vxlan": "ns-b 10.0.1.0", "b": "ns-b 100.64.1.11", "c-p2": "ns-c-p 10.0.2.3"} {
+		ns, ip, err := l.endpoint(name)
+		if err != nil || ns+" "+ip != want {
+			t.Errorf("endpoint(%q) = %s %s, %v; want %s", name, ns, ip, err, want)
+		}
+	}
+	for _, bad := range []string{"zz:vxlan", "zz"} {
+		if _, _, err := l.endpoint(bad); err == nil {
+			t.Errorf("endpoint(%q) resolved", bad)
+		}
+	}
+	l.Nodes[1].Subnets = nil
+	if _, _, err := l.endpoint("b:vxlan"); err == nil || !strings.Contains(err.Error(), "no IPv4 subnet") {
+		t.Errorf("node without subnet: %v", err)
+	}
+}
