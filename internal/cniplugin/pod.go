@@ -1,12 +1,16 @@
 package cniplugin
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/internal/cnierr"
 	"github.com/podnet/podnet/internal/netlinkx"
+	"github.com/podnet/podnet/internal/rollback"
 )
 
 // Pod is what a plugin that wires a pod's interface (bridge, ptp) works
@@ -55,6 +59,34 @@ func (p *Pod) Close() {
 		p.Node.Close()
 	}
 	p.NS.Close()
+}
+
+// CreateVeth creates the attachment's veth pair (v.PodName in the pod, a
+// generated name on the node) and pushes its removal onto undo. A pod
+// interface of that name left marked by an earlier DEL whose reaper has not
+// run yet is removed and the creation retried; any other existing
+// interface is code 4 naming CNI_IFNAME.
+func (p *Pod) CreateVeth(plugin string, v netlinkx.Veth, undo *rollback.Stack) (*netlink.Veth, netlink.Link, error) {
+	hostVeth, podLink, err := netlinkx.CreateVethPair(p.Node, p.Pod, v)
+	if errors.Is(err, netlinkx.ErrPodIfExists) {
+		if reaped, rerr := netlinkx.ReapPodLinkIfMarked(p.Node, p.Pod, v.PodName); rerr == nil && reaped {
+			hostVeth, podLink, err = netlinkx.CreateVethPair(p.Node, p.Pod, v)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, netlinkx.ErrPodIfExists) {
+			return nil, nil, cnierr.New(cnierr.InvalidEnv, plugin, "CNI_IFNAME %q: %v", v.PodName, err)
+		}
+		return nil, nil, cnierr.Wrap(cnierr.Internal, plugin, err, "")
+	}
+	node := p.Node
+	*undo = append(*undo, func() error {
+		if err := node.LinkDel(hostVeth); err != nil && !netlinkx.IsNotFound(err) {
+			return fmt.Errorf("remove %s: %w", hostVeth.Name, err)
+		}
+		return nil
+	})
+	return hostVeth, podLink, nil
 }
 
 // PodVeth is the pod side of an attachment as CHECK sees it: a handle in

@@ -197,26 +197,10 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	}
 
 	veth := netlinkx.Veth{PodName: args.IfName, PodNS: podNS, MTU: conf.MTU, PodMAC: conf.MAC, MasterIndex: br.Index}
-	hostVeth, podLink, err := netlinkx.CreateVethPair(node, pod, veth)
-	if errors.Is(err, netlinkx.ErrPodIfExists) {
-		// A DEL of this interface may have detached it and left it to a
-		// reaper that has not run yet: remove it now and try again.
-		if reaped, rerr := netlinkx.ReapPodLinkIfMarked(node, pod, args.IfName); rerr == nil && reaped {
-			hostVeth, podLink, err = netlinkx.CreateVethPair(node, pod, veth)
-		}
-	}
+	hostVeth, podLink, err := h.CreateVeth(name, veth, &undo)
 	if err != nil {
-		if errors.Is(err, netlinkx.ErrPodIfExists) {
-			return nil, cnierr.New(cnierr.InvalidEnv, name, "CNI_IFNAME %q: %v", args.IfName, err)
-		}
-		return nil, internal(err, "")
+		return nil, err
 	}
-	undo = append(undo, func() error {
-		if err := node.LinkDel(hostVeth); err != nil && !netlinkx.IsNotFound(err) {
-			return fmt.Errorf("remove %s: %w", hostVeth.Name, err)
-		}
-		return nil
-	})
 	if conf.HairpinMode {
 		if err := node.LinkSetHairpin(hostVeth, true); err != nil {
 			return nil, internal(err, "hairpin mode on %s", hostVeth.Name)
