@@ -91,6 +91,25 @@ func (e *Env) run(f func(*skel.CmdArgs) error, a *skel.CmdArgs) error {
 }
 
 // Del, Check, GC and Status run the verb inside the node namespace.
+// BenchAddDel times b.N in-process ADD+DEL pairs of conf in one pod
+// namespace, after a warm-up ADD in another (so the bridge, tables and
+// IPAM directory already exist): the plugin's own cost, without the
+// process start a runtime adds.
+func (e *Env) BenchAddDel(b *testing.B, conf []byte) {
+	pod := e.Pod()
+	e.MustAdd(e.Args(conf, "warm", e.Pod(), "eth0"))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		a := e.Args(conf, fmt.Sprintf("c%d", i), pod, "eth0")
+		if _, err := e.Add(a); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.Del(a); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func (e *Env) Del(a *skel.CmdArgs) error    { return e.run(e.Plugin.Del, a) }
 func (e *Env) Check(a *skel.CmdArgs) error  { return e.run(e.Plugin.Check, a) }
 func (e *Env) GC(a *skel.CmdArgs) error     { return e.run(e.Plugin.GC, a) }
