@@ -22,15 +22,11 @@ import (
 // conf builds a bridge config with a host-local IPAM over subnet (and
 // subnet6 when set) in env's data dir; extra is spliced in as fields.
 func conf(e *nxtest.Env, ver, network, subnet, subnet6, extra string) []byte {
-	ranges := fmt.Sprintf(`[{"subnet":%q}]`, subnet)
-	if subnet6 != "" {
-		ranges += fmt.Sprintf(`,[{"subnet":%q}]`, subnet6)
-	}
+	fields := `"type":"bridge","bridge":"br0"`
 	if extra != "" {
-		extra = "," + extra
+		fields += "," + extra
 	}
-	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":%q,"type":"bridge","bridge":"br0"%s,
-		"ipam":{"type":"host-local","dataDir":%q,"ranges":[%s]}}`, ver, network, extra, e.DataDir, ranges))
+	return e.Conf(ver, network, fields, "", subnet, subnet6)
 }
 
 func TestRootTwoPodsOneBridge(t *testing.T) {

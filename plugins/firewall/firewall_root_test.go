@@ -45,14 +45,9 @@ func newLab(t *testing.T) *lab {
 // subnet6 when set) with the real bridge plugin.
 func (l *lab) pod(id, network, br, subnet, subnet6 string) *pod {
 	l.t.Helper()
-	ranges := fmt.Sprintf(`[{"subnet":%q}]`, subnet)
-	if subnet6 != "" {
-		ranges += fmt.Sprintf(`,[{"subnet":%q}]`, subnet6)
-	}
-	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"bridge","bridge":%q,"isDefaultGateway":true,
-		"ipam":{"type":"host-local","dataDir":%q,"ranges":[%s]}}`, network, br, l.e.DataDir, ranges)
+	conf := l.e.Conf("1.1.0", network, fmt.Sprintf(`"type":"bridge","bridge":%q,"isDefaultGateway":true`, br), "", subnet, subnet6)
 	p := &pod{id: id, path: l.e.Pod(), network: network}
-	p.res = l.e.MustAdd(l.e.Args([]byte(conf), id, p.path, "eth0"))
+	p.res = l.e.MustAdd(l.e.Args(conf, id, p.path, "eth0"))
 	return p
 }
 

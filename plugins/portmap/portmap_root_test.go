@@ -48,12 +48,7 @@ func newLab(t *testing.T, network, subnet, subnet6 string) *lab {
 	e := nxtest.New(t, bridge.Plugin)
 	_, client := roottest.NewNS(t, "client")
 	l := &lab{t: t, e: e, client: client, pmDir: t.TempDir(), network: network}
-	ranges := fmt.Sprintf(`[{"subnet":%q}]`, subnet)
-	if subnet6 != "" {
-		ranges += fmt.Sprintf(`,[{"subnet":%q}]`, subnet6)
-	}
-	l.brConf = []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"bridge","bridge":"br0","isDefaultGateway":true,"hairpinMode":true,
-		"ipam":{"type":"host-local","dataDir":%q,"ranges":[%s]}}`, network, e.DataDir, ranges))
+	l.brConf = e.Conf("1.1.0", network, `"type":"bridge","bridge":"br0","isDefaultGateway":true,"hairpinMode":true`, "", subnet, subnet6)
 
 	// node eth-c <-> client eth0
 	roottest.In(t, e.Node, func() error {

@@ -1,7 +1,6 @@
 package ptp
 
 import (
-	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -15,16 +14,14 @@ import (
 	"github.com/podnet/podnet/internal/sysctl"
 )
 
+// conf builds a ptp config with a host-local IPAM over subnet (and subnet6
+// when set) and a default route; extra is spliced in as fields.
 func conf(e *nxtest.Env, ver, network, subnet, subnet6, extra string) []byte {
-	ranges := fmt.Sprintf(`[{"subnet":%q}]`, subnet)
-	if subnet6 != "" {
-		ranges += fmt.Sprintf(`,[{"subnet":%q}]`, subnet6)
-	}
+	fields := `"type":"ptp"`
 	if extra != "" {
-		extra = "," + extra
+		fields += "," + extra
 	}
-	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":%q,"type":"ptp"%s,
-		"ipam":{"type":"host-local","dataDir":%q,"ranges":[%s],"routes":[{"dst":"0.0.0.0/0"}]}}`, ver, network, extra, e.DataDir, ranges))
+	return e.Conf(ver, network, fields, `"routes":[{"dst":"0.0.0.0/0"}]`, subnet, subnet6)
 }
 
 func TestRootTwoPodsRouted(t *testing.T) {

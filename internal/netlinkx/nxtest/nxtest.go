@@ -91,6 +91,24 @@ func (e *Env) run(f func(*skel.CmdArgs) error, a *skel.CmdArgs) error {
 }
 
 // Del, Check, GC and Status run the verb inside the node namespace.
+// Conf is a plugin config of version ver and network name whose IPAM is
+// host-local in e's data dir, with one range set per non-empty subnet;
+// fields (e.g. `"type":"ptp","mtu":1400`) are spliced into the top level and
+// ipamFields into "ipam".
+func (e *Env) Conf(ver, network, fields, ipamFields string, subnets ...string) []byte {
+	var sets []string
+	for _, s := range subnets {
+		if s != "" {
+			sets = append(sets, fmt.Sprintf(`[{"subnet":%q}]`, s))
+		}
+	}
+	if ipamFields != "" {
+		ipamFields = "," + ipamFields
+	}
+	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":%q,%s,
+		"ipam":{"type":"host-local","dataDir":%q,"ranges":[%s]%s}}`, ver, network, fields, e.DataDir, strings.Join(sets, ","), ipamFields))
+}
+
 // BenchAddDel times b.N in-process ADD+DEL pairs of conf in one pod
 // namespace, after a warm-up ADD in another (so the bridge, tables and
 // IPAM directory already exist): the plugin's own cost, without the
