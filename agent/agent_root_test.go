@@ -253,27 +253,11 @@ func hostNet(a netip.Addr) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
 }
 
-// eventually retries fn for up to d.
-func eventually(t testing.TB, d time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // reach asserts ICMP and TCP from a's pod to b's pod, and that b sees a's
 // pod address (no NAT).
 func reach(t testing.TB, a, b *node) {
 	t.Helper()
-	eventually(t, 15*time.Second, fmt.Sprintf("ping %s pod -> %s pod", a.name, b.name), func() error {
+	roottest.Eventually(t, 15*time.Second, fmt.Sprintf("ping %s pod -> %s pod", a.name, b.name), func() error {
 		_, err := probe.Ping(a.pod, b.podIP.AsSlice(), time.Second)
 		return err
 	})
@@ -399,7 +383,7 @@ func TestAgentsVXLAN(t *testing.T) {
 	bsub := sb.Subnets[0].String()
 	r := rs[bsub]
 	must(t, a.h.RouteDel(&r))
-	eventually(t, 5*time.Second, "route to b restored", func() error {
+	roottest.Eventually(t, 5*time.Second, "route to b restored", func() error {
 		if _, ok := routesOf(t, a)[bsub]; !ok {
 			return errors.New("still missing")
 		}
@@ -440,7 +424,7 @@ func TestAgentsVXLAN(t *testing.T) {
 	oldLease := gr.Kvs[0].Lease
 	_, err = cli.Revoke(ctx, clientv3.LeaseID(oldLease))
 	must(t, err)
-	eventually(t, 10*time.Second, "a re-published after losing its lease", func() error {
+	roottest.Eventually(t, 10*time.Second, "a re-published after losing its lease", func() error {
 		gr, err := cli.Get(ctx, etcd.DefaultPrefix+"/nodes/a")
 		if err != nil || len(gr.Kvs) != 1 || gr.Kvs[0].Lease == oldLease {
 			return fmt.Errorf("not yet (%v)", err)
@@ -462,7 +446,7 @@ func TestAgentsVXLAN(t *testing.T) {
 	must(t, err)
 	cmac := overlay.VtepMAC("c", 1).String()
 	for _, n := range []*node{a, b} {
-		eventually(t, 5*time.Second, "c removed from "+n.name, func() error {
+		roottest.Eventually(t, 5*time.Second, "c removed from "+n.name, func() error {
 			if _, ok := routesOf(t, n)[csub.String()]; ok {
 				return errors.New("route to c still there")
 			}
@@ -503,7 +487,7 @@ func TestAgentsAuto(t *testing.T) {
 	reach(t, a, b)
 	reach(t, a, cc)
 	reach(t, cc, b)
-	eventually(t, 5*time.Second, "auto routes", func() error {
+	roottest.Eventually(t, 5*time.Second, "auto routes", func() error {
 		rs := routesOf(t, a)
 		rb, rc := rs[waitState(t, b).Subnets[0].String()], rs[waitState(t, cc).Subnets[0].String()]
 		if rb.Gw.String() != b.ip.String() {
@@ -525,7 +509,7 @@ func TestAgentsDualStack(t *testing.T) {
 	c.addPod(a)
 	c.addPod(b)
 	reach(t, a, b)
-	eventually(t, 15*time.Second, "ping6 a pod -> b pod", func() error {
+	roottest.Eventually(t, 15*time.Second, "ping6 a pod -> b pod", func() error {
 		_, err := probe.Ping(a.pod, b.podIP6.AsSlice(), time.Second)
 		return err
 	})

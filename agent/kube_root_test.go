@@ -18,6 +18,7 @@ import (
 	"github.com/podnet/podnet/agent/nodestate"
 	"github.com/podnet/podnet/agent/overlay"
 	"github.com/podnet/podnet/internal/probe"
+	"github.com/podnet/podnet/internal/roottest"
 )
 
 // kubeCluster is the namespaces lab of agent_root_test.go with the
@@ -101,7 +102,7 @@ func TestAgentsKubernetes(t *testing.T) {
 	reach(t, a, b)
 	reach(t, b, a)
 	bigDF(t, a, b)
-	eventually(t, 15*time.Second, "ping6 a pod -> b pod", func() error {
+	roottest.Eventually(t, 15*time.Second, "ping6 a pod -> b pod", func() error {
 		_, err := probe.Ping(a.pod, b.podIP6.AsSlice(), time.Second)
 		return err
 	})
@@ -151,7 +152,7 @@ func TestAgentsKubernetes(t *testing.T) {
 	c.stop(b)
 	must(t, kc.admin.CoreV1().Nodes().Delete(ctx, "b", metav1.DeleteOptions{}))
 	bmac := overlay.VtepMAC("b", 1).String()
-	eventually(t, 10*time.Second, "b removed from a", func() error {
+	roottest.Eventually(t, 10*time.Second, "b removed from a", func() error {
 		if _, ok := routesOf(t, a)[bsub.String()]; ok {
 			return errors.New("route to b still there")
 		}

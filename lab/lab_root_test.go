@@ -235,21 +235,6 @@ func routesIn(t *testing.T, ns string) map[string]netlink.Route {
 	return out
 }
 
-func eventually(t *testing.T, d time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 func TestLabVXLAN(t *testing.T) {
 	t.Parallel()
 	l := upLab(t, VXLAN, 2, 2)
@@ -325,7 +310,7 @@ func TestLabVXLAN(t *testing.T) {
 	if err := l.Leave(context.Background(), "n2"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "n1 drops the route to n2", func() error {
+	roottest.Eventually(t, 10*time.Second, "n1 drops the route to n2", func() error {
 		if _, ok := routesIn(t, l.Node("n1").Netns)[n2sub]; ok {
 			return errors.New("route to n2 still there")
 		}
@@ -455,7 +440,7 @@ func TestLabEtcdOutage(t *testing.T) {
 	if err := h.RouteDel(&r); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "route to n2 repaired while etcd is down", func() error {
+	roottest.Eventually(t, 10*time.Second, "route to n2 repaired while etcd is down", func() error {
 		if _, ok := routesIn(t, n1.Netns)[n2sub]; !ok {
 			return errors.New("still missing")
 		}
@@ -515,7 +500,7 @@ func TestLabEtcdOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"n1", "n2"} {
-		eventually(t, 10*time.Second, n+" drops the route to n3 after the outage", func() error {
+		roottest.Eventually(t, 10*time.Second, n+" drops the route to n3 after the outage", func() error {
 			if _, ok := routesIn(t, l.Node(n).Netns)[n3sub]; ok {
 				return errors.New("route to n3 still there")
 			}

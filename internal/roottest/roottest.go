@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -57,5 +58,23 @@ func In(t testing.TB, path string, fn func() error) {
 	t.Helper()
 	if err := netns.Do(path, fn); err != nil {
 		t.Fatalf("in %s: %v", path, err)
+	}
+}
+
+// Eventually retries fn every 200 ms until it succeeds or d has passed,
+// then fails the test with what and fn's last error: for state that a
+// reconcile loop or the kernel converges to, not at once.
+func Eventually(t testing.TB, d time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/datastore/kubernetes"
 	"github.com/podnet/podnet/agent/datastore/kubernetes/kubetest"
+	"github.com/podnet/podnet/internal/roottest"
 )
 
 var (
@@ -181,7 +182,7 @@ func TestKubernetesStore(t *testing.T) {
 	}
 
 	// Both List the two published nodes, sorted.
-	waitFor(t, "both nodes listed", func() error {
+	roottest.Eventually(t, 20*time.Second, "both nodes listed", func() error {
 		l, err := b.List(ctx)
 		if err != nil {
 			return err
@@ -242,7 +243,7 @@ func TestKubernetesStore(t *testing.T) {
 	}
 	n, _ := admin.CoreV1().Nodes().Get(ctx, "b", metav1.GetOptions{})
 	rv := n.ResourceVersion
-	waitFor(t, "b's cache has its change", func() error {
+	roottest.Eventually(t, 20*time.Second, "b's cache has its change", func() error {
 		l, _ := b.List(ctx)
 		for _, x := range l {
 			if x.Name == "b" && x.Backend == "host-gw" {
@@ -276,7 +277,7 @@ func TestKubernetesStore(t *testing.T) {
 		t.Fatal("a's lease expired")
 	default:
 	}
-	waitFor(t, "b gone from List", func() error {
+	roottest.Eventually(t, 20*time.Second, "b gone from List", func() error {
 		l, err := a.List(ctx)
 		if err != nil || len(l) != 1 || l[0].Name != "a" {
 			return fmt.Errorf("list %+v %v", l, err)
@@ -329,19 +330,4 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	kubetest.CloseShared()
 	os.Exit(code)
-}
-
-func waitFor(t *testing.T, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
