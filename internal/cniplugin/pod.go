@@ -3,8 +3,10 @@ package cniplugin
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -89,21 +91,33 @@ func (p *Pod) CreateVeth(plugin string, v netlinkx.Veth, undo *rollback.Stack) (
 	return hostVeth, podLink, nil
 }
 
-// PodVeth is the pod side of an attachment as CHECK sees it: a handle in
-// the pod's namespace and the pod's veth.
-type PodVeth struct {
+// PodLink is the pod side of an attachment as CHECK sees it: a handle in
+// the pod's namespace and the pod's interface.
+type PodLink struct {
 	ns     netns.NsHandle
 	Handle *netlink.Handle
 	Link   netlink.Link
+	// Iface is the pod's interface in prevResult.
+	Iface *current.Interface
 }
 
-// CheckPodVeth opens the pod's namespace for CHECK and finds args.IfName
-// there, which must be a veth with MAC wantMAC (when set). Every mismatch
-// is a CHECK failure naming what differs. The caller must Close the
-// result.
-func CheckPodVeth(plugin string, args *skel.CmdArgs, wantMAC string) (*PodVeth, error) {
+// CheckPod is the common start of a CHECK: it finds args.IfName in sandbox
+// args.Netns among prev's interfaces, opens the pod's namespace and finds
+// the link there, which must be of kind (a netlink type such as "veth" or
+// "macvlan") and have prevResult's MAC. Every mismatch is a CHECK failure
+// naming what differs. The caller must Close the result.
+func CheckPod(plugin string, args *skel.CmdArgs, prev *current.Result, kind string) (*PodLink, error) {
 	fail := func(format string, a ...any) error {
 		return cnierr.New(cnierr.Internal, plugin, "CHECK: "+format, a...)
+	}
+	var iface *current.Interface
+	for _, i := range prev.Interfaces {
+		if i.Name == args.IfName && i.Sandbox == args.Netns {
+			iface = i
+		}
+	}
+	if iface == nil {
+		return nil, fail("prevResult has no interface %q in sandbox %q", args.IfName, args.Netns)
 	}
 	ns, gone, err := netlinkx.OpenNS(args.Netns)
 	if err != nil {
@@ -112,7 +126,7 @@ func CheckPodVeth(plugin string, args *skel.CmdArgs, wantMAC string) (*PodVeth, 
 	if gone {
 		return nil, fail("netns %q is gone", args.Netns)
 	}
-	p := &PodVeth{ns: ns}
+	p := &PodLink{ns: ns, Iface: iface}
 	if p.Handle, err = netlinkx.NewHandleAt(ns); err != nil {
 		p.Close()
 		return nil, cnierr.Wrap(cnierr.Internal, plugin, err, "")
@@ -122,20 +136,48 @@ func CheckPodVeth(plugin string, args *skel.CmdArgs, wantMAC string) (*PodVeth, 
 		p.Close()
 		return nil, fail("interface %q in %s: %v", args.IfName, args.Netns, err)
 	}
-	if _, ok := l.(*netlink.Veth); !ok {
+	if l.Type() != kind {
 		p.Close()
-		return nil, fail("interface %q in %s is a %s link, not a veth", args.IfName, args.Netns, l.Type())
+		return nil, fail("interface %q in %s is a %s link, not a %s", args.IfName, args.Netns, l.Type(), kind)
 	}
-	if wantMAC != "" && wantMAC != l.Attrs().HardwareAddr.String() {
+	if iface.Mac != "" && iface.Mac != l.Attrs().HardwareAddr.String() {
 		p.Close()
-		return nil, fail("interface %q has MAC %s, prevResult says %s", args.IfName, l.Attrs().HardwareAddr, wantMAC)
+		return nil, fail("interface %q has MAC %s, prevResult says %s", args.IfName, l.Attrs().HardwareAddr, iface.Mac)
 	}
 	p.Link = l
 	return p, nil
 }
 
+// CheckL3 checks that the pod's link carries every prevResult address
+// meant for it (those naming its interface or none) and that the pod's
+// namespace has every prevResult route, and extra.
+func (p *PodLink) CheckL3(plugin string, prev *current.Result, extra ...netlinkx.RouteWant) error {
+	fail := func(format string, a ...any) error {
+		return cnierr.New(cnierr.Internal, plugin, "CHECK: "+format, a...)
+	}
+	var want []net.IPNet
+	for _, ipc := range prev.IPs {
+		if ipc.Interface != nil && *ipc.Interface >= 0 && *ipc.Interface < len(prev.Interfaces) && prev.Interfaces[*ipc.Interface] != p.Iface {
+			continue
+		}
+		want = append(want, ipc.Address)
+	}
+	if err := netlinkx.CheckAddrs(p.Handle, p.Link, want); err != nil {
+		return fail("%v", err)
+	}
+	routes := extra
+	for _, r := range prev.Routes {
+		dst := r.Dst
+		routes = append(routes, netlinkx.RouteWant{Dst: &dst, GW: r.GW})
+	}
+	if err := netlinkx.CheckRoutes(p.Handle, routes); err != nil {
+		return fail("in %s: %v", p.Iface.Sandbox, err)
+	}
+	return nil
+}
+
 // Close releases the handle and the namespace.
-func (p *PodVeth) Close() {
+func (p *PodLink) Close() {
 	if p.Handle != nil {
 		p.Handle.Close()
 	}

@@ -431,12 +431,12 @@ func check(args *skel.CmdArgs) error {
 		return fail("bridge %q promiscuous mode is %v, config says %v", conf.BrName, br.Promisc != 0, conf.PromiscMode)
 	}
 
-	pv, err := cniplugin.CheckPodVeth(name, args, podIf.Mac)
+	pl, err := cniplugin.CheckPod(name, args, prev, "veth")
 	if err != nil {
 		return err
 	}
-	defer pv.Close()
-	pod, podLink := pv.Handle, pv.Link
+	defer pl.Close()
+	podLink := pl.Link
 
 	var hostVeth netlink.Link
 	for _, i := range prev.Interfaces {
@@ -463,23 +463,8 @@ func check(args *skel.CmdArgs) error {
 		return fail("no host veth in prevResult is the peer of %q and a port of %q", args.IfName, conf.BrName)
 	}
 
-	var want []net.IPNet
-	for _, ipc := range prev.IPs {
-		if ipc.Interface != nil && *ipc.Interface >= 0 && *ipc.Interface < len(prev.Interfaces) && prev.Interfaces[*ipc.Interface] != podIf {
-			continue
-		}
-		want = append(want, ipc.Address)
-	}
-	if err := netlinkx.CheckAddrs(pod, podLink, want); err != nil {
-		return fail("%v", err)
-	}
-	var routes []netlinkx.RouteWant
-	for _, r := range prev.Routes {
-		dst := r.Dst
-		routes = append(routes, netlinkx.RouteWant{Dst: &dst, GW: r.GW})
-	}
-	if err := netlinkx.CheckRoutes(pod, routes); err != nil {
-		return fail("in %s: %v", args.Netns, err)
+	if err := pl.CheckL3(name, prev); err != nil {
+		return err
 	}
 
 	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)

@@ -306,38 +306,21 @@ func check(args *skel.CmdArgs) error {
 	fail := func(format string, a ...any) error {
 		return cnierr.New(cnierr.Internal, name, "CHECK: "+format, a...)
 	}
-	var podIf *current.Interface
-	for _, i := range prev.Interfaces {
-		if i.Name == args.IfName && i.Sandbox == args.Netns {
-			podIf = i
-		}
-	}
-	if podIf == nil {
-		return fail("prevResult has no interface %q in sandbox %q", args.IfName, args.Netns)
-	}
-	pv, err := cniplugin.CheckPodVeth(name, args, podIf.Mac)
+	pl, err := cniplugin.CheckPod(name, args, prev, "veth")
 	if err != nil {
 		return err
 	}
-	defer pv.Close()
-	pod, podLink := pv.Handle, pv.Link
-	var addrs []net.IPNet
-	var routes []netlinkx.RouteWant
+	defer pl.Close()
+	podLink := pl.Link
+	// The pod reaches its gateway through a link-scope host route.
+	var gwRoutes []netlinkx.RouteWant
 	for _, ipc := range prev.IPs {
-		addrs = append(addrs, ipc.Address)
 		if ipc.Gateway != nil {
-			routes = append(routes, netlinkx.RouteWant{Dst: netlinkx.HostNet(ipc.Gateway)})
+			gwRoutes = append(gwRoutes, netlinkx.RouteWant{Dst: netlinkx.HostNet(ipc.Gateway)})
 		}
 	}
-	if err := netlinkx.CheckAddrs(pod, podLink, addrs); err != nil {
-		return fail("%v", err)
-	}
-	for _, r := range prev.Routes {
-		dst := r.Dst
-		routes = append(routes, netlinkx.RouteWant{Dst: &dst, GW: r.GW})
-	}
-	if err := netlinkx.CheckRoutes(pod, routes); err != nil {
-		return fail("in %s: %v", args.Netns, err)
+	if err := pl.CheckL3(name, prev, gwRoutes...); err != nil {
+		return err
 	}
 
 	node, err := netlinkx.NewHandle()
