@@ -3,7 +3,6 @@ package bridge
 import (
 	"fmt"
 	"net"
-	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -101,23 +100,14 @@ func Parse(stdin []byte, envArgs string) (*Conf, error) {
 	if c.IsDefaultGW {
 		c.IsGW = true
 	}
-	if mac := MACFromEnvArgs(envArgs); mac != "" {
-		m, err := ParseMAC(mac)
-		if err != nil {
-			return nil, cnierr.Env(name, "CNI_ARGS", "MAC=%s: %v", mac, err)
-		}
-		c.MAC = m
+	mac, err := cniplugin.PodMAC(name,
+		cniplugin.MACSource{Field: "CNI_ARGS", Value: cniplugin.MACFromEnvArgs(envArgs)},
+		cniplugin.MACSource{Field: "args.cni.mac", Value: c.Args.Cni.Mac},
+		cniplugin.MACSource{Field: "runtimeConfig.mac", Value: c.RuntimeConfig.Mac})
+	if err != nil {
+		return nil, err
 	}
-	for _, f := range []struct{ field, v string }{{"args.cni.mac", c.Args.Cni.Mac}, {"runtimeConfig.mac", c.RuntimeConfig.Mac}} {
-		if f.v == "" {
-			continue
-		}
-		m, err := ParseMAC(f.v)
-		if err != nil {
-			return nil, cnierr.Field(name, f.field, "%q: %v", f.v, err)
-		}
-		c.MAC = m
-	}
+	c.MAC = mac
 	return c, nil
 }
 
@@ -138,30 +128,3 @@ func checkMTU(mtu int) error {
 
 // ValidIfName checks a Linux interface name.
 func ValidIfName(s string) error { return netlinkx.ValidIfName(s) }
-
-// ParseMAC accepts a 6-byte unicast MAC.
-func ParseMAC(s string) (net.HardwareAddr, error) {
-	m, err := net.ParseMAC(s)
-	if err != nil {
-		return nil, fmt.Errorf("not a MAC address")
-	}
-	if len(m) != 6 {
-		return nil, fmt.Errorf("not a 6-byte Ethernet MAC address")
-	}
-	if m[0]&1 != 0 {
-		return nil, fmt.Errorf("is a multicast address; a pod needs a unicast MAC")
-	}
-	return m, nil
-}
-
-// MACFromEnvArgs returns MAC=... from CNI_ARGS ("K=V;K=V"), tolerating
-// unknown keys (runtimes pass K8S_POD_NAME and friends).
-func MACFromEnvArgs(envArgs string) string {
-	for _, kv := range strings.Split(envArgs, ";") {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok && strings.TrimSpace(k) == "MAC" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
