@@ -27,6 +27,7 @@ TARGETS="
 ./ipam/internal/ipamconf FuzzParseRoutes
 ./plugins/bridge FuzzParse
 ./plugins/ptp FuzzParse
+./plugins/macvlan FuzzParse
 ./plugins/portmap FuzzParseConfig
 ./plugins/firewall FuzzParseConfig
 ./plugins/bandwidth FuzzParseConfig

@@ -119,33 +119,11 @@ func (n *Node) FindUnderlay(name string, cidr netip.Prefix) (Underlay, error) {
 			return Underlay{}, fmt.Errorf("underlay: no interface has an address in %s", cidr)
 		}
 	default:
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			routes, err := netlinkx.Retry(func() ([]netlink.Route, error) {
-				return n.h.RouteListFiltered(fam, &netlink.Route{Table: mainTable}, netlink.RT_FILTER_TABLE)
-			})
-			if err != nil {
-				return Underlay{}, fmt.Errorf("list routes: %w", err)
-			}
-			for _, r := range routes {
-				if r.Dst != nil && !netlinkx.IsDefault(r.Dst) {
-					continue
-				}
-				idx := r.LinkIndex
-				if idx == 0 && len(r.MultiPath) > 0 {
-					idx = r.MultiPath[0].LinkIndex
-				}
-				if idx == 0 {
-					continue
-				}
-				if link, err = n.h.LinkByIndex(idx); err != nil {
-					return Underlay{}, err
-				}
-				break
-			}
-			if link != nil {
-				break
-			}
+		l, err := netlinkx.DefaultRouteLink(n.h)
+		if err != nil {
+			return Underlay{}, err
 		}
+		link = l
 		if link == nil {
 			return Underlay{}, errors.New("underlay: no default route; set the underlay interface by name or CIDR")
 		}

@@ -221,3 +221,48 @@ func ValidIfName(s string) error {
 	}
 	return nil
 }
+
+// DefaultRouteLink returns the interface of the first default route in the
+// main table of h's namespace, IPv4 before IPv6 (the first hop of a
+// multipath route), or nil when there is none: the "uplink" that macvlan's
+// default master and the agent's default underlay both mean.
+func DefaultRouteLink(h *netlink.Handle) (netlink.Link, error) {
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := Retry(func() ([]netlink.Route, error) {
+			return h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst != nil && !IsDefault(r.Dst) {
+				continue
+			}
+			idx := r.LinkIndex
+			if idx == 0 && len(r.MultiPath) > 0 {
+				idx = r.MultiPath[0].LinkIndex
+			}
+			if idx == 0 {
+				continue
+			}
+			return h.LinkByIndex(idx)
+		}
+	}
+	return nil, nil
+}
+
+// ValidMTU accepts 0 (the kernel's default) and 68-65535, the range an
+// Ethernet-like link can be given.
+func ValidMTU(mtu int) error {
+	switch {
+	case mtu == 0:
+		return nil
+	case mtu < 0:
+		return fmt.Errorf("%d is negative", mtu)
+	case mtu < 68:
+		return fmt.Errorf("%d is below the minimum 68", mtu)
+	case mtu > 65535:
+		return fmt.Errorf("%d is above the maximum 65535", mtu)
+	}
+	return nil
+}

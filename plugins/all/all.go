@@ -13,6 +13,7 @@ import (
 	"github.com/podnet/podnet/plugins/bridge"
 	"github.com/podnet/podnet/plugins/firewall"
 	"github.com/podnet/podnet/plugins/loopback"
+	"github.com/podnet/podnet/plugins/macvlan"
 	"github.com/podnet/podnet/plugins/podnet"
 	"github.com/podnet/podnet/plugins/portmap"
 	"github.com/podnet/podnet/plugins/ptp"
@@ -27,6 +28,7 @@ func Plugins() []*cniplugin.Plugin {
 		bandwidth.Plugin,
 		bridge.Plugin,
 		ptp.Plugin,
+		macvlan.Plugin,
 		hostlocal.Plugin,
 		static.Plugin,
 		tuning.Plugin,

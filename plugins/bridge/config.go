@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"fmt"
 	"net"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -76,7 +75,7 @@ func Parse(stdin []byte, envArgs string) (*Conf, error) {
 	if err := ValidIfName(c.BrName); err != nil {
 		return nil, cnierr.Field(name, "bridge", "%q %v", c.BrName, err)
 	}
-	if err := checkMTU(c.MTU); err != nil {
+	if err := netlinkx.ValidMTU(c.MTU); err != nil {
 		return nil, cnierr.Field(name, "mtu", "%v", err)
 	}
 	if c.Vlan < 0 || c.Vlan > 4094 {
@@ -109,21 +108,6 @@ func Parse(stdin []byte, envArgs string) (*Conf, error) {
 	}
 	c.MAC = mac
 	return c, nil
-}
-
-// checkMTU accepts 0 (kernel default) and 68-65535.
-func checkMTU(mtu int) error {
-	switch {
-	case mtu == 0:
-		return nil
-	case mtu < 0:
-		return fmt.Errorf("%d is negative", mtu)
-	case mtu < 68:
-		return fmt.Errorf("%d is below the minimum 68", mtu)
-	case mtu > 65535:
-		return fmt.Errorf("%d is above the maximum 65535", mtu)
-	}
-	return nil
 }
 
 // ValidIfName checks a Linux interface name.

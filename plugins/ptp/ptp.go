@@ -73,13 +73,8 @@ func Parse(stdin []byte) (*Conf, error) {
 	if c.IPAM.Type == "" {
 		return nil, cnierr.Field(name, "ipam", "required: ptp needs an IPAM plugin (e.g. {\"type\": \"host-local\", ...})")
 	}
-	switch {
-	case c.MTU < 0:
-		return nil, cnierr.Field(name, "mtu", "%d is negative", c.MTU)
-	case c.MTU > 0 && c.MTU < 68:
-		return nil, cnierr.Field(name, "mtu", "%d is below the minimum 68", c.MTU)
-	case c.MTU > 65535:
-		return nil, cnierr.Field(name, "mtu", "%d is above the maximum 65535", c.MTU)
+	if err := netlinkx.ValidMTU(c.MTU); err != nil {
+		return nil, cnierr.Field(name, "mtu", "%v", err)
 	}
 	if b := c.IPMasqBackend; b != nil && *b != "nftables" && *b != "iptables" {
 		return nil, cnierr.Field(name, "ipMasqBackend", "%q is neither \"nftables\" nor \"iptables\"", *b)
