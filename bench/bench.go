@@ -89,6 +89,7 @@ const (
 	ChainBridge    = "bridge"     // bridge (isGateway, ipMasq) + host-local
 	ChainMeta      = "meta"       // bridge + host-local + portmap (one mapping) + firewall
 	ChainHostLocal = "host-local" // host-local alone: IPAM only, for development
+	ChainMacvlan   = "macvlan"    // macvlan (bridge mode, on a node uplink) + host-local
 	ChainAll       = "all"        // bridge, then meta (for Chains; Run times one chain)
 )
 
@@ -97,10 +98,10 @@ func Chains(chain string) ([]string, error) {
 	switch chain {
 	case "", ChainAll:
 		return []string{ChainBridge, ChainMeta}, nil
-	case ChainBridge, ChainMeta, ChainHostLocal:
+	case ChainBridge, ChainMeta, ChainHostLocal, ChainMacvlan:
 		return []string{chain}, nil
 	}
-	return nil, fmt.Errorf("unknown chain %q (want %s, %s, %s or %s)", chain, ChainAll, ChainBridge, ChainMeta, ChainHostLocal)
+	return nil, fmt.Errorf("unknown chain %q (want %s, %s, %s, %s or %s)", chain, ChainAll, ChainBridge, ChainMeta, ChainMacvlan, ChainHostLocal)
 }
 
 // plugins each chain needs (besides loopback, for the floor).
@@ -110,6 +111,8 @@ func chainPlugins(chain string) []string {
 		return []string{"host-local"}
 	case ChainMeta:
 		return []string{"bridge", "host-local", "portmap", "firewall"}
+	case ChainMacvlan:
+		return []string{"macvlan", "host-local"}
 	}
 	return []string{"bridge", "host-local"}
 }
@@ -243,6 +246,8 @@ func ChainDescription(chain string) string {
 		return "host-local only (IPAM, development chain)"
 	case ChainMeta:
 		return "bridge(isGateway, ipMasq) + host-local + portmap(1 mapping) + firewall"
+	case ChainMacvlan:
+		return "macvlan(bridge mode, master = a node uplink) + host-local"
 	}
 	return "bridge(isGateway, ipMasq) + host-local"
 }
@@ -390,8 +395,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if o.Chain == "" {
 		o.Chain = ChainBridge
 	}
-	if o.Chain != ChainBridge && o.Chain != ChainHostLocal && o.Chain != ChainMeta {
-		return nil, fmt.Errorf("unknown chain %q for Run (want %s, %s or %s; %s is for the command)", o.Chain, ChainBridge, ChainMeta, ChainHostLocal, ChainAll)
+	if cs, err := Chains(o.Chain); err != nil || len(cs) != 1 {
+		return nil, fmt.Errorf("unknown chain %q for Run (want %s, %s, %s or %s; %s is for the command)", o.Chain, ChainBridge, ChainMeta, ChainMacvlan, ChainHostLocal, ChainAll)
 	}
 	if o.Parallel == 0 {
 		o.Parallel = DefaultParallel
@@ -522,6 +527,11 @@ func (r *run) setup(im *impl) error {
 	}
 	if err := loUp(nodePath); err != nil {
 		return err
+	}
+	if r.o.Chain == ChainMacvlan {
+		if err := uplink(nodePath); err != nil {
+			return err
+		}
 	}
 	im.cl = cniclient.New(cniclient.Config{
 		Path:      []string{im.path},
@@ -669,6 +679,9 @@ func chainConf(chain, name, backend string, i int, dir string) string {
 	case backendPodnet:
 		pmBackend = fmt.Sprintf(`,"dataDir":%q`, filepath.Join(dir, "portmap"))
 	}
+	if chain == ChainMacvlan {
+		return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"pnb-%s","plugins":[{"type":"macvlan","master":%q,"ipam":%s}]}`, name, uplinkName, ipam)
+	}
 	br := fmt.Sprintf(`{"type":"bridge","bridge":"pnb-br%d","isGateway":true,"ipMasq":true%s,"ipam":%s}`, i, masq, ipam)
 	if chain == ChainBridge {
 		return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"pnb-%s","plugins":[%s]}`, name, br)
@@ -722,6 +735,30 @@ func (r *run) checkPod(im *impl, pod string, res types.Result, hostPort int) err
 		return fmt.Errorf("host port %d does not reach the pod from the node: %w", hostPort, err)
 	}
 	return nil
+}
+
+// uplinkName is the macvlan chain's master: one end of a veth pair whose
+// other end stays in the node namespace too, standing for the node's NIC.
+const uplinkName = "pnb-up0"
+
+// uplink makes the macvlan chain's master in the node namespace at path.
+func uplink(path string) error {
+	return netns.Do(path, func() error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: uplinkName}, PeerName: uplinkName + "p"}
+		if err := netlink.LinkAdd(v); err != nil {
+			return fmt.Errorf("node uplink: %w", err)
+		}
+		for _, n := range []string{uplinkName, uplinkName + "p"} {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // loUp brings lo up in the namespace at path (a node has its loopback up).

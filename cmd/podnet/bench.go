@@ -64,6 +64,6 @@ $GOPATH/bin, ~/go/bin, /var/cache/podnet-ref, /tmp/refbin): ` + bench.InstallHin
 	f.IntVar(&o.ParallelRounds, "parallel-rounds", 1, "parallel waves per implementation (the median is reported)")
 	f.StringVar(&o.ReferenceDir, "reference-dir", "", "directory with the reference plugins (default: first of $"+bench.EnvReferenceDir+", $GOBIN, $GOPATH/bin, ~/go/bin, /var/cache/podnet-ref, /tmp/refbin that has them)")
 	f.StringVar(&o.Podnet, "podnet", "", "podnet binary to measure (default: this one)")
-	f.StringVar(&chain, "chain", bench.ChainAll, "chain to time: all (bridge, then meta), bridge, meta or host-local")
+	f.StringVar(&chain, "chain", bench.ChainAll, "chain to time: all (bridge, then meta), bridge, meta, macvlan or host-local")
 	return cmd
 }
