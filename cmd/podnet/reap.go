@@ -37,7 +37,7 @@ func newReapCmd() *cobra.Command {
 				return err
 			}
 			defer h.Close()
-			n, err := netlinkx.ReapMarked(h, first)
+			n, err := netlinkx.RunReaper(h, first)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"github.com/containernetworking/cni/pkg/skel"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,46 @@ func TestRootDelReapsInBackground(t *testing.T) {
 		assertRules(t, SpoofChain, 0)
 		return nil
 	})
+}
+
+// One reaper per node namespace at a time: a DEL while a reaper is at work
+// starts none, and the reaper at work also deletes what was marked after
+// it started.
+func TestRootReapersCoalesce(t *testing.T) {
+	e := nxtest.New(t, Plugin)
+	c := conf(e, "1.1.0", "netc", "10.66.0.0/24", "", `"isGateway":true`)
+	var hosts []string
+	var dels []*skel.CmdArgs
+	for _, id := range []string{"c1", "c2", "c3"} {
+		pod := e.Pod()
+		r := e.MustAdd(e.Args(c, id, pod, "eth0"))
+		hosts = append(hosts, r.Interfaces[1].Name)
+		dels = append(dels, e.Args(nxtest.WithPrev(t, c, r), id, pod, "eth0"))
+	}
+	nxtest.ReaperMode(t, "1s") // the first DEL's reaper holds the name, then reaps
+	t0 := time.Now()
+	if err := e.Del(dels[0]); err != nil {
+		t.Fatal(err)
+	}
+	// A reaper started now would reap at once; there must be none.
+	nxtest.ReaperMode(t, "now")
+	for _, a := range dels[1:] {
+		if err := e.Del(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if time.Since(t0) < 900*time.Millisecond {
+		for _, h := range hosts {
+			assertDetached(t, e, h)
+		}
+	}
+	if left := nxtest.WaitGone(t, e.Node, 5*time.Second, hosts...); len(left) != 0 {
+		t.Errorf("not reaped: %v", left)
+	}
+	if d := time.Since(t0); d < time.Second {
+		t.Errorf("reaped after %v: a second reaper ran", d)
+	}
 }
 
 // While the old attachment waits for its reaper, a new pod gets the same

@@ -51,7 +51,7 @@ func reaperMain(args []string) int {
 		return 1
 	}
 	defer h.Close()
-	if _, err := netlinkx.ReapMarked(h, first); err != nil {
+	if _, err := netlinkx.RunReaper(h, first); err != nil {
 		return 1
 	}
 	return 0
