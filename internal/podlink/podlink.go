@@ -1,0 +1,181 @@
+// Package podlink is what the plugins whose only device is the pod's own
+// interface (macvlan, tap) share: each creates its device in the pod's
+// namespace under a temporary name in its own way, and everything after
+// that is the same — rename to CNI_IFNAME, IPAM, addresses and routes, the
+// result, and DEL, CHECK, GC and STATUS. There is no node side to undo.
+package podlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/podnet/podnet/internal/cnierr"
+	"github.com/podnet/podnet/internal/cniplugin"
+	"github.com/podnet/podnet/internal/delegate"
+	"github.com/podnet/podnet/internal/netlinkx"
+	"github.com/podnet/podnet/internal/rollback"
+)
+
+// Spec is one attachment as the plugin parsed it.
+type Spec struct {
+	Plugin string
+	Conf   *types.NetConf // IPAM.Type "" = L2 only; DNS replaces IPAM's when set
+	// Create makes the pod's interface, named tmp, in the pod's namespace
+	// (h.NS). Its errors are returned as they are: make them CNI errors
+	// naming the field where the config is at fault.
+	Create func(h *cniplugin.Pod, tmp string) error
+}
+
+// Add runs ADD: Create under a temporary name, rename to CNI_IFNAME (code
+// 4 when that name is taken), IPAM, then the interface's addresses, routes
+// and link up. Everything it made is undone when it fails.
+func Add(args *skel.CmdArgs, s Spec) (_ *current.Result, err error) {
+	h, err := cniplugin.OpenPod(s.Plugin, args)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	var undo rollback.Stack
+	defer func() { undo.Unwind(s.Plugin, &err) }()
+	internal := func(err error, format string, a ...any) error {
+		return cnierr.Wrap(cnierr.Internal, s.Plugin, err, format, a...)
+	}
+
+	tmp := netlinkx.RandomHostVethName()
+	if err := s.Create(h, tmp); err != nil {
+		return nil, err
+	}
+	link, err := h.Pod.LinkByName(tmp)
+	if err != nil {
+		return nil, internal(err, "find the new interface %s in the pod", tmp)
+	}
+	undo = append(undo, func() error {
+		if err := h.Pod.LinkDel(link); err != nil && !netlinkx.IsNotFound(err) {
+			return fmt.Errorf("remove %s in the pod: %w", args.IfName, err)
+		}
+		return nil
+	})
+	if err := h.Pod.LinkSetName(link, args.IfName); err != nil {
+		if netlinkx.IsExist(err) {
+			return nil, cnierr.New(cnierr.InvalidEnv, s.Plugin, "CNI_IFNAME %q: an interface of that name already exists in %s", args.IfName, args.Netns)
+		}
+		return nil, internal(err, "rename %s to %s", tmp, args.IfName)
+	}
+	if link, err = h.Pod.LinkByName(args.IfName); err != nil {
+		return nil, internal(err, "find %s in the pod", args.IfName)
+	}
+
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{{Name: args.IfName, Mac: link.Attrs().HardwareAddr.String(), Sandbox: args.Netns}},
+	}
+	// The pod shares an L2 network with other hosts: duplicate address
+	// detection stays on, as in the reference.
+	p := netlinkx.PodIface{Link: link, DAD: true, ARPNotify: true}
+	if ipam := s.Conf.IPAM.Type; ipam != "" {
+		ctx := context.Background()
+		ipamRes, err := delegate.Add(ctx, ipam, args)
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() error { return delegate.Del(ctx, ipam, args) })
+		if len(ipamRes.IPs) == 0 {
+			return nil, cnierr.New(cnierr.InvalidConfig, s.Plugin, "IPAM %q returned no addresses", ipam)
+		}
+		res.IPs, res.Routes, res.DNS = ipamRes.IPs, ipamRes.Routes, ipamRes.DNS
+		var gw4, gw6 net.IP
+		for _, ipc := range res.IPs {
+			ipc.Interface = current.Int(0)
+			p.Addrs = append(p.Addrs, ipc.Address)
+			switch {
+			case ipc.Gateway == nil:
+			case ipc.Address.IP.To4() != nil && gw4 == nil:
+				gw4 = ipc.Gateway
+			case ipc.Address.IP.To4() == nil && gw6 == nil:
+				gw6 = ipc.Gateway
+			}
+		}
+		for _, r := range res.Routes {
+			gw := gw4
+			if r.Dst.IP.To4() == nil {
+				gw = gw6
+			}
+			p.Routes = append(p.Routes, netlinkx.RouteFromCNI(r, link.Attrs().Index, gw))
+		}
+	}
+	if err := netlinkx.ConfigurePod(h.Pod, h.NS, p); err != nil {
+		return nil, internal(err, "configure %s in %s", args.IfName, args.Netns)
+	}
+	if d := s.Conf.DNS; d.Nameservers != nil || d.Search != nil || d.Options != nil || d.Domain != "" {
+		res.DNS = d
+	}
+	return res, nil
+}
+
+// Del deletes the pod's interface (a namespace or interface already gone
+// is fine), then releases the address, once nothing uses it.
+func Del(args *skel.CmdArgs, s Spec) error {
+	var errs []error
+	if args.Netns != "" {
+		if err := netlinkx.DelPodLink(args.Netns, args.IfName); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if ipam := s.Conf.IPAM.Type; ipam != "" {
+		if err := delegate.Del(context.Background(), ipam, args); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return cnierr.Wrap(cnierr.Internal, s.Plugin, errors.Join(errs...), "DEL")
+	}
+	return nil
+}
+
+// Check runs CHECK: IPAM's CHECK, then the pod's interface must be of kind
+// with prevResult's MAC, pass more (the plugin's own checks, may be nil),
+// and carry prevResult's addresses and routes.
+func Check(args *skel.CmdArgs, s Spec, kind string, more func(*cniplugin.PodLink) error) error {
+	prev, err := cniplugin.RequirePrevResult(s.Plugin, s.Conf)
+	if err != nil {
+		return err
+	}
+	if ipam := s.Conf.IPAM.Type; ipam != "" {
+		if err := delegate.Check(context.Background(), ipam, args); err != nil {
+			return err
+		}
+	}
+	pl, err := cniplugin.CheckPod(s.Plugin, args, prev, kind)
+	if err != nil {
+		return err
+	}
+	defer pl.Close()
+	if more != nil {
+		if err := more(pl); err != nil {
+			return err
+		}
+	}
+	return pl.CheckL3(s.Plugin, prev)
+}
+
+// GC and Status pass the verb to IPAM; without IPAM there is nothing to do.
+func GC(args *skel.CmdArgs, s Spec) error {
+	if s.Conf.IPAM.Type == "" {
+		return nil
+	}
+	return delegate.GC(context.Background(), s.Conf.IPAM.Type, args)
+}
+
+// Status: see GC.
+func Status(args *skel.CmdArgs, s Spec) error {
+	if s.Conf.IPAM.Type == "" {
+		return nil
+	}
+	return delegate.Status(context.Background(), s.Conf.IPAM.Type, args)
+}
