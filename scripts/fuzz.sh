@@ -28,6 +28,7 @@ TARGETS="
 ./plugins/bridge FuzzParse
 ./plugins/ptp FuzzParse
 ./plugins/macvlan FuzzParse
+./plugins/tap FuzzParse
 ./plugins/portmap FuzzParseConfig
 ./plugins/firewall FuzzParseConfig
 ./plugins/bandwidth FuzzParseConfig

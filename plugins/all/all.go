@@ -18,6 +18,7 @@ import (
 	"github.com/podnet/podnet/plugins/portmap"
 	"github.com/podnet/podnet/plugins/ptp"
 	"github.com/podnet/podnet/plugins/sbr"
+	"github.com/podnet/podnet/plugins/tap"
 	"github.com/podnet/podnet/plugins/tuning"
 )
 
@@ -29,6 +30,7 @@ func Plugins() []*cniplugin.Plugin {
 		bridge.Plugin,
 		ptp.Plugin,
 		macvlan.Plugin,
+		tap.Plugin,
 		hostlocal.Plugin,
 		static.Plugin,
 		tuning.Plugin,

@@ -1,0 +1,63 @@
+package tap
+
+import (
+	"net"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/podnet/podnet/internal/cnierr"
+	"github.com/podnet/podnet/internal/cniplugin"
+	"github.com/podnet/podnet/internal/netlinkx"
+)
+
+// Conf is the tap configuration: the reference plugin's fields.
+type Conf struct {
+	types.NetConf
+	MultiQueue     bool    `json:"multiQueue"`
+	MTU            int     `json:"mtu"`
+	Mac            string  `json:"mac,omitempty"`
+	Owner          *uint32 `json:"owner,omitempty"`
+	Group          *uint32 `json:"group,omitempty"`
+	SelinuxContext string  `json:"selinuxContext,omitempty"`
+	RuntimeConfig  struct {
+		Mac string `json:"mac,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
+
+	// MAC is the tap's MAC from mac, CNI_ARGS MAC= or runtimeConfig.mac
+	// (later ones win, as in the reference); nil = the kernel's random one.
+	MAC net.HardwareAddr `json:"-"`
+}
+
+// Parse decodes and validates stdin; envArgs is CNI_ARGS. Errors are CNI
+// errors naming the field: code 6 for JSON of the wrong type, 7 for a bad
+// value, 4 for a bad CNI_ARGS MAC, 2 for selinuxContext.
+func Parse(stdin []byte, envArgs string) (*Conf, error) {
+	c := &Conf{}
+	if err := cniplugin.Decode(name, stdin, c); err != nil {
+		return nil, err
+	}
+	if err := netlinkx.ValidMTU(c.MTU); err != nil {
+		return nil, cnierr.Field(name, "mtu", "%v", err)
+	}
+	for _, id := range []struct {
+		field string
+		v     *uint32
+	}{{"owner", c.Owner}, {"group", c.Group}} {
+		// (uid_t)-1 is the kernel's "nobody set": not an ID to hand out.
+		if id.v != nil && *id.v == ^uint32(0) {
+			return nil, cnierr.Field(name, id.field, "%d is not a valid ID; leave the field out for no %s", *id.v, id.field)
+		}
+	}
+	if c.SelinuxContext != "" {
+		return nil, cnierr.Unsupported(name, "selinuxContext", "SELinux labelling is not available on this node (podnet is built and tested without SELinux); remove the field")
+	}
+	mac, err := cniplugin.PodMAC(name,
+		cniplugin.MACSource{Field: "mac", Value: c.Mac},
+		cniplugin.MACSource{Field: "CNI_ARGS", Value: cniplugin.MACFromEnvArgs(envArgs)},
+		cniplugin.MACSource{Field: "runtimeConfig.mac", Value: c.RuntimeConfig.Mac})
+	if err != nil {
+		return nil, err
+	}
+	c.MAC = mac
+	return c, nil
+}
