@@ -44,9 +44,10 @@ func internal(err error, format string, a ...any) error {
 	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)
 }
 
-// Flags of the tap: Ethernet frames, no packet-info header, a virtio-net
-// header for the VMs that attach (they may change both when they attach).
-const tapFlags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+// Flags of the tap: Ethernet frames, no packet-info header, no virtio-net
+// header: what `ip tuntap add mode tap` makes, as the reference does when
+// no owner and group are given. Whoever attaches sets both for its queue.
+const tapFlags = unix.IFF_TAP | unix.IFF_NO_PI
 
 // createTap makes the persistent tap ifName in the calling thread's network
 // namespace.

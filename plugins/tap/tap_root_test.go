@@ -161,7 +161,7 @@ func TestRootTapMultiQueueL2(t *testing.T) {
 		t.Errorf("L2 result has IPs: %+v", r.IPs)
 	}
 	tt := tapLink(t, pod, "tap0")
-	if tt.Flags&netlink.TUNTAP_MULTI_QUEUE == 0 || tt.Flags&netlink.TUNTAP_VNET_HDR == 0 {
+	if tt.Flags&netlink.TUNTAP_MULTI_QUEUE == 0 || tt.Flags&netlink.TUNTAP_VNET_HDR != 0 || tt.Flags&netlink.TUNTAP_NO_PI == 0 {
 		t.Errorf("tap: flags %v", tt.Flags)
 	}
 	// The kernel reports no owner and group at all when they are unset; the
