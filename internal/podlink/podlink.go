@@ -30,6 +30,40 @@ type Spec struct {
 	// (h.NS). Its errors are returned as they are: make them CNI errors
 	// naming the field where the config is at fault.
 	Create func(h *cniplugin.Pod, tmp string) error
+	// Kind is the netlink kind of the pod's interface ("macvlan", "tuntap").
+	Kind string
+	// Check, when set, adds the plugin's own CHECK of the pod's interface.
+	Check func(args *skel.CmdArgs, pl *cniplugin.PodLink) error
+}
+
+// NewPlugin is the plugin typ whose verbs are this package's; parse turns
+// the CNI arguments into the attachment's Spec (its errors are returned as
+// they are).
+func NewPlugin(typ, about string, parse func(args *skel.CmdArgs) (Spec, error)) *cniplugin.Plugin {
+	with := func(verb func(*skel.CmdArgs, Spec) error) func(*skel.CmdArgs) error {
+		return func(args *skel.CmdArgs) error {
+			s, err := parse(args)
+			if err != nil {
+				return err
+			}
+			return verb(args, s)
+		}
+	}
+	return &cniplugin.Plugin{
+		Type:  typ,
+		About: about,
+		Add: func(args *skel.CmdArgs) (types.Result, error) {
+			s, err := parse(args)
+			if err != nil {
+				return nil, err
+			}
+			return Add(args, s)
+		},
+		Check:  with(Check),
+		Del:    with(Del),
+		GC:     with(GC),
+		Status: with(Status),
+	}
 }
 
 // Add runs ADD: Create under a temporary name, rename to CNI_IFNAME (code
@@ -138,10 +172,10 @@ func Del(args *skel.CmdArgs, s Spec) error {
 	return nil
 }
 
-// Check runs CHECK: IPAM's CHECK, then the pod's interface must be of kind
-// with prevResult's MAC, pass more (the plugin's own checks, may be nil),
-// and carry prevResult's addresses and routes.
-func Check(args *skel.CmdArgs, s Spec, kind string, more func(*cniplugin.PodLink) error) error {
+// Check runs CHECK: IPAM's CHECK, then the pod's interface must be of
+// s.Kind with prevResult's MAC, pass s.Check, and carry prevResult's
+// addresses and routes.
+func Check(args *skel.CmdArgs, s Spec) error {
 	prev, err := cniplugin.RequirePrevResult(s.Plugin, s.Conf)
 	if err != nil {
 		return err
@@ -151,13 +185,13 @@ func Check(args *skel.CmdArgs, s Spec, kind string, more func(*cniplugin.PodLink
 			return err
 		}
 	}
-	pl, err := cniplugin.CheckPod(s.Plugin, args, prev, kind)
+	pl, err := cniplugin.CheckPod(s.Plugin, args, prev, s.Kind)
 	if err != nil {
 		return err
 	}
 	defer pl.Close()
-	if more != nil {
-		if err := more(pl); err != nil {
+	if s.Check != nil {
+		if err := s.Check(args, pl); err != nil {
 			return err
 		}
 	}

@@ -8,7 +8,10 @@
 // Kernel objects it owns: the macvlan interface in the pod's namespace
 // (created there directly, under a temporary name, then renamed, so its
 // name never meets the node's names). IPAM is delegated. A failed ADD
-// removes the interface and releases the address. What macvlan itself
+// removes the interface and releases the address. DEL deletes it at once,
+// not through a reaper as bridge and ptp do: in the pod's own namespace
+// reapers could not coalesce, and a process per DEL halved the throughput
+// of parallel DELs (README, Benchmark). What macvlan itself
 // cannot do: the node cannot reach its own macvlan children through the
 // master (the kernel's macvlan design), and in private and vepa modes pods
 // on one master reach each other only through an external switch that
@@ -19,7 +22,6 @@ import (
 	"errors"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -32,15 +34,14 @@ import (
 const name = "macvlan"
 
 // Plugin is the macvlan plugin.
-var Plugin = &cniplugin.Plugin{
-	Type:   name,
-	About:  "podnet macvlan: pod interfaces on a node interface's L2 network",
-	Add:    add,
-	Check:  check,
-	Del:    del,
-	GC:     gc,
-	Status: status,
-}
+var Plugin = podlink.NewPlugin(name, "podnet macvlan: pod interfaces on a node interface's L2 network",
+	func(args *skel.CmdArgs) (podlink.Spec, error) {
+		conf, err := Parse(args.StdinData, args.Args)
+		if err != nil {
+			return podlink.Spec{}, err
+		}
+		return spec(conf), nil
+	})
 
 func internal(err error, format string, a ...any) error {
 	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)
@@ -74,7 +75,9 @@ func master(h *netlink.Handle, conf *Conf, where string) (netlink.Link, error) {
 // in the node's namespace (created straight into the pod's) or, with
 // linkInContainer, in the pod's.
 func spec(conf *Conf) podlink.Spec {
-	return podlink.Spec{Plugin: name, Conf: &conf.NetConf, Create: func(h *cniplugin.Pod, tmp string) error {
+	return podlink.Spec{Plugin: name, Conf: &conf.NetConf, Kind: "macvlan", Check: func(args *skel.CmdArgs, pl *cniplugin.PodLink) error {
+		return checkMacvlan(args, conf, pl)
+	}, Create: func(h *cniplugin.Pod, tmp string) error {
 		creator, where := h.Node, "node's"
 		if conf.LinkInContainer {
 			creator, where = h.Pod, "pod's"
@@ -103,73 +106,31 @@ func spec(conf *Conf) podlink.Spec {
 	}}
 }
 
-func add(args *skel.CmdArgs) (types.Result, error) {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return nil, err
-	}
-	return podlink.Add(args, spec(conf))
-}
-
-// del deletes the pod's macvlan, then releases the address. It is not left
-// to a reaper as in bridge and ptp: the interface lives in the pod's own
-// namespace, so reapers could not coalesce, and one process per DEL halved
-// the throughput of parallel DELs (README, Benchmark).
-func del(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return err
-	}
-	return podlink.Del(args, spec(conf))
-}
-
-// check verifies the pod's interface (a macvlan of the configured mode on
-// the master, with prevResult's MAC), its addresses and routes.
-func check(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return err
-	}
+// checkMacvlan is CHECK's part for macvlan: the configured mode, on the
+// master.
+func checkMacvlan(args *skel.CmdArgs, conf *Conf, pl *cniplugin.PodLink) error {
 	fail := func(format string, a ...any) error {
 		return cnierr.New(cnierr.Internal, name, "CHECK: "+format, a...)
 	}
-	return podlink.Check(args, spec(conf), "macvlan", func(pl *cniplugin.PodLink) error {
-		mv := pl.Link.(*netlink.Macvlan)
-		if mv.Mode != conf.LinkMode {
-			return fail("interface %q is in mode %s, config says %s", args.IfName, ModeName(mv.Mode), ModeName(conf.LinkMode))
-		}
-		h, where := pl.Handle, "pod's"
-		if !conf.LinkInContainer {
-			node, err := netlinkx.NewHandle()
-			if err != nil {
-				return internal(err, "")
-			}
-			defer node.Close()
-			h, where = node, "node's"
-		}
-		m, err := master(h, conf, where)
+	mv := pl.Link.(*netlink.Macvlan)
+	if mv.Mode != conf.LinkMode {
+		return fail("interface %q is in mode %s, config says %s", args.IfName, ModeName(mv.Mode), ModeName(conf.LinkMode))
+	}
+	h, where := pl.Handle, "pod's"
+	if !conf.LinkInContainer {
+		node, err := netlinkx.NewHandle()
 		if err != nil {
-			return fail("%v", err)
+			return internal(err, "")
 		}
-		if mv.ParentIndex != m.Attrs().Index {
-			return fail("interface %q is not on master %q", args.IfName, m.Attrs().Name)
-		}
-		return nil
-	})
-}
-
-func gc(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return err
+		defer node.Close()
+		h, where = node, "node's"
 	}
-	return podlink.GC(args, spec(conf))
-}
-
-func status(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData, args.Args)
+	m, err := master(h, conf, where)
 	if err != nil {
-		return err
+		return fail("%v", err)
 	}
-	return podlink.Status(args, spec(conf))
+	if mv.ParentIndex != m.Attrs().Index {
+		return fail("interface %q is not on master %q", args.IfName, m.Attrs().Name)
+	}
+	return nil
 }

@@ -17,7 +17,6 @@ import (
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -30,15 +29,14 @@ import (
 const name = "tap"
 
 // Plugin is the tap plugin.
-var Plugin = &cniplugin.Plugin{
-	Type:   name,
-	About:  "podnet tap: a persistent tap device in the pod",
-	Add:    add,
-	Check:  check,
-	Del:    del,
-	GC:     gc,
-	Status: status,
-}
+var Plugin = podlink.NewPlugin(name, "podnet tap: a persistent tap device in the pod",
+	func(args *skel.CmdArgs) (podlink.Spec, error) {
+		conf, err := Parse(args.StdinData, args.Args)
+		if err != nil {
+			return podlink.Spec{}, err
+		}
+		return spec(conf), nil
+	})
 
 func internal(err error, format string, a ...any) error {
 	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)
@@ -87,7 +85,9 @@ func createTap(ifName string, c *Conf) error {
 }
 
 func spec(conf *Conf) podlink.Spec {
-	return podlink.Spec{Plugin: name, Conf: &conf.NetConf, Create: func(h *cniplugin.Pod, tmp string) error {
+	return podlink.Spec{Plugin: name, Conf: &conf.NetConf, Kind: "tuntap", Check: func(args *skel.CmdArgs, pl *cniplugin.PodLink) error {
+		return checkTap(args, conf, pl)
+	}, Create: func(h *cniplugin.Pod, tmp string) error {
 		if err := netns.DoHandle(h.NS, func() error { return createTap(tmp, conf) }); err != nil {
 			return internal(err, "create tap %s in the pod", tmp)
 		}
@@ -114,66 +114,27 @@ func spec(conf *Conf) podlink.Spec {
 	}}
 }
 
-func add(args *skel.CmdArgs) (types.Result, error) {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return nil, err
-	}
-	return podlink.Add(args, spec(conf))
-}
-
-func del(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return err
-	}
-	return podlink.Del(args, spec(conf))
-}
-
-// check verifies the pod's interface (a tap, multi-queue as configured,
-// the configured owner and group, prevResult's MAC), its addresses and
-// routes.
-func check(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return err
-	}
+// checkTap is CHECK's part for tap: a tap, multi-queue as configured, with
+// the configured owner and group.
+func checkTap(args *skel.CmdArgs, conf *Conf, pl *cniplugin.PodLink) error {
 	fail := func(format string, a ...any) error {
 		return cnierr.New(cnierr.Internal, name, "CHECK: "+format, a...)
 	}
-	return podlink.Check(args, spec(conf), "tuntap", func(pl *cniplugin.PodLink) error {
-		t := pl.Link.(*netlink.Tuntap)
-		if t.Mode != netlink.TUNTAP_MODE_TAP {
-			return fail("interface %q is a tun, not a tap", args.IfName)
-		}
-		if mq := t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0; mq != conf.MultiQueue {
-			return fail("interface %q multi-queue is %v, config says %v", args.IfName, mq, conf.MultiQueue)
-		}
-		for _, id := range []struct {
-			field string
-			want  *uint32
-			have  uint32
-		}{{"owner", conf.Owner, t.Owner}, {"group", conf.Group, t.Group}} {
-			if id.want != nil && *id.want != id.have {
-				return fail("interface %q %s is %d, config says %d", args.IfName, id.field, id.have, *id.want)
-			}
-		}
-		return nil
-	})
-}
-
-func gc(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return err
+	t := pl.Link.(*netlink.Tuntap)
+	if t.Mode != netlink.TUNTAP_MODE_TAP {
+		return fail("interface %q is a tun, not a tap", args.IfName)
 	}
-	return podlink.GC(args, spec(conf))
-}
-
-func status(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData, args.Args)
-	if err != nil {
-		return err
+	if mq := t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0; mq != conf.MultiQueue {
+		return fail("interface %q multi-queue is %v, config says %v", args.IfName, mq, conf.MultiQueue)
 	}
-	return podlink.Status(args, spec(conf))
+	for _, id := range []struct {
+		field string
+		want  *uint32
+		have  uint32
+	}{{"owner", conf.Owner, t.Owner}, {"group", conf.Group, t.Group}} {
+		if id.want != nil && *id.want != id.have {
+			return fail("interface %q %s is %d, config says %d", args.IfName, id.field, id.have, *id.want)
+		}
+	}
+	return nil
 }
