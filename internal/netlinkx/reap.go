@@ -150,6 +150,19 @@ func holdReaperName() (*os.File, error) {
 	return os.NewFile(uintptr(fd), reaperName), nil
 }
 
+// ReaperBusy reports whether a reaper is at work in the calling thread's
+// network namespace (holds the reaper name).
+func ReaperBusy() (bool, error) {
+	f, err := holdReaperName()
+	if errors.Is(err, unix.EADDRINUSE) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return false, f.Close()
+}
+
 // RunReaper is what a reaper process does in its namespace (h's): delete
 // every marked link, first the one with index first, and sweep again while
 // DELs keep marking links; then let go of the reaper name and look once

@@ -196,7 +196,10 @@ func TestRootLeftoversSwept(t *testing.T) {
 	if err := e.Del(e.Args(c, "ctr-a", podA, "eth0")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The reaper that gives up must be gone (on a loaded machine its
+	// start alone can take longer than the next DEL): while it holds the
+	// reaper name, the next DEL leaves its link to it.
+	nxtest.WaitNoReaper(t, e.Node)
 	assertDetached(t, e, ra.Interfaces[1].Name)
 
 	nxtest.ReaperMode(t, "now")

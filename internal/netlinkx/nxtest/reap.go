@@ -64,6 +64,27 @@ func ReaperMode(t *testing.T, mode string) {
 	t.Cleanup(func() { netlinkx.SetReaper(os.Args[0], reapArg, "now") })
 }
 
+// WaitNoReaper waits (up to 10 s) until no reaper is at work in the
+// namespace at path: a reaper a DEL started has exited, so the next DEL
+// starts its own instead of leaving its link to that one.
+func WaitNoReaper(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var busy bool
+		if err := netns.Do(path, func() (err error) { busy, err = netlinkx.ReaperBusy(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a reaper is still at work after 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Link reads a link in the namespace at path; nil when it is not there.
 func Link(t *testing.T, path, name string) netlink.Link {
 	t.Helper()
