@@ -29,6 +29,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/podnet/podnet/agent/datastore"
 )
@@ -97,6 +99,15 @@ func New(ctx context.Context, o Options) (*Store, error) {
 			DialTimeout: dt,
 			Context:     ctx,
 			Logger:      nopLogger(),
+			// gRPC's default reconnect backoff grows to 120 s: after a
+			// 30 s etcd outage an agent could stay disconnected for
+			// another 15-20 s, long enough for its old lease (revived for
+			// one TTL when etcd restarts) to expire and take its record
+			// with it before the re-lease got through.
+			DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: dt,
+			})},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("etcd: connect %v: %w", o.Endpoints, err)
