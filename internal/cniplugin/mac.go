@@ -63,3 +63,13 @@ func PodMAC(plugin string, sources ...MACSource) (net.HardwareAddr, error) {
 	}
 	return mac, nil
 }
+
+// RefMAC is PodMAC in the order of the reference main plugins with a "mac"
+// field (macvlan, tap): the field, then CNI_ARGS MAC=, then
+// runtimeConfig.mac.
+func RefMAC(plugin, field, envArgs, runtimeConfig string) (net.HardwareAddr, error) {
+	return PodMAC(plugin,
+		MACSource{Field: "mac", Value: field},
+		MACSource{Field: "CNI_ARGS", Value: MACFromEnvArgs(envArgs)},
+		MACSource{Field: "runtimeConfig.mac", Value: runtimeConfig})
+}

@@ -78,10 +78,7 @@ func Parse(stdin []byte, envArgs string) (*Conf, error) {
 	if err := netlinkx.ValidMTU(c.MTU); err != nil {
 		return nil, cnierr.Field(name, "mtu", "%v", err)
 	}
-	mac, err := cniplugin.PodMAC(name,
-		cniplugin.MACSource{Field: "mac", Value: c.Mac},
-		cniplugin.MACSource{Field: "CNI_ARGS", Value: cniplugin.MACFromEnvArgs(envArgs)},
-		cniplugin.MACSource{Field: "runtimeConfig.mac", Value: c.RuntimeConfig.Mac})
+	mac, err := cniplugin.RefMAC(name, c.Mac, envArgs, c.RuntimeConfig.Mac)
 	if err != nil {
 		return nil, err
 	}

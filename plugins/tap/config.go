@@ -51,10 +51,7 @@ func Parse(stdin []byte, envArgs string) (*Conf, error) {
 	if c.SelinuxContext != "" {
 		return nil, cnierr.Unsupported(name, "selinuxContext", "SELinux labelling is not available on this node (podnet is built and tested without SELinux); remove the field")
 	}
-	mac, err := cniplugin.PodMAC(name,
-		cniplugin.MACSource{Field: "mac", Value: c.Mac},
-		cniplugin.MACSource{Field: "CNI_ARGS", Value: cniplugin.MACFromEnvArgs(envArgs)},
-		cniplugin.MACSource{Field: "runtimeConfig.mac", Value: c.RuntimeConfig.Mac})
+	mac, err := cniplugin.RefMAC(name, c.Mac, envArgs, c.RuntimeConfig.Mac)
 	if err != nil {
 		return nil, err
 	}
