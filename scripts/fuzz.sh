@@ -29,6 +29,7 @@ TARGETS="
 ./plugins/ptp FuzzParse
 ./plugins/macvlan FuzzParse
 ./plugins/tap FuzzParse
+./plugins/hostdevice FuzzParse
 ./plugins/portmap FuzzParseConfig
 ./plugins/firewall FuzzParseConfig
 ./plugins/bandwidth FuzzParseConfig

@@ -104,7 +104,7 @@ type PodLink struct {
 // CheckPod is the common start of a CHECK: it finds args.IfName in sandbox
 // args.Netns among prev's interfaces, opens the pod's namespace and finds
 // the link there, which must be of kind (a netlink type such as "veth" or
-// "macvlan") and have prevResult's MAC. Every mismatch is a CHECK failure
+// "macvlan"; "" for any) and have prevResult's MAC. Every mismatch is a CHECK failure
 // naming what differs. The caller must Close the result.
 func CheckPod(plugin string, args *skel.CmdArgs, prev *current.Result, kind string) (*PodLink, error) {
 	fail := func(format string, a ...any) error {
@@ -136,7 +136,7 @@ func CheckPod(plugin string, args *skel.CmdArgs, prev *current.Result, kind stri
 		p.Close()
 		return nil, fail("interface %q in %s: %v", args.IfName, args.Netns, err)
 	}
-	if l.Type() != kind {
+	if kind != "" && l.Type() != kind {
 		p.Close()
 		return nil, fail("interface %q in %s is a %s link, not a %s", args.IfName, args.Netns, l.Type(), kind)
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/internal/cnierr"
 	"github.com/podnet/podnet/internal/cniplugin"
@@ -30,8 +32,13 @@ type Spec struct {
 	// (h.NS). Its errors are returned as they are: make them CNI errors
 	// naming the field where the config is at fault.
 	Create func(h *cniplugin.Pod, tmp string) error
-	// Kind is the netlink kind of the pod's interface ("macvlan", "tuntap").
+	// Kind is the netlink kind of the pod's interface ("macvlan", "tuntap";
+	// "" for any).
 	Kind string
+	// Release, when set, gives the pod's interface back instead of
+	// deleting it (host-device): on a failed ADD and on DEL. It runs with
+	// a handle in the pod's namespace; node is the node's namespace.
+	Release func(pod *netlink.Handle, node vns.NsHandle, link netlink.Link) error
 	// Check, when set, adds the plugin's own CHECK of the pod's interface.
 	Check func(args *skel.CmdArgs, pl *cniplugin.PodLink) error
 }
@@ -90,6 +97,19 @@ func Add(args *skel.CmdArgs, s Spec) (_ *current.Result, err error) {
 		return nil, internal(err, "find the new interface %s in the pod", tmp)
 	}
 	undo = append(undo, func() error {
+		if s.Release != nil {
+			// By index: it may carry the temporary name or CNI_IFNAME.
+			cur, err := h.Pod.LinkByIndex(link.Attrs().Index)
+			if err != nil {
+				return fmt.Errorf("give back %s: %w", args.IfName, err)
+			}
+			here, err := vns.Get()
+			if err != nil {
+				return err
+			}
+			defer here.Close()
+			return s.Release(h.Pod, here, cur)
+		}
 		if err := h.Pod.LinkDel(link); err != nil && !netlinkx.IsNotFound(err) {
 			return fmt.Errorf("remove %s in the pod: %w", args.IfName, err)
 		}
@@ -156,7 +176,13 @@ func Add(args *skel.CmdArgs, s Spec) (_ *current.Result, err error) {
 // is fine), then releases the address, once nothing uses it.
 func Del(args *skel.CmdArgs, s Spec) error {
 	var errs []error
-	if args.Netns != "" {
+	switch {
+	case args.Netns == "":
+	case s.Release != nil:
+		if err := release(args, s); err != nil {
+			errs = append(errs, err)
+		}
+	default:
 		if err := netlinkx.DelPodLink(args.Netns, args.IfName); err != nil {
 			errs = append(errs, err)
 		}
@@ -170,6 +196,34 @@ func Del(args *skel.CmdArgs, s Spec) error {
 		return cnierr.Wrap(cnierr.Internal, s.Plugin, errors.Join(errs...), "DEL")
 	}
 	return nil
+}
+
+// release is DEL's s.Release of CNI_IFNAME in the pod's namespace; a
+// namespace or interface already gone is fine.
+func release(args *skel.CmdArgs, s Spec) error {
+	podNS, gone, err := netlinkx.OpenNS(args.Netns)
+	if err != nil || gone {
+		return err
+	}
+	defer podNS.Close()
+	pod, err := netlinkx.NewHandleAt(podNS)
+	if err != nil {
+		return err
+	}
+	defer pod.Close()
+	l, err := pod.LinkByName(args.IfName)
+	if err != nil {
+		if netlinkx.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	here, err := vns.Get()
+	if err != nil {
+		return err
+	}
+	defer here.Close()
+	return s.Release(pod, here, l)
 }
 
 // Check runs CHECK: IPAM's CHECK, then the pod's interface must be of

@@ -12,6 +12,7 @@ import (
 	"github.com/podnet/podnet/plugins/bandwidth"
 	"github.com/podnet/podnet/plugins/bridge"
 	"github.com/podnet/podnet/plugins/firewall"
+	"github.com/podnet/podnet/plugins/hostdevice"
 	"github.com/podnet/podnet/plugins/loopback"
 	"github.com/podnet/podnet/plugins/macvlan"
 	"github.com/podnet/podnet/plugins/podnet"
@@ -31,6 +32,7 @@ func Plugins() []*cniplugin.Plugin {
 		ptp.Plugin,
 		macvlan.Plugin,
 		tap.Plugin,
+		hostdevice.Plugin,
 		hostlocal.Plugin,
 		static.Plugin,
 		tuning.Plugin,

@@ -383,7 +383,7 @@ func TestHugeConfigs(t *testing.T) {
 	if os.Geteuid() == 0 {
 		_, node = roottest.NewNS(t, "hhuge")
 	}
-	for _, typ := range []string{"host-local", "static", "bridge", "ptp", "macvlan", "tap", "portmap", "firewall", "bandwidth", "tuning", "sbr", "loopback"} {
+	for _, typ := range []string{"host-local", "static", "bridge", "ptp", "macvlan", "tap", "host-device", "portmap", "firewall", "bandwidth", "tuning", "sbr", "loopback"} {
 		if node == "" && typ != "host-local" && typ != "static" {
 			continue // the others may touch the kernel: only in a test namespace, as root
 		}
