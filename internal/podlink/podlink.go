@@ -43,13 +43,20 @@ type Spec struct {
 	Check func(args *skel.CmdArgs, pl *cniplugin.PodLink) error
 }
 
-// NewPlugin is the plugin typ whose verbs are this package's; parse turns
-// the CNI arguments into the attachment's Spec (its errors are returned as
-// they are).
-func NewPlugin(typ, about string, parse func(args *skel.CmdArgs) (Spec, error)) *cniplugin.Plugin {
+// NewPlugin is the plugin typ whose verbs are this package's: parse turns
+// the CNI arguments into the plugin's config (its errors are returned as
+// they are) and spec that config into the attachment's Spec.
+func NewPlugin[C any](typ, about string, parse func(args *skel.CmdArgs) (C, error), spec func(C) Spec) *cniplugin.Plugin {
+	specOf := func(args *skel.CmdArgs) (Spec, error) {
+		c, err := parse(args)
+		if err != nil {
+			return Spec{}, err
+		}
+		return spec(c), nil
+	}
 	with := func(verb func(*skel.CmdArgs, Spec) error) func(*skel.CmdArgs) error {
 		return func(args *skel.CmdArgs) error {
-			s, err := parse(args)
+			s, err := specOf(args)
 			if err != nil {
 				return err
 			}
@@ -60,7 +67,7 @@ func NewPlugin(typ, about string, parse func(args *skel.CmdArgs) (Spec, error)) 
 		Type:  typ,
 		About: about,
 		Add: func(args *skel.CmdArgs) (types.Result, error) {
-			s, err := parse(args)
+			s, err := specOf(args)
 			if err != nil {
 				return nil, err
 			}

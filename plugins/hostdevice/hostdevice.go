@@ -30,13 +30,7 @@ const name = "host-device"
 
 // Plugin is the host-device plugin.
 var Plugin = podlink.NewPlugin(name, "podnet host-device: a node interface moved into the pod",
-	func(args *skel.CmdArgs) (podlink.Spec, error) {
-		conf, err := Parse(args.StdinData)
-		if err != nil {
-			return podlink.Spec{}, err
-		}
-		return spec(conf), nil
-	})
+	func(args *skel.CmdArgs) (*Conf, error) { return Parse(args.StdinData) }, spec)
 
 func internal(err error, format string, a ...any) error {
 	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)
