@@ -42,8 +42,9 @@ type Agent struct {
 	node  *kernel.Node
 
 	local    overlay.Local
-	nodes    []datastore.NodeInfo // last good list
+	snap     datastore.Snapshot // last good read of the store
 	problems string
+	rejected string
 	rendered string
 
 	mu     sync.Mutex
@@ -267,7 +268,7 @@ func (a *Agent) establish(ctx context.Context, l overlay.Local) error {
 	if err := a.retry(ctx, "write node state", func() error { return nodestate.Write(a.cfg.StateDir, ns) }); err != nil {
 		return err
 	}
-	if st := overlay.Compute(l, nil); st.Device != nil {
+	if st := overlay.Compute(l, datastore.Snapshot{}); st.Device != nil {
 		if _, err := a.node.EnsureDevice(*st.Device); err != nil {
 			a.log.Warn("vxlan device", "err", err)
 		}
@@ -298,35 +299,33 @@ const storeTimeout = 5 * time.Second
 
 func (a *Agent) sync(ctx context.Context) {
 	lctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	nodes, err := a.store.List(lctx)
+	snap, err := a.store.List(lctx)
 	cancel()
 	if err != nil {
 		a.log.Warn("list nodes", "err", err)
+	} else {
+		a.snap = snap
 	}
-	if nodes != nil || err == nil {
-		a.nodes = nodes
-	}
-	// Our own record must be there; if someone removed it, put it back.
 	l := a.Local()
-	if !slices.ContainsFunc(a.nodes, func(n datastore.NodeInfo) bool { return n.Name == l.Name }) && err == nil {
-		info := datastore.NodeInfo{Name: l.Name, UnderlayIPs: l.UnderlayIPs, VtepMAC: l.VtepMAC, Subnets: l.Subnets, Backend: l.Backend}
-		pctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		perr := a.store.Publish(pctx, info)
-		cancel()
-		if perr != nil {
-			a.log.Warn("republish own record", "err", perr)
-		}
+	if err == nil {
+		a.repairOwnRecord(ctx, l)
 	}
-	st := overlay.Compute(l, a.nodes)
+	st := overlay.Compute(l, a.snap)
 	if p := strings.Join(st.Problems, "\n"); p != a.problems {
 		a.problems = p
 		for _, pr := range st.Problems {
 			a.log.Warn("unreachable", "problem", pr)
 		}
 	}
+	if r := strings.Join(st.Rejected, "\n"); r != a.rejected {
+		a.rejected = r
+		for _, why := range st.Rejected {
+			a.log.Warn("node record refused", "reason", why)
+		}
+	}
 	if txt := st.Render(); txt != a.rendered {
 		a.rendered = txt
-		a.log.Info("desired state changed", "nodes", len(a.nodes), "routes", len(st.Routes), "fdb", len(st.FDB))
+		a.log.Info("desired state changed", "nodes", len(a.snap.Nodes), "routes", len(st.Routes), "fdb", len(st.FDB), "rejected", len(st.Rejected))
 		a.log.Debug("desired state", "text", txt)
 	}
 	v4 := slices.ContainsFunc(l.ClusterCIDRs, func(p netip.Prefix) bool { return p.Addr().Is4() })
@@ -339,6 +338,31 @@ func (a *Agent) sync(ctx context.Context) {
 	a.state, a.lastOK = st, aerr == nil
 	a.syncs++
 	a.mu.Unlock()
+}
+
+// repairOwnRecord publishes this node's record again when the store has
+// none for it, an unreadable one, or one that says something else than the
+// agent published (someone removed or rewrote it): the other nodes route to
+// this node by it. A bad record of another node never stops this.
+func (a *Agent) repairOwnRecord(ctx context.Context, l overlay.Local) {
+	want := datastore.NodeInfo{Name: l.Name, UnderlayIPs: l.UnderlayIPs, VtepMAC: l.VtepMAC, Subnets: l.Subnets, Backend: l.Backend}
+	if got, ok := a.snap.Node(l.Name); ok && recordHolds(got, want) {
+		return
+	}
+	a.log.Warn("own node record missing or altered in the datastore: publishing it again")
+	pctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if err := a.store.Publish(pctx, want); err != nil {
+		a.log.Warn("republish own record", "err", err)
+	}
+}
+
+// recordHolds says whether the stored record got carries what want says:
+// the same underlay addresses and VTEP MAC, and every one of want's
+// subnets (a store may add the node's other pod CIDRs).
+func recordHolds(got, want datastore.NodeInfo) bool {
+	return slices.Equal(got.UnderlayIPs, want.UnderlayIPs) && strings.EqualFold(got.VtepMAC, want.VtepMAC) &&
+		!slices.ContainsFunc(want.Subnets, func(p netip.Prefix) bool { return !slices.Contains(got.Subnets, p) })
 }
 
 // String describes the agent for logs.

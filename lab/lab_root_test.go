@@ -479,10 +479,11 @@ func TestLabEtcdOutage(t *testing.T) {
 	defer st.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	infos, err := st.List(ctx)
+	snap, err := st.List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	infos := snap.Nodes
 	if len(infos) != 3 {
 		t.Fatalf("after the outage etcd has %d node records, want 3: %+v", len(infos), infos)
 	}

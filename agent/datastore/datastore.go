@@ -54,6 +54,60 @@ type NodeInfo struct {
 	Backend     string         `json:"backend"`
 }
 
+// MaxRecordBytes bounds one encoded node record: a legitimate record is a
+// few hundred bytes; a larger one is refused unread (Snapshot.Bad), so no
+// record can make every node's kernel update fail by its size alone.
+const MaxRecordBytes = 16 << 10
+
+// BadRecord is a record the store holds but could not read, and why.
+type BadRecord struct {
+	Key    string
+	Reason string
+}
+
+func (b BadRecord) String() string { return b.Key + ": " + b.Reason }
+
+// Snapshot is the cluster as one read of the store saw it.
+type Snapshot struct {
+	// Nodes are the records that decoded, sorted by name. They are claims:
+	// the agent authorises each field (agent/overlay.Authorise) before it
+	// programs anything from them.
+	Nodes []NodeInfo
+	// Owners maps every leased subnet to the node holding its lease: the
+	// authority on which subnets a record may claim. etcd: the
+	// <prefix>/subnets/ keys; Kubernetes: each Node's spec.podCIDRs.
+	Owners map[netip.Prefix]string
+	// Bad are records that could not be decoded (too large, not JSON, a
+	// name other than their key's). They are skipped, never fatal: the
+	// rest of the snapshot is used as it is.
+	Bad []BadRecord
+}
+
+// SnapshotOf is the snapshot of records whose own subnets are authoritative
+// (the first record by name to claim a subnet owns it): the Kubernetes
+// store, whose subnets are spec.podCIDRs, and tests.
+func SnapshotOf(nodes []NodeInfo) Snapshot {
+	s := Snapshot{Nodes: nodes, Owners: map[netip.Prefix]string{}}
+	for _, n := range nodes {
+		for _, p := range n.Subnets {
+			if _, taken := s.Owners[p]; !taken {
+				s.Owners[p] = n.Name
+			}
+		}
+	}
+	return s
+}
+
+// Node returns the record of node name, if the snapshot has one.
+func (s Snapshot) Node(name string) (NodeInfo, bool) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NodeInfo{}, false
+}
+
 // EventType says what happened to a node record.
 type EventType int
 
@@ -93,8 +147,10 @@ type Store interface {
 	Lease(ctx context.Context, req LeaseRequest) (*Lease, error)
 	// Publish records info under the current lease.
 	Publish(ctx context.Context, info NodeInfo) error
-	// List returns every published node, sorted by name.
-	List(ctx context.Context) ([]NodeInfo, error)
+	// List reads every published node and the subnet owners at one
+	// moment. Records it cannot decode are in Snapshot.Bad; the error is
+	// only for a store that could not be read at all.
+	List(ctx context.Context) (Snapshot, error)
 	// Watch delivers node changes until ctx is done, then closes the
 	// channel.
 	Watch(ctx context.Context) (<-chan Event, error)

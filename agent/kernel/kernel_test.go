@@ -60,7 +60,7 @@ func state(u kernel.Underlay, nodes []datastore.NodeInfo, backend string) overla
 		Name: "a", Backend: backend, UnderlayDev: u.Dev, UnderlayIPs: u.IPs, UnderlayNets: u.Nets,
 		Subnets: pfx("10.244.1.0/24"), VtepMAC: overlay.VtepMAC("a", 1).String(), VNI: 1, Port: 8472,
 		MTU: u.MTU - 50, ClusterCIDRs: pfx("10.244.0.0/16"),
-	}, nodes)
+	}, datastore.SnapshotOf(nodes))
 }
 
 var remotes = []datastore.NodeInfo{

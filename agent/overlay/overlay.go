@@ -134,6 +134,9 @@ type State struct {
 	// Problems are remote nodes (or families) that cannot be reached and
 	// why; the agent logs them, the rest is still applied.
 	Problems []string
+	// Rejected are the records, or parts of records, that Authorise
+	// refused and why; the agent logs them, the rest is still applied.
+	Rejected []string
 }
 
 // OverheadFor is the VXLAN encapsulation overhead for an underlay family.
@@ -155,9 +158,18 @@ func firstOfFamily(ips []netip.Addr, like netip.Addr) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// Compute returns the desired state for local given every published node
-// (local's own record, if present, is skipped).
-func Compute(l Local, nodes []datastore.NodeInfo) State {
+// Compute returns the desired state for local given the store's snapshot:
+// only what Authorise lets through is programmed (local's own record is
+// skipped).
+func Compute(l Local, snap datastore.Snapshot) State {
+	nodes, rejected := Authorise(l, snap)
+	st := compute(l, nodes)
+	st.Rejected = rejected
+	return st
+}
+
+// compute builds the state from authorised records.
+func compute(l Local, nodes []datastore.NodeInfo) State {
 	var st State
 	dev := DeviceName(l.VNI)
 	var vtepIP netip.Addr
@@ -185,15 +197,6 @@ func Compute(l Local, nodes []datastore.NodeInfo) State {
 		}
 		fdbDone := false
 		for _, s := range n.Subnets {
-			s = s.Masked()
-			if overlaps(s, l.Subnets) {
-				st.Problems = append(st.Problems, fmt.Sprintf("node %s: subnet %s overlaps ours %v: skipped", n.Name, s, l.Subnets))
-				continue
-			}
-			if !inAny(s, l.ClusterCIDRs) {
-				st.Problems = append(st.Problems, fmt.Sprintf("node %s: subnet %s is outside the cluster CIDRs %v: skipped", n.Name, s, l.ClusterCIDRs))
-				continue
-			}
 			gwU, haveGW := firstOfFamily(n.UnderlayIPs, s.Addr())
 			mode := l.Backend
 			if mode == Auto {
@@ -215,10 +218,6 @@ func Compute(l Local, nodes []datastore.NodeInfo) State {
 			default:
 				if n.VtepMAC == "" {
 					st.Problems = append(st.Problems, fmt.Sprintf("node %s: no VTEP MAC published (backend %q): cannot reach %s over vxlan", n.Name, n.Backend, s))
-					continue
-				}
-				if _, err := net.ParseMAC(n.VtepMAC); err != nil {
-					st.Problems = append(st.Problems, fmt.Sprintf("node %s: bad VTEP MAC %q: skipped", n.Name, n.VtepMAC))
 					continue
 				}
 				u, ok := firstOfFamily(n.UnderlayIPs, vtepIP)
@@ -344,6 +343,9 @@ func (st State) Render() string {
 	b.WriteString(st.NAT.Render())
 	for _, p := range st.Problems {
 		fmt.Fprintf(&b, "# problem: %s\n", p)
+	}
+	for _, r := range st.Rejected {
+		fmt.Fprintf(&b, "# rejected: %s\n", r)
 	}
 	return b.String()
 }

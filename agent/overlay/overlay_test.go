@@ -84,13 +84,13 @@ func TestGolden(t *testing.T) {
 		{"alone", local("vxlan"), nodes[:1]},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			golden(t, c.name, overlay.Compute(c.l, c.nodes).Render())
+			golden(t, c.name, overlay.Compute(c.l, datastore.SnapshotOf(c.nodes)).Render())
 		})
 	}
 }
 
 func TestOneEntryPerRemote(t *testing.T) {
-	st := overlay.Compute(local("vxlan"), nodes)
+	st := overlay.Compute(local("vxlan"), datastore.SnapshotOf(nodes))
 	// b: 2 subnets (v4+v6) -> 2 routes, 2 neighbours, 1 FDB; c: 1 of each.
 	if len(st.Routes) != 3 || len(st.Neighbors) != 3 || len(st.FDB) != 2 {
 		t.Fatalf("routes %d neigh %d fdb %d:\n%s", len(st.Routes), len(st.Neighbors), len(st.FDB), st.Render())

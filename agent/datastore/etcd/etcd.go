@@ -305,25 +305,52 @@ func (s *Store) Publish(ctx context.Context, info datastore.NodeInfo) error {
 	return nil
 }
 
-// List implements datastore.Store.
-func (s *Store) List(ctx context.Context) ([]datastore.NodeInfo, error) {
-	resp, err := s.cli.Get(ctx, s.nodesPrefix(), clientv3.WithPrefix())
+// List implements datastore.Store: the node records and the subnet lease
+// keys are read in one transaction, so they are from the same revision.
+func (s *Store) List(ctx context.Context) (datastore.Snapshot, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.nodesPrefix(), clientv3.WithPrefix()),
+		clientv3.OpGet(s.subnetsPrefix(), clientv3.WithPrefix()),
+	).Commit()
 	if err != nil {
-		return nil, fmt.Errorf("etcd: list nodes: %w", err)
+		return datastore.Snapshot{}, fmt.Errorf("etcd: list nodes: %w", err)
 	}
-	var out []datastore.NodeInfo
-	var errs []error
-	for _, kv := range resp.Kvs {
-		var ni datastore.NodeInfo
-		if err := json.Unmarshal(kv.Value, &ni); err != nil {
-			errs = append(errs, fmt.Errorf("etcd: key %s: %w", kv.Key, err))
+	snap := datastore.Snapshot{Owners: map[netip.Prefix]string{}}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		ni, bad := s.decodeNode(kv.Key, kv.Value)
+		if bad != "" {
+			snap.Bad = append(snap.Bad, datastore.BadRecord{Key: string(kv.Key), Reason: bad})
 			continue
 		}
-		out = append(out, ni)
+		snap.Nodes = append(snap.Nodes, ni)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	// A bad record is reported but does not hide the good ones.
-	return out, errors.Join(errs...)
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		p, ok := parseSubnetKey(strings.TrimPrefix(string(kv.Key), s.subnetsPrefix()))
+		if !ok || p != p.Masked() {
+			snap.Bad = append(snap.Bad, datastore.BadRecord{Key: string(kv.Key), Reason: "not a subnet key (<addr>-<len>, the network address)"})
+			continue
+		}
+		snap.Owners[p] = string(kv.Value)
+	}
+	sort.Slice(snap.Nodes, func(i, j int) bool { return snap.Nodes[i].Name < snap.Nodes[j].Name })
+	return snap, nil
+}
+
+// decodeNode reads one node record, or says why it cannot be used: too
+// large, not a record, or naming another node than its key does (a record
+// can only speak for the node its key names).
+func (s *Store) decodeNode(key, val []byte) (datastore.NodeInfo, string) {
+	var ni datastore.NodeInfo
+	if len(val) > datastore.MaxRecordBytes {
+		return ni, fmt.Sprintf("record is %d bytes, over the %d-byte limit", len(val), datastore.MaxRecordBytes)
+	}
+	if err := json.Unmarshal(val, &ni); err != nil {
+		return ni, fmt.Sprintf("not a node record: %v", err)
+	}
+	if name := strings.TrimPrefix(string(key), s.nodesPrefix()); ni.Name != name {
+		return ni, fmt.Sprintf("record names node %q, its key node %q", ni.Name, name)
+	}
+	return ni, ""
 }
 
 // Watch implements datastore.Store. A compacted or broken watch is restarted
@@ -359,11 +386,11 @@ func (s *Store) Watch(ctx context.Context) (<-chan datastore.Event, error) {
 					name := strings.TrimPrefix(string(e.Kv.Key), s.nodesPrefix())
 					ev := datastore.Event{Type: datastore.Delete, Name: name}
 					if e.Type == clientv3.EventTypePut {
-						var ni datastore.NodeInfo
-						if json.Unmarshal(e.Kv.Value, &ni) != nil {
-							continue
+						// A record that cannot be used is, to the
+						// watcher, gone (List reports why).
+						if ni, bad := s.decodeNode(e.Kv.Key, e.Kv.Value); bad == "" {
+							ev = datastore.Event{Type: datastore.Put, Name: name, Node: &ni}
 						}
-						ev = datastore.Event{Type: datastore.Put, Name: name, Node: &ni}
 					}
 					if !send(ev) {
 						return

@@ -96,9 +96,13 @@ func TestTwoNodesDistinctSubnetsAndRestart(t *testing.T) {
 	if err := b.Publish(ctx, datastore.NodeInfo{Name: "a"}); err == nil {
 		t.Fatal("b published for a")
 	}
-	nodes, err := b.List(ctx)
-	if err != nil || len(nodes) != 1 || fmt.Sprint(nodes[0]) != fmt.Sprint(ni) {
-		t.Fatalf("list: %v %v", nodes, err)
+	snap, err := b.List(ctx)
+	if err != nil || len(snap.Nodes) != 1 || fmt.Sprint(snap.Nodes[0]) != fmt.Sprint(ni) || len(snap.Bad) != 0 {
+		t.Fatalf("list: %+v %v", snap, err)
+	}
+	// The owners are the lease keys: a and b hold a v4 and a v6 subnet, c a v4 one.
+	if len(snap.Owners) != 5 || snap.Owners[la2.Subnets[0]] != "a" || snap.Owners[want] != "c" {
+		t.Fatalf("owners: %v", snap.Owners)
 	}
 }
 
@@ -177,14 +181,14 @@ func TestKeysVanishAfterLeaseExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	obs := newStore(t, eps, 0)
-	if n, _ := obs.List(ctx); len(n) != 1 {
+	if n, _ := obs.List(ctx); len(n.Nodes) != 1 {
 		t.Fatalf("want 1 node, got %v", n)
 	}
 	s.Close() // the agent dies: no more keepalives, nothing revoked
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		n, _ := obs.List(ctx)
-		if len(n) == 0 {
+		if len(n.Nodes) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -255,5 +259,55 @@ func TestNthSubnet(t *testing.T) {
 		if got := etcd.NthSubnet(netip.MustParsePrefix(c.cidr), c.bits, c.i).String(); got != c.want {
 			t.Errorf("NthSubnet(%s,%d,%d)=%s want %s", c.cidr, c.bits, c.i, got, c.want)
 		}
+	}
+}
+
+// TestBadRecordsReported: records that cannot be used (not JSON, over the
+// size bound, naming another node than their key, a malformed subnet key)
+// are reported in Snapshot.Bad and hide none of the good records; List
+// does not fail for them (issue 17: one bad record stopped every agent's
+// self-repair).
+func TestBadRecordsReported(t *testing.T) {
+	eps := startEtcd(t)
+	ctx := ctxT(t)
+	s := newStore(t, eps, 0)
+	l, err := s.Lease(ctx, datastore.LeaseRequest{Node: "good", Pools: []datastore.Pool{pool4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := datastore.NodeInfo{Name: "good", UnderlayIPs: []netip.Addr{netip.MustParseAddr("100.64.0.1")}, Subnets: l.Subnets}
+	if err := s.Publish(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	big := `{"name":"big","underlayIPs":["` + strings.Repeat("1", datastore.MaxRecordBytes) + `"]}`
+	for k, v := range map[string]string{
+		"nodes/badjson":  `{"name":`,
+		"nodes/big":      big,
+		"nodes/impostor": `{"name":"good","underlayIPs":["100.64.0.9"],"subnets":["10.244.9.0/24"]}`,
+		"subnets/junk":   "x",
+	} {
+		if _, err := cli.Put(ctx, etcd.DefaultPrefix+"/"+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := s.List(ctx)
+	if err != nil {
+		t.Fatalf("List failed for bad records: %v", err)
+	}
+	if len(snap.Nodes) != 1 || snap.Nodes[0].Name != "good" || snap.Owners[l.Subnets[0]] != "good" {
+		t.Fatalf("good record hidden: %+v", snap)
+	}
+	var keys []string
+	for _, b := range snap.Bad {
+		keys = append(keys, strings.TrimPrefix(b.Key, etcd.DefaultPrefix+"/"))
+		t.Log(b)
+	}
+	if strings.Join(keys, " ") != "nodes/badjson nodes/big nodes/impostor subnets/junk" {
+		t.Fatalf("bad records %v", keys)
 	}
 }

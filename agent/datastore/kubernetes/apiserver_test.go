@@ -183,10 +183,11 @@ func TestKubernetesStore(t *testing.T) {
 
 	// Both List the two published nodes, sorted.
 	roottest.Eventually(t, 20*time.Second, "both nodes listed", func() error {
-		l, err := b.List(ctx)
+		snap, err := b.List(ctx)
 		if err != nil {
 			return err
 		}
+		l := snap.Nodes
 		if len(l) != 2 || l[0].Name != "a" || l[1].Name != "b" || l[0].VtepMAC != infoA.VtepMAC {
 			return fmt.Errorf("list %+v", l)
 		}
@@ -244,13 +245,13 @@ func TestKubernetesStore(t *testing.T) {
 	n, _ := admin.CoreV1().Nodes().Get(ctx, "b", metav1.GetOptions{})
 	rv := n.ResourceVersion
 	roottest.Eventually(t, 20*time.Second, "b's cache has its change", func() error {
-		l, _ := b.List(ctx)
-		for _, x := range l {
+		snap, _ := b.List(ctx)
+		for _, x := range snap.Nodes {
 			if x.Name == "b" && x.Backend == "host-gw" {
 				return nil
 			}
 		}
-		return fmt.Errorf("list %+v", l)
+		return fmt.Errorf("list %+v", snap.Nodes)
 	})
 	if err := b.Publish(ctx, infoB2); err != nil {
 		t.Fatal(err)
@@ -278,7 +279,8 @@ func TestKubernetesStore(t *testing.T) {
 	default:
 	}
 	roottest.Eventually(t, 20*time.Second, "b gone from List", func() error {
-		l, err := a.List(ctx)
+		snap, err := a.List(ctx)
+		l := snap.Nodes
 		if err != nil || len(l) != 1 || l[0].Name != "a" {
 			return fmt.Errorf("list %+v %v", l, err)
 		}

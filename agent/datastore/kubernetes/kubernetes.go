@@ -349,14 +349,15 @@ func (s *Store) setNetworkAvailable(ctx context.Context, node string) error {
 }
 
 // List implements datastore.Store from the informer's cache. Nodes that
-// have not published are skipped; malformed annotations are reported
-// (joined) without hiding the good records.
-func (s *Store) List(ctx context.Context) ([]datastore.NodeInfo, error) {
+// have not published are skipped; malformed annotations make a bad record
+// without hiding the good ones. The subnet owners are the records' own
+// subnets: spec.podCIDRs, which only the control plane sets.
+func (s *Store) List(ctx context.Context) (datastore.Snapshot, error) {
 	if err := s.synced(ctx); err != nil {
-		return nil, err
+		return datastore.Snapshot{}, err
 	}
 	var out []datastore.NodeInfo
-	var errs []error
+	var bad []datastore.BadRecord
 	for _, obj := range s.informer.GetStore().List() {
 		n, ok := obj.(*corev1.Node)
 		if !ok {
@@ -367,13 +368,16 @@ func (s *Store) List(ctx context.Context) ([]datastore.NodeInfo, error) {
 			continue
 		}
 		if err != nil {
-			errs = append(errs, err)
+			bad = append(bad, datastore.BadRecord{Key: "node/" + n.Name, Reason: err.Error()})
 			continue
 		}
 		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, errors.Join(errs...)
+	sort.Slice(bad, func(i, j int) bool { return bad[i].Key < bad[j].Key })
+	snap := datastore.SnapshotOf(out)
+	snap.Bad = bad
+	return snap, nil
 }
 
 // Watch implements datastore.Store: one informer event handler per call,
