@@ -37,6 +37,7 @@ TARGETS="
 ./plugins/tuning FuzzStateDir
 ./plugins/sbr FuzzParseConfig
 ./plugins/loopback FuzzParse
+./agent/overlay FuzzCompute
 "
 
 fail=0
