@@ -41,9 +41,21 @@ type Plugin struct {
 }
 
 // Main runs the plugin for the current process (environment + stdin) and
-// returns the CNI error to print, or nil.
+// returns the CNI error to print, or nil. The spec library decodes stdin
+// before any callback runs; its error for a config nested too deep (Go's
+// "invalid character '[' exceeded max depth") is reworded here as
+// Decode's is.
 func (p *Plugin) Main() *types.Error {
-	return skel.PluginMainFuncsWithError(p.Funcs(), Versions, p.About)
+	return p.reword(skel.PluginMainFuncsWithError(p.Funcs(), Versions, p.About))
+}
+
+// reword replaces the spec library's decoding error for input nested
+// deeper than encoding/json allows by cnierr.TooDeep.
+func (p *Plugin) reword(e *types.Error) *types.Error {
+	if e != nil && e.Code == cnierr.DecodingFailure && cnierr.IsTooDeep(e.Msg) {
+		return cnierr.TooDeep(p.Type, e.Msg)
+	}
+	return e
 }
 
 // Funcs returns the skel callbacks: ADD prints its result in the config's
