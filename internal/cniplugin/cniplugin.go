@@ -46,6 +46,7 @@ type Plugin struct {
 // "invalid character '[' exceeded max depth") is reworded here as
 // Decode's is.
 func (p *Plugin) Main() *types.Error {
+	unsetOwnNetnsForDel()
 	return p.reword(skel.PluginMainFuncsWithError(p.Funcs(), Versions, p.About))
 }
 
@@ -59,7 +60,8 @@ func (p *Plugin) reword(e *types.Error) *types.Error {
 }
 
 // Funcs returns the skel callbacks: ADD prints its result in the config's
-// cniVersion.
+// cniVersion. ADD, CHECK and DEL go through CmdAdd, CmdCheck and CmdDel
+// (the CNI_NETNS check, see netns.go).
 func (p *Plugin) Funcs() skel.CNIFuncs {
 	orNop := func(f func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
 		if f == nil {
@@ -69,7 +71,7 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	}
 	return skel.CNIFuncs{
 		Add: func(args *skel.CmdArgs) error {
-			res, err := p.Add(args)
+			res, err := p.CmdAdd(args)
 			if err != nil {
 				return err
 			}
@@ -79,8 +81,8 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 			}
 			return types.PrintResult(res, ver)
 		},
-		Check:  orNop(p.Check),
-		Del:    orNop(p.Del),
+		Check:  p.CmdCheck,
+		Del:    p.CmdDel,
 		GC:     orNop(p.GC),
 		Status: orNop(p.Status),
 	}
