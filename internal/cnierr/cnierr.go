@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -81,6 +82,9 @@ func Decode(plugin string, err error) *types.Error {
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
+		if IsTooDeep(err.Error()) {
+			return TooDeep(plugin, err.Error())
+		}
 		return types.NewError(DecodingFailure, fmt.Sprintf("%s: config is not valid JSON at byte %d: %v", plugin, se.Offset, err), "")
 	}
 	var te2 *types.Error
@@ -88,6 +92,23 @@ func Decode(plugin string, err error) *types.Error {
 		return te2
 	}
 	return types.NewError(DecodingFailure, fmt.Sprintf("%s: cannot decode config: %v", plugin, err), "")
+}
+
+// MaxJSONDepth is encoding/json's nesting limit (its maxNestingDepth): a
+// config nested deeper cannot be decoded at all.
+const MaxJSONDepth = 10000
+
+// IsTooDeep reports whether msg is (or wraps) encoding/json's error for
+// input nested deeper than MaxJSONDepth: "invalid character '[' exceeded
+// max depth".
+func IsTooDeep(msg string) bool { return strings.Contains(msg, "exceeded max depth") }
+
+// TooDeep is the code-6 error for a config nested deeper than
+// MaxJSONDepth, in words an operator can act on; the decoder's own
+// message goes into the details.
+func TooDeep(plugin, decoderMsg string) *types.Error {
+	return types.NewError(DecodingFailure, fmt.Sprintf("%s: config: JSON nested more than %d levels deep, which no CNI config needs: "+
+		"the file or whatever generated it is broken; remove the nesting", plugin, MaxJSONDepth), decoderMsg)
 }
 
 func kindName(k string) string {

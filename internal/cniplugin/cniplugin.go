@@ -41,13 +41,27 @@ type Plugin struct {
 }
 
 // Main runs the plugin for the current process (environment + stdin) and
-// returns the CNI error to print, or nil.
+// returns the CNI error to print, or nil. The spec library decodes stdin
+// before any callback runs; its error for a config nested too deep (Go's
+// "invalid character '[' exceeded max depth") is reworded here as
+// Decode's is.
 func (p *Plugin) Main() *types.Error {
-	return skel.PluginMainFuncsWithError(p.Funcs(), Versions, p.About)
+	unsetOwnNetnsForDel()
+	return p.reword(skel.PluginMainFuncsWithError(p.Funcs(), Versions, p.About))
+}
+
+// reword replaces the spec library's decoding error for input nested
+// deeper than encoding/json allows by cnierr.TooDeep.
+func (p *Plugin) reword(e *types.Error) *types.Error {
+	if e != nil && e.Code == cnierr.DecodingFailure && cnierr.IsTooDeep(e.Msg) {
+		return cnierr.TooDeep(p.Type, e.Msg)
+	}
+	return e
 }
 
 // Funcs returns the skel callbacks: ADD prints its result in the config's
-// cniVersion.
+// cniVersion. ADD, CHECK and DEL go through CmdAdd, CmdCheck and CmdDel
+// (the CNI_NETNS check, see netns.go).
 func (p *Plugin) Funcs() skel.CNIFuncs {
 	orNop := func(f func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
 		if f == nil {
@@ -57,7 +71,7 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	}
 	return skel.CNIFuncs{
 		Add: func(args *skel.CmdArgs) error {
-			res, err := p.Add(args)
+			res, err := p.CmdAdd(args)
 			if err != nil {
 				return err
 			}
@@ -67,8 +81,8 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 			}
 			return types.PrintResult(res, ver)
 		},
-		Check:  orNop(p.Check),
-		Del:    orNop(p.Del),
+		Check:  p.CmdCheck,
+		Del:    p.CmdDel,
 		GC:     orNop(p.GC),
 		Status: orNop(p.Status),
 	}

@@ -45,7 +45,12 @@ var ErrPodIfExists = errors.New("interface already exists in the pod namespace")
 // in PodNS, both MACs and MTUs set), then attaches the host end to
 // MasterIndex. It returns the host link (index filled in) and the pod link
 // read back through pod. On error nothing is left behind.
-func CreateVethPair(host, pod *netlink.Handle, v Veth) (hostLink *netlink.Veth, podLink netlink.Link, err error) {
+//
+// The removal of a half-made pair is keyed on a local variable, not on a
+// named result: a "return nil, nil, err" would nil a named result before a
+// deferred cleanup reads it (that panicked when a concurrent DEL of the same
+// attachment deleted the pod end between creation and read-back).
+func CreateVethPair(host, pod *netlink.Handle, v Veth) (*netlink.Veth, netlink.Link, error) {
 	if v.PodMAC == nil {
 		v.PodMAC = RandomMAC()
 	}
@@ -53,6 +58,7 @@ func CreateVethPair(host, pod *netlink.Handle, v Veth) (hostLink *netlink.Veth, 
 		v.HostMAC = RandomMAC()
 	}
 	random := v.HostName == ""
+	var hostLink *netlink.Veth
 	for try := 0; ; try++ {
 		name := v.HostName
 		if random {
@@ -69,7 +75,7 @@ func CreateVethPair(host, pod *netlink.Handle, v Veth) (hostLink *netlink.Veth, 
 		veth.PeerName = v.PodName
 		veth.PeerHardwareAddr = v.PodMAC
 		veth.PeerNamespace = netlink.NsFd(int(v.PodNS))
-		err = host.LinkAdd(veth)
+		err := host.LinkAdd(veth)
 		if err == nil {
 			hostLink = veth
 			break
@@ -85,37 +91,49 @@ func CreateVethPair(host, pod *netlink.Handle, v Veth) (hostLink *netlink.Veth, 
 			return nil, nil, fmt.Errorf("create veth %s/%s: host name taken: %w", name, v.PodName, err)
 		}
 	}
-	defer func() {
-		if err != nil {
-			_ = host.LinkDel(hostLink)
+	podLink, err := finishVethPair(host, pod, hostLink, v)
+	if err != nil {
+		// Index 0: the read-back by name failed, so the pair is gone
+		// already (a concurrent DEL removed the pod end, and with it ours).
+		if hostLink.Index != 0 {
+			if derr := host.LinkDel(hostLink); derr != nil && !IsNotFound(derr) {
+				err = errors.Join(err, fmt.Errorf("remove %q: %w", hostLink.Name, derr))
+			}
 		}
-	}()
+		return nil, nil, err
+	}
+	return hostLink, podLink, nil
+}
+
+// finishVethPair is CreateVethPair after the pair exists: index read-back,
+// DAD off, master, pod end read-back. It removes nothing; its caller does.
+func finishVethPair(host, pod *netlink.Handle, hostLink *netlink.Veth, v Veth) (netlink.Link, error) {
 	if hostLink.Index == 0 {
 		l, err := host.LinkByName(hostLink.Name)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read back %q: %w", hostLink.Name, err)
+			return nil, fmt.Errorf("read back %q: %w", hostLink.Name, err)
 		}
 		hostLink.Index = l.Attrs().Index
 	}
 	if v.HostNoDAD {
 		if err := noDAD(hostLink.Name); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if err := host.LinkSetUp(hostLink); err != nil {
-			return nil, nil, fmt.Errorf("set %q up: %w", hostLink.Name, err)
+			return nil, fmt.Errorf("set %q up: %w", hostLink.Name, err)
 		}
 	}
 	if v.MasterIndex != 0 {
 		if err := host.LinkSetMasterByIndex(hostLink, v.MasterIndex); err != nil {
-			return nil, nil, fmt.Errorf("attach %q to bridge: %w", hostLink.Name, err)
+			return nil, fmt.Errorf("attach %q to bridge: %w", hostLink.Name, err)
 		}
 		hostLink.MasterIndex = v.MasterIndex
 	}
-	podLink, err = pod.LinkByName(v.PodName)
+	podLink, err := pod.LinkByName(v.PodName)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read back %q in pod: %w", v.PodName, err)
+		return nil, fmt.Errorf("read back %q in pod: %w", v.PodName, err)
 	}
-	return hostLink, podLink, nil
+	return podLink, nil
 }
 
 // Bridge describes the bridge EnsureBridge makes or adopts.

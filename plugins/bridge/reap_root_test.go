@@ -253,3 +253,15 @@ func TestRootDelAfterNetnsGone(t *testing.T) {
 		t.Errorf("veths left: %v", v)
 	}
 }
+
+// ADDs racing DELs of one container ID (a runtime retrying while it tears
+// the sandbox down): a DEL that finds the pod's veth before the ADD made it
+// a bridge port deletes it, and the ADD then fails. It must fail cleanly:
+// it used to panic in netlinkx.CreateVethPair (a "return nil, nil, err"
+// nilled the named result its deferred cleanup removed), killing the
+// plugin before its rollback. DEL and GC afterwards leave nothing.
+func TestRootAddDelRaceSameContainer(t *testing.T) {
+	e := nxtest.New(t, Plugin)
+	c := conf(e, "1.1.0", "netrace", "10.67.0.0/24", "", `"isGateway":true`)
+	e.RaceAddDel(c, "netrace", 5, 20)
+}

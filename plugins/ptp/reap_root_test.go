@@ -167,3 +167,11 @@ func TestRootGCSweepsMarked(t *testing.T) {
 		t.Error("unmarked keep0 deleted by GC")
 	}
 }
+
+// ADDs racing DELs of one container ID: no panic (ptp shares
+// netlinkx.CreateVethPair with bridge), and DEL plus GC leave nothing.
+func TestRootAddDelRaceSameContainer(t *testing.T) {
+	e := nxtest.New(t, Plugin)
+	c := conf(e, "1.1.0", "ptprace", "10.68.0.0/24", "", "")
+	e.RaceAddDel(c, "ptprace", 5, 20)
+}

@@ -59,12 +59,13 @@ func (e *Env) Args(conf []byte, containerID, podPath, ifName string) *skel.CmdAr
 	return &skel.CmdArgs{ContainerID: containerID, Netns: podPath, IfName: ifName, StdinData: conf, Path: "/nonexistent"}
 }
 
-// Add runs ADD inside the node namespace.
+// Add runs ADD inside the node namespace, as a runtime would (through
+// Plugin.CmdAdd; Del and Check likewise).
 func (e *Env) Add(a *skel.CmdArgs) (*current.Result, error) {
 	var res types.Result
 	err := netns.Do(e.Node, func() error {
 		var err error
-		res, err = e.Plugin.Add(a)
+		res, err = e.Plugin.CmdAdd(a)
 		return err
 	})
 	if err != nil {
@@ -128,8 +129,8 @@ func (e *Env) BenchAddDel(b *testing.B, conf []byte) {
 	}
 }
 
-func (e *Env) Del(a *skel.CmdArgs) error    { return e.run(e.Plugin.Del, a) }
-func (e *Env) Check(a *skel.CmdArgs) error  { return e.run(e.Plugin.Check, a) }
+func (e *Env) Del(a *skel.CmdArgs) error    { return e.run(e.Plugin.CmdDel, a) }
+func (e *Env) Check(a *skel.CmdArgs) error  { return e.run(e.Plugin.CmdCheck, a) }
 func (e *Env) GC(a *skel.CmdArgs) error     { return e.run(e.Plugin.GC, a) }
 func (e *Env) Status(a *skel.CmdArgs) error { return e.run(e.Plugin.Status, a) }
 
