@@ -16,17 +16,17 @@ var delCases = []struct {
 	name, fields, env, field string
 	code                     uint
 }{
-	{"mtu too big", `"mtu":70000,` + delIPAM, "", `"mtu"`, 7},
-	{"mtu too small", `"mtu":50,` + delIPAM, "", `"mtu"`, 7},
-	{"bridge name too long", `"bridge":"abcdefghijklmnop",` + delIPAM, "", `"bridge"`, 7},
-	{"hairpin and promisc", `"hairpinMode":true,"promiscMode":true,` + delIPAM, "", `"hairpinMode"`, 7},
-	{"disableContainerInterface with ipam", `"disableContainerInterface":true,` + delIPAM, "", `"disableContainerInterface"`, 7},
-	{"vlan", `"vlan":5,` + delIPAM, "", `"vlan"`, 2},
-	{"vlan out of range", `"vlan":5000,` + delIPAM, "", `"vlan"`, 7},
-	{"vlanTrunk", `"vlanTrunk":[{"id":5}],` + delIPAM, "", `"vlanTrunk"`, 2},
-	{"bogus ipMasqBackend", `"ipMasq":true,"ipMasqBackend":"ipfw",` + delIPAM, "", `"ipMasqBackend"`, 7},
-	{"bad CNI_ARGS MAC", delIPAM, "IgnoreUnknown=1;MAC=zz:zz", "CNI_ARGS", 4},
-	{"multicast runtimeConfig.mac", `"runtimeConfig":{"mac":"01:00:5e:00:00:01"},` + delIPAM, "", `"runtimeConfig.mac"`, 7},
+	{"mtu too big", `"mtu":70000`, "", `"mtu"`, 7},
+	{"mtu too small", `"mtu":50`, "", `"mtu"`, 7},
+	{"bridge name too long", `"bridge":"abcdefghijklmnop"`, "", `"bridge"`, 7},
+	{"hairpin and promisc", `"hairpinMode":true,"promiscMode":true`, "", `"hairpinMode"`, 7},
+	{"disableContainerInterface with ipam", `"disableContainerInterface":true`, "", `"disableContainerInterface"`, 7},
+	{"vlan", `"vlan":5`, "", `"vlan"`, 2},
+	{"vlan out of range", `"vlan":5000`, "", `"vlan"`, 7},
+	{"vlanTrunk", `"vlanTrunk":[{"id":5}]`, "", `"vlanTrunk"`, 2},
+	{"bogus ipMasqBackend", `"ipMasqBackend":"ipfw"`, "", `"ipMasqBackend"`, 7},
+	{"bad CNI_ARGS MAC", `"ipMasq":true`, "IgnoreUnknown=1;MAC=zz:zz", "CNI_ARGS", 4},
+	{"multicast runtimeConfig.mac", `"runtimeConfig":{"mac":"01:00:5e:00:00:01"}`, "", `"runtimeConfig.mac"`, 7},
 }
 
 func delConf(fields string) []byte {
@@ -39,7 +39,7 @@ func delConf(fields string) []byte {
 func TestDelDecodes(t *testing.T) {
 	for _, tc := range delCases {
 		t.Run(tc.name, func(t *testing.T) {
-			stdin := delConf(tc.fields)
+			stdin := delConf(tc.fields + "," + delIPAM)
 			_, err := Parse(stdin, tc.env)
 			var te *types.Error
 			if !errors.As(err, &te) || te.Code != tc.code || !strings.Contains(te.Msg, tc.field) {
