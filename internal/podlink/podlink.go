@@ -43,20 +43,25 @@ type Spec struct {
 	Check func(args *skel.CmdArgs, pl *cniplugin.PodLink) error
 }
 
-// NewPlugin is the plugin typ whose verbs are this package's: parse turns
-// the CNI arguments into the plugin's config (its errors are returned as
-// they are) and spec that config into the attachment's Spec.
-func NewPlugin[C any](typ, about string, parse func(args *skel.CmdArgs) (C, error), spec func(C) Spec) *cniplugin.Plugin {
-	specOf := func(args *skel.CmdArgs) (Spec, error) {
-		c, err := parse(args)
+// NewPlugin is the plugin typ whose verbs are this package's: decode turns
+// the CNI arguments into the plugin's config without ADD's checks (its
+// errors are returned as they are), and spec turns that config into the
+// attachment's Spec. ADD, CHECK and STATUS also run the config's Validate;
+// DEL and GC do not, so a config ADD refused still cleans up (docs/del.md).
+func NewPlugin[C cniplugin.Validator](typ, about string, decode func(args *skel.CmdArgs) (C, error), spec func(C) Spec) *cniplugin.Plugin {
+	specOf := func(args *skel.CmdArgs, validate bool) (Spec, error) {
+		c, err := decode(args)
+		if err == nil && validate {
+			err = c.Validate()
+		}
 		if err != nil {
 			return Spec{}, err
 		}
 		return spec(c), nil
 	}
-	with := func(verb func(*skel.CmdArgs, Spec) error) func(*skel.CmdArgs) error {
+	with := func(validate bool, verb func(*skel.CmdArgs, Spec) error) func(*skel.CmdArgs) error {
 		return func(args *skel.CmdArgs) error {
-			s, err := specOf(args)
+			s, err := specOf(args, validate)
 			if err != nil {
 				return err
 			}
@@ -67,16 +72,16 @@ func NewPlugin[C any](typ, about string, parse func(args *skel.CmdArgs) (C, erro
 		Type:  typ,
 		About: about,
 		Add: func(args *skel.CmdArgs) (types.Result, error) {
-			s, err := specOf(args)
+			s, err := specOf(args, true)
 			if err != nil {
 				return nil, err
 			}
 			return Add(args, s)
 		},
-		Check:  with(Check),
-		Del:    with(Del),
-		GC:     with(GC),
-		Status: with(Status),
+		Check:  with(true, Check),
+		Del:    with(false, Del),
+		GC:     with(false, GC),
+		Status: with(true, Status),
 	}
 }
 

@@ -391,9 +391,25 @@ func parseRange(rr rawRange, set string, j int) (Range, error) {
 
 	r.Gateway = network.Next()
 	if rr.Gateway != "" {
-		if r.Gateway, err = parseIn(rr.Gateway, "gateway"); err != nil {
-			return r, err
+		// The reference v1.9.1 accepts a gateway outside the subnet (a
+		// routed setup such as ptp reaches it on-link, e.g. 169.254.1.1),
+		// so podnet does too; inside the subnet it must not be the
+		// network or broadcast address, and it must be of the subnet's
+		// family (no main plugin can use a gateway of the other one).
+		gf := rangeField(set, j, "gateway")
+		gw, err := ipamconf.ParseAddr(rr.Gateway)
+		if err != nil {
+			return r, cnierr.Field(name, gf, "%v", err)
 		}
+		if gw.Is4() != is4 {
+			return r, cnierr.Field(name, gf, "%s is not in the address family of subnet %s", gw, p)
+		}
+		if p.Contains(gw) {
+			if gw, err = parseIn(rr.Gateway, "gateway"); err != nil {
+				return r, err
+			}
+		}
+		r.Gateway = gw
 	}
 	r.Start = network.Next()
 	if rr.RangeStart != "" {

@@ -1,7 +1,8 @@
 // Package static is the CNI "static" IPAM plugin: it returns the addresses,
 // routes and DNS settings written in the config (or passed by the runtime
 // through runtimeConfig.ips, args.cni.ips or CNI_ARGS IP=/GATEWAY=). It
-// keeps no state, so DEL, CHECK and GC only validate the config.
+// keeps no state: CHECK validates the config against prevResult, DEL and
+// GC succeed without reading it.
 package static
 
 import (
@@ -26,8 +27,11 @@ var Plugin = &cniplugin.Plugin{
 	About: "podnet static: returns the configured addresses, routes and DNS",
 	Add:   cmdAdd,
 	Check: cmdCheck,
-	Del:   func(args *skel.CmdArgs) error { _, err := LoadConfig(args.StdinData, args.Args, false); return err },
-	GC:    func(args *skel.CmdArgs) error { _, err := LoadConfig(args.StdinData, args.Args, false); return err },
+	// static keeps no state: DEL and GC have nothing to find or remove,
+	// so they succeed whatever the config says (the reference's DEL does
+	// not read it either; docs/del.md).
+	Del: func(*skel.CmdArgs) error { return nil },
+	GC:  func(*skel.CmdArgs) error { return nil },
 	// Status: static depends on nothing that can be unavailable.
 	Status: nil,
 }

@@ -163,7 +163,16 @@ func TestDelCheckGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := conf(t, map[string]any{"addresses": []map[string]string{{"address": "bogus"}}}, nil)
-	wantErr(t, Plugin.Del(args(bad, "")), cnierr.InvalidConfig, "addresses[0].address")
+	// static keeps no state: DEL and GC succeed whatever the config says
+	// (docs/del.md); CHECK validates.
+	for _, stdin := range [][]byte{bad, []byte(`{`), []byte(`{"cniVersion":"1.0.0","name":"n"}`)} {
+		if err := Plugin.Del(args(stdin, "IP=bogus")); err != nil {
+			t.Errorf("DEL %s: %v", stdin, err)
+		}
+		if err := Plugin.GC(args(stdin, "")); err != nil {
+			t.Errorf("GC %s: %v", stdin, err)
+		}
+	}
 	wantErr(t, Plugin.Check(args(bad, "")), cnierr.InvalidConfig, "addresses[0].address")
 	if err := Plugin.Check(args(good, "")); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package bandwidth
 import (
 	"crypto/sha256"
 	"crypto/sha512"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -35,10 +34,9 @@ type rawConf struct {
 	EgressRate   *uint64 `json:"egressRate,omitempty"`
 	EgressBurst  *uint64 `json:"egressBurst,omitempty"`
 
-	// Present in some upstream development versions, not in the reference
-	// v1.9.1 podnet matches: rejected rather than silently ignored.
-	UnshapedSubnets json.RawMessage `json:"unshapedSubnets,omitempty"`
-	ShapedSubnets   json.RawMessage `json:"shapedSubnets,omitempty"`
+	// unshapedSubnets and shapedSubnets (upstream development versions)
+	// are unknown to the reference v1.9.1, which ignores them and shapes
+	// all of the pod's traffic: so does podnet (docs/plugins/bandwidth.md).
 
 	RuntimeConfig struct {
 		Bandwidth *Limits `json:"bandwidth,omitempty"`
@@ -86,11 +84,6 @@ func parseConfig(stdin []byte, ticksPerUsec float64) (*Config, error) {
 }
 
 func validate(raw *rawConf, ticksPerUsec float64) (*Config, error) {
-	for f, v := range map[string]json.RawMessage{"unshapedSubnets": raw.UnshapedSubnets, "shapedSubnets": raw.ShapedSubnets} {
-		if len(v) > 0 && string(v) != "null" && string(v) != "[]" {
-			return nil, cnierr.Unsupported(name, f, "subnet-selective shaping is not part of the reference bandwidth plugin v1.9.1 that podnet implements; remove the field to shape all traffic of the pod")
-		}
-	}
 	c := &Config{NetConf: raw.NetConf}
 	rt := raw.RuntimeConfig.Bandwidth
 	if rt == nil {

@@ -66,7 +66,11 @@ var (
 	SpoofChain = nft.SpoofChain(Table)
 )
 
+// parse is ADD's, CHECK's and STATUS's full parse; DEL and GC use decode
+// (docs/del.md).
 func parse(args *skel.CmdArgs) (*Conf, error) { return Parse(args.StdinData, args.Args) }
+
+func decode(args *skel.CmdArgs) (*Conf, error) { return Decode(args.StdinData, args.Args) }
 
 // Plan completes an IPAM result for the bridge (pure, no kernel): every
 // address points at the pod veth (index 2); with isGateway a missing
@@ -330,17 +334,25 @@ func dnsSet(d types.DNS) bool {
 // of kernel time, to a detached reaper process (netlinkx.StartReleasePodLink);
 // meanwhile it removes the nftables rules, then releases the IPAM
 // reservation. It succeeds when things are already gone: a second DEL, a
-// vanished netns, no prevResult.
+// vanished netns, no prevResult. It decodes the config without ADD's
+// checks (docs/del.md): a config ADD refused still cleans up.
 func del(args *skel.CmdArgs) error {
-	conf, err := parse(args)
+	conf, err := decode(args)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	waitLink := func() error { return nil }
 	if args.Netns != "" {
+		br := conf.BrName
+		if ValidIfName(br) != nil {
+			// No bridge can have this name, so the host veth is no port
+			// of it: "" makes the detach find a veth that is not "ours"
+			// and delete the pod's interface (and its peer) at once.
+			br = ""
+		}
 		waitLink = netlinkx.StartReleasePodLink(netlinkx.Detach{
-			Path: args.Netns, IfName: args.IfName, Bridge: conf.BrName, Info: netlinkx.ReapInfo(conf.Name, args.ContainerID, args.IfName),
+			Path: args.Netns, IfName: args.IfName, Bridge: br, Info: netlinkx.ReapInfo(conf.Name, args.ContainerID, args.IfName),
 		})
 	}
 	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
@@ -485,7 +497,7 @@ func check(args *skel.CmdArgs) error {
 // attachments that are not in cni.dev/valid-attachments, and deletes the
 // host veths that DELs detached and no reaper removed (yet).
 func gc(args *skel.CmdArgs) error {
-	conf, err := parse(args)
+	conf, err := decode(args)
 	if err != nil {
 		return err
 	}

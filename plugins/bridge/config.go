@@ -47,6 +47,8 @@ type Conf struct {
 	// MAC is the pod interface's MAC from CNI_ARGS MAC=, args.cni.mac or
 	// runtimeConfig.mac (later ones win, as in the reference); nil = random.
 	MAC net.HardwareAddr `json:"-"`
+
+	envArgs string // CNI_ARGS, for Validate
 }
 
 // VlanTrunk is one vlanTrunk entry (accepted for decoding, then rejected).
@@ -64,50 +66,68 @@ const noVlanFiltering = "bridge VLAN filtering is not available on this node (it
 // Parse decodes and validates stdin; envArgs is CNI_ARGS. Errors are CNI
 // errors naming the field: code 6 for JSON of the wrong type, 7 for a bad
 // value, 2 for a field this node cannot honour, 4 for a bad CNI_ARGS MAC.
+// It is what ADD, CHECK and STATUS use: Decode, then Validate.
 func Parse(stdin []byte, envArgs string) (*Conf, error) {
-	c := &Conf{BrName: DefaultBridge}
+	return cniplugin.Validated(Decode(stdin, envArgs))
+}
+
+// Decode reads stdin without ADD's checks: what DEL and GC need (the
+// network name, the bridge, ipMasq, macspoofchk, the IPAM type) and
+// nothing they could fail on but JSON of the wrong type (code 6). A
+// negative mtu means the kernel's default, as in the reference plugin
+// (which sends the MTU to the kernel only when it is positive).
+func Decode(stdin []byte, envArgs string) (*Conf, error) {
+	c := &Conf{BrName: DefaultBridge, envArgs: envArgs}
 	if err := cniplugin.Decode(name, stdin, c); err != nil {
 		return nil, err
 	}
 	if c.BrName == "" {
 		c.BrName = DefaultBridge
 	}
-	if err := ValidIfName(c.BrName); err != nil {
-		return nil, cnierr.Field(name, "bridge", "%q %v", c.BrName, err)
-	}
-	if err := netlinkx.ValidMTU(c.MTU); err != nil {
-		return nil, cnierr.Field(name, "mtu", "%v", err)
-	}
-	if c.Vlan < 0 || c.Vlan > 4094 {
-		return nil, cnierr.Field(name, "vlan", "%d is outside 0-4094", c.Vlan)
-	}
-	if c.Vlan != 0 {
-		return nil, cnierr.Unsupported(name, "vlan", noVlanFiltering)
-	}
-	if len(c.VlanTrunk) > 0 {
-		return nil, cnierr.Unsupported(name, "vlanTrunk", noVlanFiltering)
-	}
-	if b := c.IPMasqBackend; b != nil && *b != "nftables" && *b != "iptables" {
-		return nil, cnierr.Field(name, "ipMasqBackend", "%q is neither \"nftables\" nor \"iptables\"", *b)
-	}
-	if c.HairpinMode && c.PromiscMode {
-		return nil, cnierr.Field(name, "hairpinMode", "cannot be set together with promiscMode")
-	}
-	if c.DisableContainerInterface && c.L3() {
-		return nil, cnierr.Field(name, "disableContainerInterface", "cannot be set with ipam: a down interface cannot be given addresses")
+	if c.MTU < 0 {
+		c.MTU = 0
 	}
 	if c.IsDefaultGW {
 		c.IsGW = true
 	}
+	return c, nil
+}
+
+// Validate makes ADD's checks and sets MAC.
+func (c *Conf) Validate() error {
+	if err := ValidIfName(c.BrName); err != nil {
+		return cnierr.Field(name, "bridge", "%q %v", c.BrName, err)
+	}
+	if err := netlinkx.ValidMTU(c.MTU); err != nil {
+		return cnierr.Field(name, "mtu", "%v", err)
+	}
+	if c.Vlan < 0 || c.Vlan > 4094 {
+		return cnierr.Field(name, "vlan", "%d is outside 0-4094", c.Vlan)
+	}
+	if c.Vlan != 0 {
+		return cnierr.Unsupported(name, "vlan", noVlanFiltering)
+	}
+	if len(c.VlanTrunk) > 0 {
+		return cnierr.Unsupported(name, "vlanTrunk", noVlanFiltering)
+	}
+	if b := c.IPMasqBackend; b != nil && *b != "nftables" && *b != "iptables" {
+		return cnierr.Field(name, "ipMasqBackend", "%q is neither \"nftables\" nor \"iptables\"", *b)
+	}
+	if c.HairpinMode && c.PromiscMode {
+		return cnierr.Field(name, "hairpinMode", "cannot be set together with promiscMode")
+	}
+	if c.DisableContainerInterface && c.L3() {
+		return cnierr.Field(name, "disableContainerInterface", "cannot be set with ipam: a down interface cannot be given addresses")
+	}
 	mac, err := cniplugin.PodMAC(name,
-		cniplugin.MACSource{Field: "CNI_ARGS", Value: cniplugin.MACFromEnvArgs(envArgs)},
+		cniplugin.MACSource{Field: "CNI_ARGS", Value: cniplugin.MACFromEnvArgs(c.envArgs)},
 		cniplugin.MACSource{Field: "args.cni.mac", Value: c.Args.Cni.Mac},
 		cniplugin.MACSource{Field: "runtimeConfig.mac", Value: c.RuntimeConfig.Mac})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.MAC = mac
-	return c, nil
+	return nil
 }
 
 // ValidIfName checks a Linux interface name.

@@ -61,7 +61,6 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{`{"mtu": 70000}`, "", cnierr.InvalidConfig, `field "mtu": 70000 is above the maximum 65535`},
 		{`{"mtu": 20}`, "", cnierr.InvalidConfig, `field "mtu": 20 is below the minimum 68`},
-		{`{"mtu": -1}`, "", cnierr.InvalidConfig, `field "mtu": -1 is negative`},
 		{`{"mtu": "1500"}`, "", cnierr.DecodingFailure, `field "mtu": expected an integer`},
 		{`{"vlan": 5}`, "", cnierr.UnsupportedField, `field "vlan" is not supported`},
 		{`{"vlan": 5000}`, "", cnierr.InvalidConfig, `field "vlan": 5000 is outside 0-4094`},

@@ -19,7 +19,8 @@ const (
 type netConf struct {
 	types.NetConf
 
-	// Backend is "iptables", "firewalld" or absent; every one is served by
+	// Backend is "iptables", "firewalld", absent or anything else (the
+	// reference falls back to its default); every one is served by
 	// podnet's nftables table.
 	Backend string `json:"backend,omitempty"`
 	// IptablesAdminChainName is accepted for compatibility; podnet's admin
@@ -41,25 +42,34 @@ type Config struct {
 	conf *netConf
 }
 
-// ParseConfig decodes and validates stdin.
-func ParseConfig(stdin []byte) (*Config, error) {
+// ParseConfig decodes and validates stdin: what ADD, CHECK and STATUS use.
+func ParseConfig(stdin []byte) (*Config, error) { return cniplugin.Validated(Decode(stdin)) }
+
+// Decode reads stdin without ADD's checks: DEL and GC find the
+// attachment's elements by their tag (network, container, interface) and
+// need nothing else (docs/del.md).
+//
+// Any backend is accepted, as in the reference plugin v1.9.1 (which falls
+// back to firewalld-if-running-else-iptables for a value it does not
+// know): podnet serves every backend with its own nftables table, so the
+// value changes nothing.
+func Decode(stdin []byte) (*Config, error) {
 	conf := &netConf{}
 	if err := cniplugin.Decode(name, stdin, conf); err != nil {
 		return nil, err
 	}
-	c := &Config{Network: conf.Name, Backend: conf.Backend, conf: conf}
-	switch conf.Backend {
-	case "", "iptables", "firewalld":
-	default:
-		return nil, cnierr.Field(name, "backend", "%q is not a firewall backend; use \"iptables\" or \"firewalld\" (podnet serves both with its nftables table) or leave it out", conf.Backend)
-	}
-	switch conf.IngressPolicy {
+	return &Config{Network: conf.Name, Backend: conf.Backend, conf: conf}, nil
+}
+
+// Validate makes ADD's checks and sets Policy.
+func (c *Config) Validate() error {
+	switch p := c.conf.IngressPolicy; p {
 	case "", PolicyOpen:
 		c.Policy = PolicyOpen
 	case PolicySameBridge, PolicyIsolated:
-		c.Policy = conf.IngressPolicy
+		c.Policy = p
 	default:
-		return nil, cnierr.Field(name, "ingressPolicy", "%q is not an ingress policy; use %q (the default), %q or %q", conf.IngressPolicy, PolicyOpen, PolicySameBridge, PolicyIsolated)
+		return cnierr.Field(name, "ingressPolicy", "%q is not an ingress policy; use %q (the default), %q or %q", p, PolicyOpen, PolicySameBridge, PolicyIsolated)
 	}
-	return c, nil
+	return nil
 }

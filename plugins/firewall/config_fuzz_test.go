@@ -8,7 +8,7 @@ import (
 )
 
 // FuzzParseConfig: any stdin gives a spec-coded error naming firewall or a
-// config with a known backend and policy; Compile over its prevResult (any
+// config with a known policy (any backend is accepted); Compile over its prevResult (any
 // version) returns an error or elements that render, never a panic.
 func FuzzParseConfig(f *testing.F) {
 	seeds := []string{

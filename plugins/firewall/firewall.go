@@ -78,9 +78,10 @@ func add(args *skel.CmdArgs) (types.Result, error) {
 }
 
 // del removes the attachment's elements. It needs neither the netns nor
-// prevResult, and succeeds when there is nothing to remove.
+// prevResult nor a valid ingressPolicy, and succeeds when there is nothing
+// to remove.
 func del(args *skel.CmdArgs) error {
-	c, err := ParseConfig(args.StdinData)
+	c, err := Decode(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -149,7 +150,7 @@ func check(args *skel.CmdArgs) error {
 // gc removes the elements of this network's attachments that are not in
 // cni.dev/valid-attachments.
 func gc(args *skel.CmdArgs) error {
-	c, err := ParseConfig(args.StdinData)
+	c, err := Decode(args.StdinData)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,9 @@ func TestParseConfig(t *testing.T) {
 		{`{"name":"n","backend":"firewalld","firewalldZone":"trusted","ingressPolicy":"open"}`, PolicyOpen},
 		{`{"name":"n","ingressPolicy":"same-bridge"}`, PolicySameBridge},
 		{`{"name":"n","ingressPolicy":"isolated"}`, PolicyIsolated},
+		// Any backend, as in the reference (docs/plugins/firewall.md).
+		{`{"name":"n","backend":"ipfw"}`, PolicyOpen},
+		{`{"name":"n","backend":"nftables"}`, PolicyOpen},
 	} {
 		c, err := ParseConfig([]byte(tc.conf))
 		if err != nil {
@@ -57,7 +60,6 @@ func TestParseErrors(t *testing.T) {
 		code uint
 		msg  []string
 	}{
-		{`{"backend":"nftables"}`, 7, []string{`field "backend"`, `"nftables"`}},
 		{`{"ingressPolicy":"closed"}`, 7, []string{`field "ingressPolicy"`, `"closed"`, "same-bridge"}},
 		{`{"ingressPolicy":1}`, 6, []string{`"ingressPolicy"`, "a string"}},
 		{`{`, 6, []string{"not valid JSON"}},
@@ -152,6 +154,22 @@ func TestAddNeedsPrevResult(t *testing.T) {
 	_, err := Plugin.Add(a)
 	wantErr(t, err, 7, `field "prevResult"`, "required")
 	wantErr(t, Plugin.Check(a), 7, `field "prevResult"`)
-	a.StdinData = []byte(`{"cniVersion":"1.0.0","name":"n","type":"firewall","backend":"ipfw"}`)
-	wantErr(t, Plugin.Del(a), 7, `field "backend"`)
+}
+
+// TestDelDecodes: what ADD refuses, DEL and GC decode (docs/del.md); only
+// JSON of the wrong type stops them.
+func TestDelDecodes(t *testing.T) {
+	for _, tc := range []struct{ conf, field string }{
+		{`{"name":"n","ingressPolicy":"closed"}`, `field "ingressPolicy"`},
+	} {
+		if _, err := ParseConfig([]byte(tc.conf)); err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("ParseConfig(%s) = %v, want an error naming %s", tc.conf, err, tc.field)
+		}
+		c, err := Decode([]byte(tc.conf))
+		if err != nil || c.Network != "n" {
+			t.Errorf("Decode(%s) = %+v, %v", tc.conf, c, err)
+		}
+	}
+	_, err := Decode([]byte(`{"name":"n","ingressPolicy":1}`))
+	wantErr(t, err, 6, `"ingressPolicy"`)
 }

@@ -30,32 +30,41 @@ const noPCI = "finding devices by PCI address or sysfs path needs PCI network de
 // Parse decodes and validates stdin. Errors are CNI errors naming the
 // field: code 6 for JSON of the wrong type, 7 for a bad value, 2 for the
 // PCI and sysfs selectors this node cannot test.
-func Parse(stdin []byte) (*Conf, error) {
+func Parse(stdin []byte) (*Conf, error) { return cniplugin.Validated(Decode(stdin)) }
+
+// Decode reads stdin without ADD's checks: DEL gives back CNI_IFNAME under
+// the name its alias keeps and needs only the IPAM type (docs/del.md).
+func Decode(stdin []byte) (*Conf, error) {
 	c := &Conf{}
 	if err := cniplugin.Decode(name, stdin, c); err != nil {
 		return nil, err
 	}
+	return c, nil
+}
+
+// Validate makes ADD's checks and sets MAC.
+func (c *Conf) Validate() error {
 	switch {
 	case c.RuntimeConfig.DeviceID != "":
-		return nil, cnierr.Unsupported(name, "runtimeConfig.deviceID", noPCI)
+		return cnierr.Unsupported(name, "runtimeConfig.deviceID", noPCI)
 	case c.PCIBusID != "":
-		return nil, cnierr.Unsupported(name, "pciBusID", noPCI)
+		return cnierr.Unsupported(name, "pciBusID", noPCI)
 	case c.KernelPath != "":
-		return nil, cnierr.Unsupported(name, "kernelpath", noPCI)
+		return cnierr.Unsupported(name, "kernelpath", noPCI)
 	case c.Device == "" && c.HWAddr == "":
-		return nil, cnierr.Field(name, "device", "required: name the node's interface to give the pod by \"device\" or \"hwaddr\"")
+		return cnierr.Field(name, "device", "required: name the node's interface to give the pod by \"device\" or \"hwaddr\"")
 	}
 	if c.Device != "" {
 		if err := netlinkx.ValidIfName(c.Device); err != nil {
-			return nil, cnierr.Field(name, "device", "%q %v", c.Device, err)
+			return cnierr.Field(name, "device", "%q %v", c.Device, err)
 		}
 	}
 	if c.HWAddr != "" {
 		m, err := net.ParseMAC(c.HWAddr)
 		if err != nil {
-			return nil, cnierr.Field(name, "hwaddr", "%q is not a MAC address", c.HWAddr)
+			return cnierr.Field(name, "hwaddr", "%q is not a MAC address", c.HWAddr)
 		}
 		c.MAC = m
 	}
-	return c, nil
+	return nil
 }

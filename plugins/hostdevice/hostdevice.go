@@ -30,7 +30,7 @@ const name = "host-device"
 
 // Plugin is the host-device plugin.
 var Plugin = podlink.NewPlugin(name, "podnet host-device: a node interface moved into the pod",
-	func(args *skel.CmdArgs) (*Conf, error) { return Parse(args.StdinData) }, spec)
+	func(args *skel.CmdArgs) (*Conf, error) { return Decode(args.StdinData) }, spec)
 
 func internal(err error, format string, a ...any) error {
 	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)

@@ -32,6 +32,8 @@ type Conf struct {
 	MAC net.HardwareAddr `json:"-"`
 	// LinkMode is Mode for netlink.
 	LinkMode netlink.MacvlanMode `json:"-"`
+
+	envArgs string // CNI_ARGS, for Validate
 }
 
 // L3 reports whether the config has IPAM ("ipam": {} makes an L2-only
@@ -61,27 +63,38 @@ func ModeName(m netlink.MacvlanMode) string {
 // value, 4 for a bad CNI_ARGS MAC. What needs the kernel (the master
 // exists, the MTU fits it) is checked by ADD.
 func Parse(stdin []byte, envArgs string) (*Conf, error) {
-	c := &Conf{}
+	return cniplugin.Validated(Decode(stdin, envArgs))
+}
+
+// Decode reads stdin without ADD's checks: DEL and GC need only the IPAM
+// type (docs/del.md).
+func Decode(stdin []byte, envArgs string) (*Conf, error) {
+	c := &Conf{envArgs: envArgs}
 	if err := cniplugin.Decode(name, stdin, c); err != nil {
 		return nil, err
 	}
+	return c, nil
+}
+
+// Validate makes ADD's checks and sets LinkMode and MAC.
+func (c *Conf) Validate() error {
 	if c.Master != "" {
 		if err := netlinkx.ValidIfName(c.Master); err != nil {
-			return nil, cnierr.Field(name, "master", "%q %v", c.Master, err)
+			return cnierr.Field(name, "master", "%q %v", c.Master, err)
 		}
 	}
 	m, ok := modes[c.Mode]
 	if !ok {
-		return nil, cnierr.Field(name, "mode", "%q is not one of bridge, private, vepa, passthru", c.Mode)
+		return cnierr.Field(name, "mode", "%q is not one of bridge, private, vepa, passthru", c.Mode)
 	}
 	c.LinkMode = m
 	if err := netlinkx.ValidMTU(c.MTU); err != nil {
-		return nil, cnierr.Field(name, "mtu", "%v", err)
+		return cnierr.Field(name, "mtu", "%v", err)
 	}
-	mac, err := cniplugin.RefMAC(name, c.Mac, envArgs, c.RuntimeConfig.Mac)
+	mac, err := cniplugin.RefMAC(name, c.Mac, c.envArgs, c.RuntimeConfig.Mac)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.MAC = mac
-	return c, nil
+	return nil
 }

@@ -35,7 +35,7 @@ const name = "macvlan"
 
 // Plugin is the macvlan plugin.
 var Plugin = podlink.NewPlugin(name, "podnet macvlan: pod interfaces on a node interface's L2 network",
-	func(args *skel.CmdArgs) (*Conf, error) { return Parse(args.StdinData, args.Args) }, spec)
+	func(args *skel.CmdArgs) (*Conf, error) { return Decode(args.StdinData, args.Args) }, spec)
 
 func internal(err error, format string, a ...any) error {
 	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)

@@ -66,17 +66,20 @@ type Conf struct {
 	MTU int `json:"mtu,omitempty"`
 }
 
-// Parse decodes and validates stdin and fills in the defaults.
-func Parse(stdin []byte) (*Conf, error) {
+// Parse decodes and validates stdin and fills in the defaults: what ADD,
+// CHECK and STATUS use.
+func Parse(stdin []byte) (*Conf, error) { return cniplugin.Validated(Decode(stdin)) }
+
+// Decode reads stdin and fills in the defaults, checking only what DEL and
+// GC need to find the attachment's reservation: the name and the two
+// directories (docs/del.md).
+func Decode(stdin []byte) (*Conf, error) {
 	c := &Conf{}
 	if err := cniplugin.Decode(name, stdin, c); err != nil {
 		return nil, err
 	}
 	if c.Name == "" {
 		return nil, cnierr.Field(name, "name", "empty: the network needs a name")
-	}
-	if c.IPAM.Type != "" {
-		return nil, cnierr.Field(name, "ipam", "must not be set: podnet allocates from the subnet the agent leased (%s)", nodestate.FileName)
 	}
 	if c.StateDir == "" {
 		c.StateDir = nodestate.DefaultDir
@@ -95,15 +98,23 @@ func Parse(stdin []byte) (*Conf, error) {
 	if !filepath.IsAbs(c.DataDir) {
 		return nil, cnierr.Field(name, "dataDir", "%q is not an absolute path", c.DataDir)
 	}
+	return c, nil
+}
+
+// Validate makes ADD's checks.
+func (c *Conf) Validate() error {
+	if c.IPAM.Type != "" {
+		return cnierr.Field(name, "ipam", "must not be set: podnet allocates from the subnet the agent leased (%s)", nodestate.FileName)
+	}
 	switch {
 	case c.MTU < 0:
-		return nil, cnierr.Field(name, "mtu", "%d is negative", c.MTU)
+		return cnierr.Field(name, "mtu", "%d is negative", c.MTU)
 	case c.MTU > 0 && c.MTU < 576:
-		return nil, cnierr.Field(name, "mtu", "%d is below the minimum 576", c.MTU)
+		return cnierr.Field(name, "mtu", "%d is below the minimum 576", c.MTU)
 	case c.MTU > 65535:
-		return nil, cnierr.Field(name, "mtu", "%d is above the maximum 65535", c.MTU)
+		return cnierr.Field(name, "mtu", "%d is above the maximum 65535", c.MTU)
 	}
-	return c, nil
+	return nil
 }
 
 // ReadState loads node.json from c.StateDir. A missing file is a code-11
@@ -177,16 +188,19 @@ func withStdin(args *skel.CmdArgs, stdin []byte) *skel.CmdArgs {
 	return &a
 }
 
-// prepare parses, reads node.json (required unless optional) and builds
-// ptp's arguments.
-func prepare(args *skel.CmdArgs, optional bool) (*skel.CmdArgs, error) {
-	c, err := Parse(args.StdinData)
+// prepare parses, reads node.json and builds ptp's arguments. For DEL and
+// GC (cleanup) the config is only decoded and node.json is optional.
+func prepare(args *skel.CmdArgs, cleanup bool) (*skel.CmdArgs, error) {
+	c, err := Decode(args.StdinData)
+	if err == nil && !cleanup {
+		err = c.Validate()
+	}
 	if err != nil {
 		return nil, err
 	}
 	st, err := ReadState(c)
 	if err != nil {
-		if !optional {
+		if !cleanup {
 			return nil, err
 		}
 		st = nil

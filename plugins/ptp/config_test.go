@@ -32,7 +32,6 @@ func TestParseErrors(t *testing.T) {
 		{`{"name":"n"}`, cnierr.InvalidConfig, `ptp: field "ipam": required`},
 		{`{"name":"n","ipam":{"type":"host-local"},"mtu":65536}`, cnierr.InvalidConfig, `ptp: field "mtu": 65536 is above the maximum 65535`},
 		{`{"name":"n","ipam":{"type":"host-local"},"mtu":10}`, cnierr.InvalidConfig, `ptp: field "mtu": 10 is below the minimum 68`},
-		{`{"name":"n","ipam":{"type":"host-local"},"mtu":-5}`, cnierr.InvalidConfig, `ptp: field "mtu": -5 is negative`},
 		{`{"name":"n","ipam":{"type":"host-local"},"ipMasq":1}`, cnierr.DecodingFailure, `ptp: field "ipMasq": expected true or false`},
 		{`{"name":"n","ipam":{"type":"host-local"},"ipMasqBackend":"x"}`, cnierr.InvalidConfig, `ptp: field "ipMasqBackend"`},
 	}

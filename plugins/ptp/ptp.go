@@ -64,22 +64,35 @@ type Conf struct {
 }
 
 // Parse decodes and validates stdin: code 6 for JSON of the wrong type, 7
-// for a bad value naming the field.
-func Parse(stdin []byte) (*Conf, error) {
+// for a bad value naming the field. It is what ADD, CHECK and STATUS use.
+func Parse(stdin []byte) (*Conf, error) { return cniplugin.Validated(Decode(stdin)) }
+
+// Decode reads stdin without ADD's checks: what DEL and GC need (the
+// network name, ipMasq, the IPAM type; docs/del.md). A negative mtu means
+// the kernel's default, as in the reference plugin.
+func Decode(stdin []byte) (*Conf, error) {
 	c := &Conf{}
 	if err := cniplugin.Decode(name, stdin, c); err != nil {
 		return nil, err
 	}
-	if c.IPAM.Type == "" {
-		return nil, cnierr.Field(name, "ipam", "required: ptp needs an IPAM plugin (e.g. {\"type\": \"host-local\", ...})")
-	}
-	if err := netlinkx.ValidMTU(c.MTU); err != nil {
-		return nil, cnierr.Field(name, "mtu", "%v", err)
-	}
-	if b := c.IPMasqBackend; b != nil && *b != "nftables" && *b != "iptables" {
-		return nil, cnierr.Field(name, "ipMasqBackend", "%q is neither \"nftables\" nor \"iptables\"", *b)
+	if c.MTU < 0 {
+		c.MTU = 0
 	}
 	return c, nil
+}
+
+// Validate makes ADD's checks.
+func (c *Conf) Validate() error {
+	if c.IPAM.Type == "" {
+		return cnierr.Field(name, "ipam", "required: ptp needs an IPAM plugin (e.g. {\"type\": \"host-local\", ...})")
+	}
+	if err := netlinkx.ValidMTU(c.MTU); err != nil {
+		return cnierr.Field(name, "mtu", "%v", err)
+	}
+	if b := c.IPMasqBackend; b != nil && *b != "nftables" && *b != "iptables" {
+		return cnierr.Field(name, "ipMasqBackend", "%q is neither \"nftables\" nor \"iptables\"", *b)
+	}
+	return nil
 }
 
 // Plan completes an IPAM result for ptp (pure): addresses point at the pod
@@ -254,7 +267,7 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 // attachment's masquerade rules and releases the IPAM reservation;
 // already-gone things are fine.
 func del(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData)
+	conf, err := Decode(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -274,8 +287,11 @@ func del(args *skel.CmdArgs) error {
 	if err := waitLink(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
-		errs = append(errs, err)
+	// Without IPAM (a config ADD refused) nothing was reserved.
+	if conf.IPAM.Type != "" {
+		if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return cnierr.Wrap(cnierr.Internal, name, errors.Join(errs...), "DEL")
@@ -353,13 +369,15 @@ func check(args *skel.CmdArgs) error {
 // not in cni.dev/valid-attachments, and deletes the host veths that DELs
 // detached and no reaper removed (yet).
 func gc(args *skel.CmdArgs) error {
-	conf, err := Parse(args.StdinData)
+	conf, err := Decode(args.StdinData)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	if err := delegate.GC(context.Background(), conf.IPAM.Type, args); err != nil {
-		errs = append(errs, err)
+	if conf.IPAM.Type != "" {
+		if err := delegate.GC(context.Background(), conf.IPAM.Type, args); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	keep := map[string]bool{}
 	for _, a := range conf.ValidAttachments {

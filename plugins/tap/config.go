@@ -26,18 +26,35 @@ type Conf struct {
 	// MAC is the tap's MAC from mac, CNI_ARGS MAC= or runtimeConfig.mac
 	// (later ones win, as in the reference); nil = the kernel's random one.
 	MAC net.HardwareAddr `json:"-"`
+
+	envArgs string // CNI_ARGS, for Validate
 }
 
 // Parse decodes and validates stdin; envArgs is CNI_ARGS. Errors are CNI
 // errors naming the field: code 6 for JSON of the wrong type, 7 for a bad
 // value, 4 for a bad CNI_ARGS MAC, 2 for selinuxContext.
 func Parse(stdin []byte, envArgs string) (*Conf, error) {
-	c := &Conf{}
+	return cniplugin.Validated(Decode(stdin, envArgs))
+}
+
+// Decode reads stdin without ADD's checks: DEL and GC need only the IPAM
+// type (docs/del.md). A negative mtu means the kernel's default, as in the
+// reference plugin.
+func Decode(stdin []byte, envArgs string) (*Conf, error) {
+	c := &Conf{envArgs: envArgs}
 	if err := cniplugin.Decode(name, stdin, c); err != nil {
 		return nil, err
 	}
+	if c.MTU < 0 {
+		c.MTU = 0
+	}
+	return c, nil
+}
+
+// Validate makes ADD's checks and sets MAC.
+func (c *Conf) Validate() error {
 	if err := netlinkx.ValidMTU(c.MTU); err != nil {
-		return nil, cnierr.Field(name, "mtu", "%v", err)
+		return cnierr.Field(name, "mtu", "%v", err)
 	}
 	for _, id := range []struct {
 		field string
@@ -45,16 +62,16 @@ func Parse(stdin []byte, envArgs string) (*Conf, error) {
 	}{{"owner", c.Owner}, {"group", c.Group}} {
 		// (uid_t)-1 is the kernel's "nobody set": not an ID to hand out.
 		if id.v != nil && *id.v == ^uint32(0) {
-			return nil, cnierr.Field(name, id.field, "%d is not a valid ID; leave the field out for no %s", *id.v, id.field)
+			return cnierr.Field(name, id.field, "%d is not a valid ID; leave the field out for no %s", *id.v, id.field)
 		}
 	}
 	if c.SelinuxContext != "" {
-		return nil, cnierr.Unsupported(name, "selinuxContext", "SELinux labelling is not available on this node (podnet is built and tested without SELinux); remove the field")
+		return cnierr.Unsupported(name, "selinuxContext", "SELinux labelling is not available on this node (podnet is built and tested without SELinux); remove the field")
 	}
-	mac, err := cniplugin.RefMAC(name, c.Mac, envArgs, c.RuntimeConfig.Mac)
+	mac, err := cniplugin.RefMAC(name, c.Mac, c.envArgs, c.RuntimeConfig.Mac)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.MAC = mac
-	return c, nil
+	return nil
 }

@@ -28,7 +28,6 @@ func TestParseErrors(t *testing.T) {
 		code        uint
 		want        string
 	}{
-		{`,"mtu":-5`, "", 7, `"mtu"`},
 		{`,"mtu":70000`, "", 7, `"mtu"`},
 		{`,"owner":4294967295`, "", 7, `"owner"`},
 		{`,"group":4294967295`, "", 7, `"group"`},

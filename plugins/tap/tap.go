@@ -30,7 +30,7 @@ const name = "tap"
 
 // Plugin is the tap plugin.
 var Plugin = podlink.NewPlugin(name, "podnet tap: a persistent tap device in the pod",
-	func(args *skel.CmdArgs) (*Conf, error) { return Parse(args.StdinData, args.Args) }, spec)
+	func(args *skel.CmdArgs) (*Conf, error) { return Decode(args.StdinData, args.Args) }, spec)
 
 func internal(err error, format string, a ...any) error {
 	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)

@@ -73,10 +73,12 @@ type sysctlEntry struct {
 	Key, Value string
 }
 
-// sysctlMap keeps the members of a JSON object in order and rejects a key
-// written twice (encoding/json would silently keep the last one).
+// sysctlMap keeps the members of a JSON object in order and notes a key
+// written twice (encoding/json would silently keep the last one), which
+// ParseConfig refuses; DEL and GC do not look at it (docs/del.md).
 type sysctlMap struct {
 	entries []sysctlEntry
+	dup     string // the first key given twice, if any
 }
 
 func (m *sysctlMap) UnmarshalJSON(b []byte) error {
@@ -106,8 +108,8 @@ func (m *sysctlMap) UnmarshalJSON(b []byte) error {
 		if !ok {
 			return cnierr.New(cnierr.DecodingFailure, name, "field %q: key %q: expected a string value, got JSON %s", "sysctl", key, jsonKind(v))
 		}
-		if seen[key] {
-			return cnierr.Field(name, "sysctl", "key %q is given twice", key)
+		if seen[key] && m.dup == "" {
+			m.dup = key
 		}
 		seen[key] = true
 		m.entries = append(m.entries, sysctlEntry{Key: key, Value: s})
@@ -201,6 +203,12 @@ func ParseConfig(stdin []byte, ifName, cniArgsEnv string) (*Config, error) {
 		return nil, err
 	}
 	c := &Config{Network: conf.Name, DataDir: conf.DataDir, prev: conf}
+	if conf.Sysctl != nil && conf.Sysctl.dup != "" {
+		return nil, cnierr.Field(name, "sysctl", "key %q is given twice", conf.Sysctl.dup)
+	}
+	if a := conf.Args; a != nil && a.CNI != nil && a.CNI.Sysctl != nil && a.CNI.Sysctl.dup != "" {
+		return nil, cnierr.Field(name, "args.cni.sysctl", "key %q is given twice", a.CNI.Sysctl.dup)
+	}
 
 	mac := conf.Mac
 	macField := "mac"
