@@ -2,7 +2,6 @@ package hostdevice
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/podnet/podnet/internal/netlinkx/nxtest"
@@ -22,24 +21,7 @@ func TestRootDelWithRefusedConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := e.Conf("1.1.0", "hdd", tc.fields, "", "10.87.0.0/24")
-			pod := e.Pod()
-			a := e.Args(bad, fmt.Sprintf("refused-%d", i), pod, "net1")
-			if _, err := e.Add(a); err == nil || !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("ADD: %v, want an error naming %s", err, tc.field)
-			}
-			if err := e.Del(a); err != nil {
-				t.Fatalf("DEL after the refused ADD: %v", err)
-			}
-
-			pod = e.Pod()
-			id := fmt.Sprintf("ctr-%d", i)
-			e.MustAdd(e.Args(good, id, pod, "net1"))
-			a = e.Args(bad, id, pod, "net1")
-			for n := 1; n <= 2; n++ {
-				if err := e.Del(a); err != nil {
-					t.Fatalf("DEL #%d with the refused config: %v", n, err)
-				}
-			}
+			e.DelAfterRefused(t, nxtest.Refused{Bad: bad, Field: tc.field}, good, fmt.Sprintf("ctr-%d", i), "net1")
 			if nxtest.Link(t, e.Node, "hd0") == nil {
 				t.Error("hd0 not back on the node")
 			}

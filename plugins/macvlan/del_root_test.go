@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/podnet/podnet/internal/netlinkx/nxtest"
 )
 
 // TestRootDelWithRefusedConfig (docs/del.md): ADD refuses each config and
@@ -21,26 +23,7 @@ func TestRootDelWithRefusedConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := l.conf("mvd", false, tc.fields)
-			pod := e.Pod()
-			a := e.Args(bad, fmt.Sprintf("refused-%d", i), pod, "eth0")
-			a.Args = tc.env
-			if _, err := e.Add(a); err == nil || !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("ADD: %v, want an error naming %s", err, tc.field)
-			}
-			if err := e.Del(a); err != nil {
-				t.Fatalf("DEL after the refused ADD: %v", err)
-			}
-
-			pod = e.Pod()
-			id := fmt.Sprintf("ctr-%d", i)
-			e.MustAdd(e.Args(good, id, pod, "eth0"))
-			a = e.Args(bad, id, pod, "eth0")
-			a.Args = tc.env
-			for n := 1; n <= 2; n++ {
-				if err := e.Del(a); err != nil {
-					t.Fatalf("DEL #%d with the refused config: %v", n, err)
-				}
-			}
+			pod := e.DelAfterRefused(t, nxtest.Refused{Bad: bad, Env: tc.env, Field: tc.field}, good, fmt.Sprintf("ctr-%d", i), "eth0")
 			if ls := links(t, pod); strings.Contains(strings.Join(ls, ","), "eth0") {
 				t.Errorf("eth0 left in the pod: %v", ls)
 			}

@@ -24,24 +24,7 @@ func TestRootDelWithRefusedConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := conf(e, "1.0.0", "ptpd", "10.37.0.0/24", "", `"ipMasq":true,`+tc.fields)
-			pod := e.Pod()
-			a := e.Args(bad, fmt.Sprintf("refused-%d", i), pod, "eth0")
-			if _, err := e.Add(a); err == nil || !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("ADD: %v, want an error naming %s", err, tc.field)
-			}
-			if err := e.Del(a); err != nil {
-				t.Fatalf("DEL after the refused ADD: %v", err)
-			}
-
-			pod = e.Pod()
-			id := fmt.Sprintf("ctr-%d", i)
-			e.MustAdd(e.Args(good, id, pod, "eth0"))
-			a = e.Args(bad, id, pod, "eth0")
-			for n := 1; n <= 2; n++ {
-				if err := e.Del(a); err != nil {
-					t.Fatalf("DEL #%d with the refused config: %v", n, err)
-				}
-			}
+			pod := e.DelAfterRefused(t, nxtest.Refused{Bad: bad, Field: tc.field}, good, fmt.Sprintf("ctr-%d", i), "eth0")
 			if v := e.WaitVeths(e.Node, 0); len(v) != 0 {
 				t.Errorf("host veths left: %v", v)
 			}

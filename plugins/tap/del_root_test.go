@@ -2,7 +2,6 @@ package tap
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -24,26 +23,7 @@ func TestRootDelWithRefusedConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := e.Conf("1.1.0", "tapd", `"type":"tap",`+tc.fields, "", "10.90.0.0/24")
-			pod := e.Pod()
-			a := e.Args(bad, fmt.Sprintf("refused-%d", i), pod, "eth0")
-			a.Args = tc.env
-			if _, err := e.Add(a); err == nil || !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("ADD: %v, want an error naming %s", err, tc.field)
-			}
-			if err := e.Del(a); err != nil {
-				t.Fatalf("DEL after the refused ADD: %v", err)
-			}
-
-			pod = e.Pod()
-			id := fmt.Sprintf("ctr-%d", i)
-			e.MustAdd(e.Args(good, id, pod, "eth0"))
-			a = e.Args(bad, id, pod, "eth0")
-			a.Args = tc.env
-			for n := 1; n <= 2; n++ {
-				if err := e.Del(a); err != nil {
-					t.Fatalf("DEL #%d with the refused config: %v", n, err)
-				}
-			}
+			pod := e.DelAfterRefused(t, nxtest.Refused{Bad: bad, Env: tc.env, Field: tc.field}, good, fmt.Sprintf("ctr-%d", i), "eth0")
 			roottest.In(t, pod, func() error {
 				if _, err := netlink.LinkByName("eth0"); err == nil {
 					t.Error("eth0 left in the pod")
