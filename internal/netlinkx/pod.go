@@ -97,13 +97,17 @@ func podSysctls(ifName string, arpNotify, v6, dad bool) error {
 	if err := sysctl.Set("net/ipv6/conf/"+ifName+"/keep_addr_on_down", "1"); err != nil {
 		return err
 	}
-	if dad {
-		if err := sysctl.Set("net/ipv6/conf/"+ifName+"/accept_dad", "1"); err != nil {
-			return err
-		}
-		// Best effort: older kernels lack enhanced_dad.
-		_ = sysctl.Set("net/ipv6/conf/"+ifName+"/enhanced_dad", "1")
+	if !dad {
+		// As the reference: no DAD on the pod's interface at all, so its
+		// link-local address too is usable the moment ADD returns (with
+		// IFA_F_NODAD only the assigned addresses skip it).
+		return sysctl.Set("net/ipv6/conf/"+ifName+"/accept_dad", "0")
 	}
+	if err := sysctl.Set("net/ipv6/conf/"+ifName+"/accept_dad", "1"); err != nil {
+		return err
+	}
+	// Best effort: older kernels lack enhanced_dad.
+	_ = sysctl.Set("net/ipv6/conf/"+ifName+"/enhanced_dad", "1")
 	return nil
 }
 
