@@ -2,6 +2,7 @@ package tap
 
 import (
 	"net"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -19,7 +20,10 @@ type Conf struct {
 	Owner          *uint32 `json:"owner,omitempty"`
 	Group          *uint32 `json:"group,omitempty"`
 	SelinuxContext string  `json:"selinuxContext,omitempty"`
-	RuntimeConfig  struct {
+	// Bridge, when set, is a bridge in the pod's namespace the tap becomes
+	// a port of (as the reference); it must exist there.
+	Bridge        string `json:"bridge,omitempty"`
+	RuntimeConfig struct {
 		Mac string `json:"mac,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 
@@ -55,6 +59,9 @@ func Decode(stdin []byte, envArgs string) (*Conf, error) {
 func (c *Conf) Validate() error {
 	if err := netlinkx.ValidMTU(c.MTU); err != nil {
 		return cnierr.Field(name, "mtu", "%v", err)
+	}
+	if len(c.Bridge) > 15 || strings.ContainsAny(c.Bridge, "/: \t\n\x00") {
+		return cnierr.Field(name, "bridge", "%q is not an interface name (1-15 bytes, no '/', ':' or whitespace)", c.Bridge)
 	}
 	for _, id := range []struct {
 		field string

@@ -104,12 +104,22 @@ func spec(conf *Conf) podlink.Spec {
 				return fail(err, fmt.Sprintf("set MAC %s", conf.MAC))
 			}
 		}
+		if conf.Bridge != "" {
+			br, err := h.Pod.LinkByName(conf.Bridge)
+			if err != nil || br.Type() != "bridge" {
+				_ = h.Pod.LinkDel(l)
+				return cnierr.Field(name, "bridge", "no bridge %q in the pod's network namespace: create it there before ADD (the tap becomes its port)", conf.Bridge)
+			}
+			if err := h.Pod.LinkSetMaster(l, br); err != nil {
+				return fail(err, fmt.Sprintf("attach to bridge %s", conf.Bridge))
+			}
+		}
 		return nil
 	}}
 }
 
 // checkTap is CHECK's part for tap: a tap, multi-queue as configured, with
-// the configured owner and group.
+// the configured owner and group, a port of the configured bridge.
 func checkTap(args *skel.CmdArgs, conf *Conf, pl *cniplugin.PodLink) error {
 	fail := func(format string, a ...any) error {
 		return cnierr.New(cnierr.Internal, name, "CHECK: "+format, a...)
@@ -120,6 +130,12 @@ func checkTap(args *skel.CmdArgs, conf *Conf, pl *cniplugin.PodLink) error {
 	}
 	if mq := t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0; mq != conf.MultiQueue {
 		return fail("interface %q multi-queue is %v, config says %v", args.IfName, mq, conf.MultiQueue)
+	}
+	if conf.Bridge != "" {
+		br, err := pl.Handle.LinkByIndex(t.MasterIndex)
+		if t.MasterIndex == 0 || err != nil || br.Attrs().Name != conf.Bridge {
+			return fail("interface %q is not a port of bridge %q", args.IfName, conf.Bridge)
+		}
 	}
 	for _, id := range []struct {
 		field string

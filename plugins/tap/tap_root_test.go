@@ -269,3 +269,44 @@ func tunIDAttrs(t *testing.T, pod string, index int) []string {
 	})
 	return got
 }
+
+// TestRootTapBridge (issue 18): with "bridge", the tap becomes a port of
+// that bridge in the pod's namespace, as with the reference; CHECK verifies
+// it; a missing bridge is code 7 naming the field and leaves no tap.
+func TestRootTapBridge(t *testing.T) {
+	e := nxtest.New(t, Plugin)
+	c := []byte(`{"cniVersion":"1.0.0","name":"tapb","type":"tap","bridge":"vmbr"}`)
+	pod := e.Pod()
+	_, err := e.Add(e.Args(c, "ctr-a", pod, "tap0"))
+	if te, ok := err.(*types.Error); !ok || te.Code != 7 || !strings.Contains(te.Msg, `"bridge"`) {
+		t.Fatalf("ADD without the bridge: %v, want code 7 naming \"bridge\"", err)
+	}
+	e.In(pod, func() error {
+		if ls, _ := netlink.LinkList(); len(ls) != 1 {
+			t.Errorf("links left after the refused ADD: %d", len(ls))
+		}
+		return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "vmbr"}})
+	})
+	r := e.MustAdd(e.Args(c, "ctr-a", pod, "tap0"))
+	tt := tapLink(t, pod, "tap0")
+	e.In(pod, func() error {
+		br, err := netlink.LinkByName("vmbr")
+		if err != nil || tt.Attrs().MasterIndex != br.Attrs().Index {
+			t.Errorf("tap0 master %d, want vmbr (%v)", tt.Attrs().MasterIndex, err)
+		}
+		return nil
+	})
+	if err := e.Check(e.Args(nxtest.WithPrev(t, c, r), "ctr-a", pod, "tap0")); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	e.In(pod, func() error {
+		l, _ := netlink.LinkByName("tap0")
+		return netlink.LinkSetNoMaster(l)
+	})
+	if err := e.Check(e.Args(nxtest.WithPrev(t, c, r), "ctr-a", pod, "tap0")); err == nil || !strings.Contains(err.Error(), "vmbr") {
+		t.Errorf("CHECK of a detached tap: %v", err)
+	}
+	if err := e.Del(e.Args(c, "ctr-a", pod, "tap0")); err != nil {
+		t.Fatal(err)
+	}
+}
