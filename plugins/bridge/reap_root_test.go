@@ -210,8 +210,11 @@ func TestRootLeftoversSwept(t *testing.T) {
 		t.Errorf("not swept by the next reaper: %v", left)
 	}
 
-	// GC sweeps synchronously.
+	// GC sweeps synchronously. The last reaper must be gone first: one that
+	// is still at work (its final look) would sweep ctr-c's link, which
+	// this part needs left to GC.
 	nxtest.ReaperMode(t, "none")
+	nxtest.WaitNoReaper(t, e.Node)
 	podC := e.Pod()
 	rc := e.MustAdd(e.Args(c, "ctr-c", podC, "eth0"))
 	if err := e.Del(e.Args(c, "ctr-c", podC, "eth0")); err != nil {
