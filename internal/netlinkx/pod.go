@@ -33,6 +33,10 @@ type PodIface struct {
 	// (net.ipv4.conf.IF.arp_notify), so neighbours forget a previous owner
 	// of a reused address.
 	ARPNotify bool
+	// NoDADSysctl sets accept_dad=0 on the interface whenever DAD is off,
+	// also without IPv6 addresses, as the reference bridge does (best
+	// effort: IPv6 may be disabled in the kernel).
+	NoDADSysctl bool
 }
 
 // ConfigurePod applies p in the pod namespace ns through h (a handle opened
@@ -48,8 +52,10 @@ func ConfigurePod(h *netlink.Handle, ns vns.NsHandle, p PodIface) error {
 			v6 = true
 		}
 	}
-	if (v4 && p.ARPNotify) || v6 {
-		if err := netns.DoHandle(ns, func() error { return podSysctls(name, v4 && p.ARPNotify, v6, p.DAD) }); err != nil {
+	if (v4 && p.ARPNotify) || v6 || (p.NoDADSysctl && !p.DAD) {
+		if err := netns.DoHandle(ns, func() error {
+			return podSysctls(name, v4 && p.ARPNotify, v6, p.DAD, p.NoDADSysctl)
+		}); err != nil {
 			return err
 		}
 	}
@@ -78,13 +84,16 @@ func ConfigurePod(h *netlink.Handle, ns vns.NsHandle, p PodIface) error {
 }
 
 // podSysctls runs inside the pod namespace.
-func podSysctls(ifName string, arpNotify, v6, dad bool) error {
+func podSysctls(ifName string, arpNotify, v6, dad, noDADSysctl bool) error {
 	if arpNotify {
 		if err := sysctl.Set("net/ipv4/conf/"+ifName+"/arp_notify", "1"); err != nil {
 			return err
 		}
 	}
 	if !v6 {
+		if noDADSysctl && !dad {
+			_ = sysctl.Set("net/ipv6/conf/"+ifName+"/accept_dad", "0")
+		}
 		return nil
 	}
 	// A runtime may have disabled IPv6 in the pod; addresses cannot be added

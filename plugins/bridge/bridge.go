@@ -244,7 +244,7 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	}
 
 	if !conf.DisableContainerInterface {
-		p := netlinkx.PodIface{Link: podLink, DAD: conf.EnableDad, ARPNotify: true}
+		p := netlinkx.PodIface{Link: podLink, DAD: conf.EnableDad, ARPNotify: true, NoDADSysctl: true}
 		gw4, gw6 := familyGateways(res)
 		for _, ipc := range res.IPs {
 			p.Addrs = append(p.Addrs, ipc.Address)

@@ -230,7 +230,7 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 		}
 	}
 
-	p := netlinkx.PodIface{Link: podLink, NoPrefixRoute: true, ARPNotify: true, Routes: PodRoutes(res)}
+	p := netlinkx.PodIface{Link: podLink, NoPrefixRoute: true, Routes: PodRoutes(res)}
 	for _, ipc := range res.IPs {
 		p.Addrs = append(p.Addrs, ipc.Address)
 	}
