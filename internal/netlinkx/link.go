@@ -115,8 +115,16 @@ func finishVethPair(host, pod *netlink.Handle, hostLink *netlink.Veth, v Veth) (
 		}
 		hostLink.Index = l.Attrs().Index
 	}
+	// The host end never takes router advertisements from the pod: on a
+	// routed (ptp) end whose node forwards no IPv6, accept_ra=1 would let
+	// a pod install the node's default route. The pod end is still down,
+	// so nothing has arrived before this write. (The reference plugins
+	// do the same.)
+	if err := ipv6Off(hostLink.Name, "accept_ra"); err != nil {
+		return nil, err
+	}
 	if v.HostNoDAD {
-		if err := noDAD(hostLink.Name); err != nil {
+		if err := ipv6Off(hostLink.Name, "accept_dad"); err != nil {
 			return nil, err
 		}
 		if err := host.LinkSetUp(hostLink); err != nil {
@@ -169,8 +177,8 @@ func EnsureBridge(h *netlink.Handle, b Bridge) (br *netlink.Bridge, created bool
 			// Before it comes up: we own the bridge's addresses and routes
 			// (no router advertisements), and its link-local address must
 			// be usable at once (neighbour solicitations need it).
-			_ = sysctl.Set("net/ipv6/conf/"+b.Name+"/accept_ra", "0")
-			_ = noDAD(b.Name)
+			_ = ipv6Off(b.Name, "accept_ra")
+			_ = ipv6Off(b.Name, "accept_dad")
 			if err := h.LinkSetUp(nb); err != nil {
 				return nb, true, fmt.Errorf("set %q up: %w", b.Name, err)
 			}
@@ -208,11 +216,11 @@ func EnsureBridge(h *netlink.Handle, b Bridge) (br *netlink.Bridge, created bool
 	return br, false, nil
 }
 
-// noDAD turns IPv6 duplicate address detection off on a link in the
-// calling thread's namespace. A node with IPv6 disabled has no such file,
-// which is fine.
-func noDAD(link string) error {
-	err := sysctl.Set("net/ipv6/conf/"+link+"/accept_dad", "0")
+// ipv6Off sets net.ipv6.conf.<link>.<key> to 0 for a link in the calling
+// thread's namespace. A node with IPv6 disabled has no such file, which is
+// fine.
+func ipv6Off(link, key string) error {
+	err := sysctl.Set("net/ipv6/conf/"+link+"/"+key, "0")
 	if err != nil && errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
 
 	"github.com/podnet/podnet/internal/cnierr"
 )
@@ -48,7 +49,9 @@ func TestPlanAndRoutes(t *testing.T) {
 	ip, n, _ := net.ParseCIDR("10.1.0.5/24")
 	n.IP = ip
 	_, def, _ := net.ParseCIDR("0.0.0.0/0")
-	res := &current.Result{IPs: []*current.IPConfig{{Address: *n}}, Routes: []*types.Route{{Dst: *def}}}
+	_, other, _ := net.ParseCIDR("192.0.2.0/24")
+	res := &current.Result{IPs: []*current.IPConfig{{Address: *n}}, Routes: []*types.Route{
+		{Dst: *def}, {Dst: *other, GW: net.ParseIP("10.1.0.9")}}}
 	if err := Plan(res); err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +65,12 @@ func TestPlanAndRoutes(t *testing.T) {
 		if r.Gw != nil {
 			s += " via " + r.Gw.String()
 		}
+		if r.Flags&int(netlink.FLAG_ONLINK) != 0 {
+			s += " onlink"
+		}
 		got = append(got, s)
 	}
-	want := "10.1.0.1/32,10.1.0.0/24 via 10.1.0.1,0.0.0.0/0 via 10.1.0.1"
+	want := "10.1.0.1/32,10.1.0.0/24 via 10.1.0.1,0.0.0.0/0 via 10.1.0.1,192.0.2.0/24 via 10.1.0.9 onlink"
 	if strings.Join(got, ",") != want {
 		t.Errorf("routes %q, want %q", strings.Join(got, ","), want)
 	}

@@ -134,12 +134,15 @@ func firstIP(ipn net.IPNet) net.IP {
 
 // PodRoutes are the pod-side routes for res (LinkIndex left 0): per
 // address, the gateway on-link, the subnet via the gateway, then the IPAM
-// routes via their gateway or the family's.
+// routes via their gateway or the family's (a gateway other than the
+// IPAM's is declared on-link: nothing else is on-link in ptp).
 func PodRoutes(res *current.Result) []*netlink.Route {
 	var out []*netlink.Route
 	seen := map[string]bool{}
 	var gw4, gw6 net.IP
+	gwSet := map[string]bool{}
 	for _, ipc := range res.IPs {
+		gwSet[ipc.Gateway.String()] = true
 		src := ipc.Address.IP
 		if src.To4() != nil {
 			if gw4 == nil {
@@ -168,7 +171,15 @@ func PodRoutes(res *current.Result) []*netlink.Route {
 		if r.Dst.IP.To4() == nil {
 			gw = gw6
 		}
-		out = append(out, netlinkx.RouteFromCNI(r, 0, gw))
+		nr := netlinkx.RouteFromCNI(r, 0, gw)
+		// Only the gateways are on-link in ptp (the pod address has no
+		// prefix route): any other next hop is declared on-link, which
+		// is what the reference's routes end up as once it deletes the
+		// prefix route it added them through.
+		if r.GW != nil && !gwSet[r.GW.String()] {
+			nr.Flags |= int(netlink.FLAG_ONLINK)
+		}
+		out = append(out, nr)
 	}
 	return out
 }

@@ -72,24 +72,44 @@ type diffCase struct {
 const hostLocal = `"ipam": {"type": "host-local", "dataDir": "@DATA@/ipam", "ranges": [[{"subnet": "10.80.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}`
 const staticIPAM = `"ipam": {"type": "static", "addresses": [{"address": "10.81.0.5/24", "gateway": "10.81.0.1"}], "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.0.2.0/24", "gw": "10.81.0.9"}], "dns": {"nameservers": ["10.81.0.53"], "search": ["example.test"]}}`
 
+// vethQueue is the reason for a host veth's queue length that differs.
+const vethQueue = "podnet leaves the kernel's default queue length (1000) on the host veth; the reference sets 0. " +
+	"A veth has no qdisc by default either way (IFF_NO_QUEUE), but a qdisc added later (an operator's HTB, tc shaping) " +
+	"takes its limit from it, and 0 makes such a qdisc drop (openshift/origin#11126); the reference's own bandwidth plugin raises it to 1000"
+
+// ptpScope is the reason for ptp's host route scope.
+const ptpScope = "podnet's host route to a ptp pod has scope link, the kernel's scope for a route through a device, and what " +
+	"routed CNIs (Calico, Flannel host-gw) use; the reference uses scope host, which means an address of this node. " +
+	"Forwarding and the node's source address towards the pod are the same (docs/plugins/ptp.md)"
+
+// with merges divergence maps.
+func with(ms ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+var (
+	vethDiverge = map[string]string{"add.node.txqlen": vethQueue}
+	ptpDiverge  = map[string]string{"add.node.txqlen": vethQueue, "add.node.scope": ptpScope}
+)
+
 // ipamDNS is the reason for a result whose DNS differs.
 const ipamDNS = "the reference's macvlan and tap replace the IPAM's DNS with their own (empty) dns field; podnet passes the IPAM's DNS on, as the reference's bridge and ptp do"
 
 var diffCases = []diffCase{
-	{name: "bridge", conf: `[{"type": "bridge", "bridge": "pnd-br0", ` + hostLocal + `}]`},
-	{name: "bridge-gw-masq-mtu-hairpin", conf: `[{"type": "bridge", "bridge": "pnd-br0", "isGateway": true, "ipMasq": true, "mtu": 1400, "hairpinMode": true, ` + hostLocal + `}]`},
+	{name: "bridge", conf: `[{"type": "bridge", "bridge": "pnd-br0", ` + hostLocal + `}]`, diverge: vethDiverge},
+	{name: "bridge-gw-masq-mtu-hairpin", conf: `[{"type": "bridge", "bridge": "pnd-br0", "isGateway": true, "ipMasq": true, "mtu": 1400, "hairpinMode": true, ` + hostLocal + `}]`, diverge: vethDiverge},
 	{name: "bridge-dualstack", versions: []string{"1.0.0", "1.1.0"}, conf: `[{"type": "bridge", "bridge": "pnd-br0", "isGateway": true,
 	  "ipam": {"type": "host-local", "dataDir": "@DATA@/ipam", "ranges": [[{"subnet": "10.80.0.0/24"}], [{"subnet": "fd00:80::/64"}]],
-	           "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}}]`},
-	{name: "bridge-static", conf: `[{"type": "bridge", "bridge": "pnd-br0", "isGateway": true, ` + staticIPAM + `}]`},
-	{name: "ptp", conf: `[{"type": "ptp", "ipMasq": true, "mtu": 1450, ` + hostLocal + `}]`},
-	{name: "ptp-static", versions: []string{"1.0.0"}, conf: `[{"type": "ptp", ` + staticIPAM + `}]`,
-		diverge: map[string]string{
-			"add.ok":     "OPEN BUG, not intended: podnet's ptp fails to add a route whose gw (10.81.0.9) is not the IPAM gateway (network is unreachable); the reference adds it",
-			"add.result": "follows from add.ok",
-			"add.pod":    "follows from add.ok",
-			"check.ok":   "follows from add.ok (no CHECK after a failed ADD)",
-		}},
+	           "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}}]`, diverge: vethDiverge},
+	{name: "bridge-static", conf: `[{"type": "bridge", "bridge": "pnd-br0", "isGateway": true, ` + staticIPAM + `}]`, diverge: vethDiverge},
+	{name: "ptp", conf: `[{"type": "ptp", "ipMasq": true, "mtu": 1450, ` + hostLocal + `}]`, diverge: ptpDiverge},
+	{name: "ptp-static", versions: []string{"1.0.0"}, conf: `[{"type": "ptp", ` + staticIPAM + `}]`, diverge: ptpDiverge},
 	{name: "macvlan", master: true, conf: `[{"type": "macvlan", "master": "pnd0", "mode": "bridge", ` + hostLocal + `}]`},
 	{name: "macvlan-static-mtu", master: true, versions: []string{"0.4.0", "1.1.0"}, conf: `[{"type": "macvlan", "master": "pnd0", "mtu": 1400, ` + staticIPAM + `}]`,
 		diverge: map[string]string{
@@ -117,12 +137,13 @@ var diffCases = []diffCase{
 		}},
 	{name: "firewall", versions: []string{"0.3.1"}, conf: `[{"type": "bridge", "bridge": "pnd-br0", ` + hostLocal + `}, {"type": "firewall"}]`,
 		diverge: map[string]string{
-			"add.ok":     "the reference's firewall refuses cniVersion 0.3.1 (it supports 0.4.0+); podnet's accepts it",
-			"add.result": "follows from add.ok",
-			"del.ok":     "the reference's firewall refuses 0.3.1 on DEL too, so its DEL fails",
-			"del.pod":    "follows from del.ok: the reference leaves eth0 in the pod",
+			"add.node.txqlen": vethQueue,
+			"add.ok":          "the reference's firewall refuses cniVersion 0.3.1 (it supports 0.4.0+); podnet's accepts it",
+			"add.result":      "follows from add.ok",
+			"del.ok":          "the reference's firewall refuses 0.3.1 on DEL too, so its DEL fails",
+			"del.pod":         "follows from del.ok: the reference leaves eth0 in the pod",
 		}},
-	{name: "unknown-field", versions: []string{"1.0.0"}, conf: `[{"type": "bridge", "bridge": "pnd-br0", "noSuchField": {"x": 1}, ` + hostLocal + `}]`},
+	{name: "unknown-field", versions: []string{"1.0.0"}, conf: `[{"type": "bridge", "bridge": "pnd-br0", "noSuchField": {"x": 1}, ` + hostLocal + `}]`, diverge: vethDiverge},
 
 	// Bad input: ADD fails in both, DEL after it must clean up.
 	{name: "bad-bridge-mtu", versions: []string{"0.4.0", "1.1.0"}, conf: `[{"type": "bridge", "bridge": "pnd-br0", "mtu": 70000, ` + hostLocal + `}]`},
@@ -135,8 +156,10 @@ var diffCases = []diffCase{
 	{name: "bad-hostlocal-subnet", versions: []string{"0.4.0", "1.1.0"},
 		conf: `[{"type": "bridge", "bridge": "pnd-br0", "ipam": {"type": "host-local", "dataDir": "@DATA@/ipam", "ranges": [[{"subnet": "10.80.0.0/33"}]]}}]`,
 		diverge: map[string]string{
-			"del.ok":  "the reference's host-local DEL loads the full config and fails on the invalid CIDR; podnet's DEL only walks dataDir/<name> and succeeds (docs/del.md)",
-			"add.pod": "podnet validates the IPAM config before it makes the veth pair; the reference makes it first and leaves it (down) when host-local fails",
+			"del.ok":          "the reference's host-local DEL loads the full config and fails on the invalid CIDR; podnet's DEL only walks dataDir/<name> and succeeds (docs/del.md)",
+			"add.pod":         "podnet validates the IPAM config before it makes the veth pair; the reference makes it first and leaves it (down) when host-local fails",
+			"add.node":        "follows from add.pod: the reference's host veth is left on the node",
+			"add.node.txqlen": "follows from add.pod: the reference's host veth is left on the node",
 		}},
 	{name: "bad-bridge-vlan", versions: []string{"1.0.0"}, conf: `[{"type": "bridge", "bridge": "pnd-br0", "vlan": 5000, ` + hostLocal + `}]`,
 		diverge: map[string]string{
@@ -145,7 +168,8 @@ var diffCases = []diffCase{
 }
 
 // diffRun is what one implementation did: key -> normalised value. Keys:
-// add.ok, add.result, add.pod, add.node, check.ok, del.ok, del.pod.
+// add.ok, add.result, add.pod, add.node (and .txqlen, .scope), check.ok,
+// del.ok, del.pod.
 type diffRun map[string]string
 
 func runDiffCase(t *testing.T, pluginDir string, c diffCase, version string) diffRun {
@@ -203,7 +227,7 @@ func runDiffCase(t *testing.T, pluginDir string, c diffCase, version string) dif
 		r["add.result"] = normResult(t, out)
 	}
 	r["add.pod"] = podState(t, pod)
-	r["add.node"] = nodeState(t, n.ns)
+	nodeState(t, n.ns, "add.node", r)
 	if err == nil && version != "0.3.1" {
 		_, err := n.cnitool("check", name, pod)
 		logErr("check", err)
@@ -326,9 +350,52 @@ func podState(t *testing.T, pod string) string {
 	return strings.Join(lines, "\n")
 }
 
-// nodeState is the node-side sysctls the plugins set.
-func nodeState(t *testing.T, node string) string {
-	return nsSysctl(node, "net.ipv4.ip_forward") + "\n" + nsSysctl(node, "net.ipv6.conf.all.forwarding")
+// nodeState records what ADD left in the node namespace under three keys:
+// prefix (forwarding; each link's type, MTU, state and IPv6
+// router-advertisement handling; the node's routes), prefix+".txqlen" (each
+// link's queue length) and prefix+".scope" (each route's scope), so that a
+// listed divergence in one does not hide a new one in another. Veth and
+// ifb names, which differ per run, show as <veth> and <ifb>.
+func nodeState(t *testing.T, node, prefix string, r diffRun) {
+	lines := []string{nsSysctl(node, "net.ipv4.ip_forward"), nsSysctl(node, "net.ipv6.conf.all.forwarding")}
+	var qlen, scope []string
+	h := handle(t, node)
+	links, err := h.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		a := l.Attrs()
+		show := a.Name
+		if strings.HasPrefix(show, "veth") {
+			show = "<veth>"
+		} else if strings.HasPrefix(show, "bwp") {
+			show = "<ifb>" // bandwidth's, named from network and container
+		}
+		names[a.Index] = show
+		if a.Name == "lo" {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("link %s %s mtu=%d up=%v %s", show, l.Type(), a.MTU, a.Flags&net.FlagUp != 0,
+			strings.TrimPrefix(nsSysctl(node, "net.ipv6.conf."+a.Name+".accept_ra"), "net.ipv6.conf."+a.Name+".")))
+		qlen = append(qlen, fmt.Sprintf("%s txqlen=%d", show, a.TxQLen))
+	}
+	routes, err := h.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range routes {
+		if rt.Dst != nil && rt.Dst.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("route %v via %v dev %s src %v", rt.Dst, rt.Gw, names[rt.LinkIndex], rt.Src))
+		scope = append(scope, fmt.Sprintf("%v dev %s scope %d", rt.Dst, names[rt.LinkIndex], rt.Scope))
+	}
+	for k, v := range map[string][]string{prefix: lines, prefix + ".txqlen": qlen, prefix + ".scope": scope} {
+		sort.Strings(v)
+		r[k] = strings.Join(v, "\n")
+	}
 }
 
 func nsSysctl(path, name string) string {
