@@ -1,0 +1,33 @@
+package datastore
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// Objects are the Kubernetes-typed objects network policy reads: the same
+// types whatever the store (Kubernetes API objects; in etcd, the JSON a
+// `kubectl get -o json` prints, stored under the store's prefix).
+type Objects struct {
+	Namespaces []*corev1.Namespace
+	Pods       []*corev1.Pod
+	Policies   []*networkingv1.NetworkPolicy
+}
+
+// ObjectSource keeps an in-memory, watched copy of the Objects.
+// Implementations: etcd (keys <prefix>/objects/{namespaces,pods,
+// networkpolicies}/...) and kubernetes (informers).
+type ObjectSource interface {
+	// Run lists and then watches until ctx is done, calling changed
+	// (without blocking on it; it may be called often) after the first
+	// complete list and after every change. It returns ctx's error, or
+	// an error when the store cannot be read at all.
+	Run(ctx context.Context, changed func()) error
+	// Objects is the current copy (nil slices before the first list).
+	// The objects are shared: callers must not modify them.
+	Objects() Objects
+	// Synced reports whether the first complete list has been read.
+	Synced() bool
+}
