@@ -20,20 +20,33 @@
 // with code 50 ("not available"), so the runtime retries instead of
 // hanging. DEL and GC work without it: they only need the IPAM store.
 //
+// Network policy: for a Kubernetes pod (K8S_POD_NAMESPACE and K8S_POD_NAME
+// in CNI_ARGS) ADD registers the pod's addresses with the agent
+// (agent/podreg) after IPAM and before the veth is wired; when the pod's
+// namespace has NetworkPolicies it waits until the agent has the pod's
+// policy in the kernel, so the pod's first packet is already filtered, and
+// fails with code 11 when the agent is down or too slow (docs/policy.md).
+//
 // It owns nothing beyond what ptp and host-local own for its attachments.
 package podnet
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/podnet/podnet/agent/nodestate"
+	"github.com/podnet/podnet/agent/podreg"
 	"github.com/podnet/podnet/internal/cnierr"
 	"github.com/podnet/podnet/internal/cniplugin"
 	"github.com/podnet/podnet/ipam/hostlocal"
@@ -217,7 +230,71 @@ func add(args *skel.CmdArgs) (types.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ptp.Plugin.Add(a)
+	ns, pod, ok := podIdentity(args.Args)
+	if !ok {
+		// Not a Kubernetes pod (podman, cnitool): no policy can select it.
+		return ptp.Plugin.Add(a)
+	}
+	c, err := Decode(args.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	return ptp.AddWith(a, func(res *current.Result) error {
+		reg := podreg.Registration{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: ns, Name: pod}
+		for _, ipc := range res.IPs {
+			if ip, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+				reg.IPs = append(reg.IPs, ip.Unmap())
+			}
+		}
+		return register(c.StateDir, reg)
+	})
+}
+
+// Bounds of the wait for the agent at ADD.
+const (
+	// PolicyWait: a pod whose namespace has NetworkPolicies starts only
+	// once the agent has its policy in force; past this, ADD fails with
+	// code 11 and the runtime retries.
+	PolicyWait = 10 * time.Second
+	// registerWait: any other pod only tells the agent its addresses
+	// (for other pods' peer sets); it never waits longer than this.
+	registerWait = 250 * time.Millisecond
+)
+
+// register tells the agent about the pod before its interface is wired.
+// When the pod's namespace has NetworkPolicies (per the agent's
+// policy-namespaces.json; an unreadable file counts as yes) it waits until
+// the agent has the pod's policy in the kernel, and fails closed (code 11)
+// if the agent is down or does not manage within PolicyWait. Other pods do
+// not wait and start even with the agent down: no policy selects them.
+func register(stateDir string, reg podreg.Registration) error {
+	has, _, err := podreg.HasPolicies(stateDir, reg.Namespace)
+	reg.Wait = has || err != nil
+	d := registerWait
+	if reg.Wait {
+		d = PolicyWait
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	rerr := podreg.Register(ctx, stateDir, reg)
+	if rerr == nil || !reg.Wait {
+		return nil
+	}
+	return cnierr.New(cnierr.TryAgainLater, name, "pod %s: namespace %s has NetworkPolicies and the pod's policy is not in force yet, so the pod may not start: %v", reg.Key(), reg.Namespace, rerr)
+}
+
+// podIdentity reads K8S_POD_NAMESPACE and K8S_POD_NAME from CNI_ARGS.
+func podIdentity(cniArgs string) (namespace, pod string, ok bool) {
+	for _, kv := range strings.Split(cniArgs, ";") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			namespace = v
+		case "K8S_POD_NAME":
+			pod = v
+		}
+	}
+	return namespace, pod, namespace != "" && pod != ""
 }
 
 func check(args *skel.CmdArgs) error {
@@ -233,7 +310,18 @@ func del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	return ptp.Plugin.Del(a)
+	if err := ptp.Plugin.Del(a); err != nil {
+		return err
+	}
+	if _, _, ok := podIdentity(args.Args); ok {
+		// Best effort: the agent also learns it from the datastore.
+		if c, err := Decode(args.StdinData); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), registerWait)
+			_ = podreg.Unregister(ctx, c.StateDir, args.ContainerID, args.IfName)
+			cancel()
+		}
+	}
+	return nil
 }
 
 func gc(args *skel.CmdArgs) error {

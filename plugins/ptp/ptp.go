@@ -188,7 +188,14 @@ func internal(err error, format string, a ...any) error {
 	return cnierr.Wrap(cnierr.Internal, name, err, format, a...)
 }
 
-func add(args *skel.CmdArgs) (_ types.Result, err error) {
+func add(args *skel.CmdArgs) (types.Result, error) { return AddWith(args, nil) }
+
+// AddWith is ADD with a hook: beforeWire runs once IPAM has given the
+// pod its addresses and before anything is wired (no veth, no route: the
+// address cannot send or receive yet). An error from it fails the ADD and
+// releases the addresses. The podnet plugin uses it to have the pod's
+// network policy in force before the pod's first packet.
+func AddWith(args *skel.CmdArgs, beforeWire func(*current.Result) error) (_ types.Result, err error) {
 	conf, err := Parse(args.StdinData)
 	if err != nil {
 		return nil, err
@@ -211,6 +218,11 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	undo = append(undo, func() error { return delegate.Del(ctx, conf.IPAM.Type, args) })
 	if err := Plan(res); err != nil {
 		return nil, cnierr.New(cnierr.InvalidConfig, name, "%v", err)
+	}
+	if beforeWire != nil {
+		if err := beforeWire(res); err != nil {
+			return nil, err
+		}
 	}
 	v4, v6 := false, false
 	for _, ipc := range res.IPs {

@@ -1,0 +1,227 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podnet/podnet/agent/datastore"
+	"github.com/podnet/podnet/agent/podreg"
+	"github.com/podnet/podnet/agent/policy"
+)
+
+// policyEngine is the agent's NetworkPolicy loop: it keeps the model
+// (the datastore's namespaces, pods and policies, plus the addresses the
+// CNI plugin registered for this node's new pods), compiles it for this
+// node (agent/policy, pure) and has the writer program the difference
+// (agent/policykernel). It answers the plugin's registrations
+// (agent/podreg) once the pod's policy is in force.
+//
+// Fail-safe rules: nothing is compiled or applied before the source's
+// first complete list (an empty cache would lift every policy), and a
+// failed apply is retried; the table is never flushed.
+type policyEngine struct {
+	node     string
+	stateDir string
+	src      datastore.ObjectSource
+	compile  func(policy.Model, string) policy.Ruleset
+	apply    func(policy.Ruleset) error
+	log      *slog.Logger
+
+	kick chan struct{}
+
+	mu      sync.Mutex
+	regs    map[string]podreg.Registration // containerID/ifName ->
+	gen     uint64                         // bumped by every change
+	applied uint64                         // gen in force in the kernel
+	known   map[string]bool                // pods (ns/name) the applied model had
+	lastErr error
+	done    chan struct{} // closed and replaced after every apply
+	nsList  []string      // namespaces with policies, as last written
+	wrote   bool
+}
+
+func newPolicyEngine(node, stateDir string, src datastore.ObjectSource, compile func(policy.Model, string) policy.Ruleset,
+	apply func(policy.Ruleset) error, log *slog.Logger) *policyEngine {
+	return &policyEngine{
+		node: node, stateDir: stateDir, src: src, compile: compile, apply: apply, log: log.With("part", "policy"),
+		kick: make(chan struct{}, 1), regs: map[string]podreg.Registration{}, done: make(chan struct{}),
+	}
+}
+
+func (e *policyEngine) changed() {
+	e.mu.Lock()
+	e.gen++
+	e.mu.Unlock()
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves registrations and reconciles until ctx is done.
+func (e *policyEngine) Run(ctx context.Context, resync time.Duration) {
+	go func() {
+		for ctx.Err() == nil {
+			if err := e.src.Run(ctx, e.changed); err != nil && ctx.Err() == nil {
+				e.log.Warn("policy objects source stopped, restarting", "err", err)
+				time.Sleep(time.Second)
+			}
+		}
+	}()
+	go func() {
+		for ctx.Err() == nil {
+			if err := podreg.Serve(ctx, e.stateDir, e); err != nil && ctx.Err() == nil {
+				e.log.Warn("registration socket", "err", err)
+				time.Sleep(time.Second)
+			}
+		}
+	}()
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.kick:
+		case <-tick.C:
+		}
+		e.sync()
+	}
+}
+
+// sync compiles and applies once, if the source has listed.
+func (e *policyEngine) sync() {
+	if !e.src.Synced() {
+		return
+	}
+	e.mu.Lock()
+	gen := e.gen
+	regs := make([]podreg.Registration, 0, len(e.regs))
+	for _, r := range e.regs {
+		regs = append(regs, r)
+	}
+	e.mu.Unlock()
+
+	objs := e.src.Objects()
+	m := modelOf(objs, e.node, regs)
+	t0 := time.Now()
+	rs := e.compile(m, e.node)
+	err := e.apply(rs)
+	if err != nil {
+		e.log.Warn("policy apply failed, retrying", "err", err)
+		go func() { time.Sleep(200 * time.Millisecond); e.changed() }()
+	} else {
+		e.log.Debug("policy applied", "pods", len(rs.Pods), "took", time.Since(t0))
+	}
+	nsList := policyNamespaces(objs)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lastErr = err
+	if err == nil {
+		e.applied = max(e.applied, gen)
+		e.known = map[string]bool{}
+		for _, p := range m.Pods {
+			e.known[p.Key()] = true
+		}
+	}
+	if !e.wrote || !slices.Equal(nsList, e.nsList) {
+		if werr := podreg.WriteNamespaces(e.stateDir, nsList); werr != nil {
+			e.log.Warn("write policy namespaces", "err", werr)
+		} else {
+			e.nsList, e.wrote = nsList, true
+		}
+	}
+	close(e.done)
+	e.done = make(chan struct{})
+}
+
+// Register records r and, when r.Wait, returns once a model holding the pod
+// (its labels from the datastore and r's addresses) is in force.
+func (e *policyEngine) Register(ctx context.Context, r podreg.Registration) error {
+	e.mu.Lock()
+	e.regs[r.ContainerID+"/"+r.IfName] = r
+	e.mu.Unlock()
+	e.changed()
+	if !r.Wait {
+		return nil
+	}
+	e.mu.Lock()
+	want := e.gen
+	e.mu.Unlock()
+	for {
+		e.mu.Lock()
+		ok := e.applied >= want && e.known[r.Key()]
+		done, lastErr, applied := e.done, e.lastErr, e.applied >= want
+		e.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			switch {
+			case !e.src.Synced():
+				return fmt.Errorf("pod %s: the agent has not read the cluster's policies yet", r.Key())
+			case !applied && lastErr != nil:
+				return fmt.Errorf("pod %s: programming its policy failed: %v", r.Key(), lastErr)
+			case applied:
+				return fmt.Errorf("pod %s is not in the datastore yet: its labels, and so its policy, are unknown", r.Key())
+			default:
+				return fmt.Errorf("pod %s: its policy is not programmed yet", r.Key())
+			}
+		}
+	}
+}
+
+// Unregister forgets an attachment (CNI DEL).
+func (e *policyEngine) Unregister(containerID, ifName string) {
+	e.mu.Lock()
+	_, ok := e.regs[containerID+"/"+ifName]
+	delete(e.regs, containerID+"/"+ifName)
+	e.mu.Unlock()
+	if ok {
+		e.changed()
+	}
+}
+
+// policyNamespaces are the namespaces holding NetworkPolicies, sorted.
+func policyNamespaces(o datastore.Objects) []string {
+	var out []string
+	for _, p := range o.Policies {
+		out = append(out, p.Namespace)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// modelOf builds the compiler's input: the datastore's objects, with the
+// addresses this node's plugin registered taking precedence for its pods
+// (the datastore learns a pod's IPs only after ADD returns).
+func modelOf(o datastore.Objects, node string, regs []podreg.Registration) policy.Model {
+	m := policy.Model{Namespaces: map[string]map[string]string{}, Policies: o.Policies}
+	for _, ns := range o.Namespaces {
+		m.Namespaces[ns.Name] = ns.Labels
+	}
+	byKey := map[string]podreg.Registration{}
+	for _, r := range regs {
+		byKey[r.Key()] = r
+	}
+	for _, p := range o.Pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue // finished: its addresses may already be another pod's
+		}
+		pod := policy.PodFromAPI(p)
+		if r, ok := byKey[pod.Key()]; ok {
+			pod.IPs = slices.Clone(r.IPs)
+			pod.Node = node
+		}
+		m.Pods = append(m.Pods, pod)
+	}
+	return m
+}
