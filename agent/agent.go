@@ -30,6 +30,7 @@ import (
 
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/kernel"
+	"github.com/podnet/podnet/agent/metrics"
 	"github.com/podnet/podnet/agent/nodestate"
 	"github.com/podnet/podnet/agent/overlay"
 )
@@ -47,11 +48,21 @@ type Agent struct {
 	rejected string
 	rendered string
 
+	objects datastore.ObjectSource // nil: no network policy
+	metrics *metrics.Metrics       // nil: none
+
 	mu     sync.Mutex
 	state  overlay.State
 	syncs  int
 	lastOK bool
 }
+
+// EnablePolicy makes the agent enforce NetworkPolicy with the objects of
+// src (call before Run).
+func (a *Agent) EnablePolicy(src datastore.ObjectSource) { a.objects = src }
+
+// SetMetrics makes the agent report into m (call before Run).
+func (a *Agent) SetMetrics(m *metrics.Metrics) { a.metrics = m }
 
 // New checks cfg and opens the node's namespace. store is used as is and
 // closed by the caller.
@@ -149,7 +160,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx done
 	}
-	if a.establish(ctx, l) != nil || a.publish(ctx, l) != nil || a.writeConflist(ctx) != nil {
+	if a.establish(ctx, l) != nil || a.publish(ctx, l) != nil {
+		return nil // ctx done
+	}
+	if a.objects != nil {
+		// Before the conflist: a pod of a namespace with policies can
+		// start only once the registration socket answers.
+		if err := a.startPolicy(ctx); err != nil {
+			return err
+		}
+	}
+	if a.writeConflist(ctx) != nil {
 		return nil // ctx done
 	}
 	expired := lease.Expired
@@ -330,9 +351,16 @@ func (a *Agent) sync(ctx context.Context) {
 	}
 	v4 := slices.ContainsFunc(l.ClusterCIDRs, func(p netip.Prefix) bool { return p.Addr().Is4() })
 	v6 := slices.ContainsFunc(l.ClusterCIDRs, func(p netip.Prefix) bool { return p.Addr().Is6() })
+	t0 := time.Now()
 	aerr := errors.Join(a.node.EnableForwarding(v4, v6), a.node.Apply(st))
 	if aerr != nil {
 		a.log.Warn("reconcile incomplete, retrying on the next round", "err", aerr)
+	}
+	if m := a.metrics; m != nil {
+		m.ObserveSync("overlay", time.Since(t0), aerr)
+		m.Nodes.Set(float64(len(a.snap.Nodes)))
+		m.Routes.Set(float64(len(st.Routes)))
+		m.SetReady(aerr == nil)
 	}
 	a.mu.Lock()
 	a.state, a.lastOK = st, aerr == nil

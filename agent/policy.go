@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/podnet/podnet/agent/datastore"
+	"github.com/podnet/podnet/agent/metrics"
 	"github.com/podnet/podnet/agent/podreg"
 	"github.com/podnet/podnet/agent/policy"
 )
@@ -32,6 +33,7 @@ type policyEngine struct {
 	compile  func(policy.Model, string) policy.Ruleset
 	apply    func(policy.Ruleset) error
 	log      *slog.Logger
+	metrics  *metrics.Metrics
 
 	kick chan struct{}
 
@@ -113,6 +115,7 @@ func (e *policyEngine) sync() {
 	t0 := time.Now()
 	rs := e.compile(m, e.node)
 	err := e.apply(rs)
+	e.observe(objs, rs, time.Since(t0), err)
 	if err != nil {
 		e.log.Warn("policy apply failed, retrying", "err", err)
 		go func() { time.Sleep(200 * time.Millisecond); e.changed() }()
@@ -224,4 +227,53 @@ func modelOf(o datastore.Objects, node string, regs []podreg.Registration) polic
 		m.Pods = append(m.Pods, pod)
 	}
 	return m
+}
+
+// observe reports one pass into the metrics.
+func (e *policyEngine) observe(o datastore.Objects, rs policy.Ruleset, took time.Duration, err error) {
+	m := e.metrics
+	if m == nil {
+		return
+	}
+	m.ObserveSync("policy", took, err)
+	m.Objects.WithLabelValues("namespaces").Set(float64(len(o.Namespaces)))
+	m.Objects.WithLabelValues("pods").Set(float64(len(o.Pods)))
+	m.Objects.WithLabelValues("networkpolicies").Set(float64(len(o.Policies)))
+	in, eg, elems := 0, 0, 0
+	count := func(c *policy.Chain) int {
+		return len(c.Any4) + len(c.Any6) + len(c.Ports4) + len(c.Ports6)
+	}
+	for _, p := range rs.Pods {
+		if p.Ingress != nil {
+			in++
+			elems += count(p.Ingress)
+		}
+		if p.Egress != nil {
+			eg++
+			elems += count(p.Egress)
+		}
+	}
+	m.IsolatedPods.WithLabelValues("ingress").Set(float64(in))
+	m.IsolatedPods.WithLabelValues("egress").Set(float64(eg))
+	m.SetElements.Set(float64(elems))
+}
+
+// openPolicyWriter opens the kernel writer for the node's namespace (fd -1:
+// the process's own); set where the writer is linked in.
+var openPolicyWriter func(nsFd int, log *slog.Logger) (func(policy.Ruleset) error, error)
+
+// startPolicy opens the policy table writer (adopting what a previous agent
+// programmed) and starts the policy loop.
+func (a *Agent) startPolicy(ctx context.Context) error {
+	if openPolicyWriter == nil {
+		return fmt.Errorf("network policy: no kernel writer linked in")
+	}
+	apply, err := openPolicyWriter(a.node.NSFd(), a.log)
+	if err != nil {
+		return fmt.Errorf("network policy: %w", err)
+	}
+	e := newPolicyEngine(a.cfg.NodeName, a.cfg.StateDir, a.objects, policy.Compile, apply, a.log)
+	e.metrics = a.metrics
+	go e.Run(ctx, a.cfg.ResyncInterval)
+	return nil
 }

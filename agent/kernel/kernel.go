@@ -66,6 +66,10 @@ func Open(nsPath string, log *slog.Logger) (*Node, error) {
 }
 
 // Close frees the handles.
+// NSFd is the descriptor of the node's namespace, -1 for the process's
+// own (for other writers into the same namespace, e.g. policy).
+func (n *Node) NSFd() int { return int(n.ns) }
+
 func (n *Node) Close() {
 	if n.h != nil {
 		n.h.Close()
