@@ -22,7 +22,6 @@
 //     the Node is deleted or its pod CIDRs change (the agent then leases
 //     again, i.e. waits for the Node to return). Close stops the informer
 //     and leaves the annotations in place.
-//
 //   - ObjectSource (objects.go) keeps informers on Pods, Namespaces and
 //     NetworkPolicies for network policy.
 //
