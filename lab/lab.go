@@ -109,13 +109,13 @@ type Node struct {
 type Pod struct {
 	// Namespace is the Kubernetes namespace ("" in a lab.json written
 	// before pods had objects: default).
-	Namespace string            `json:"namespace"`
-	Name      string            `json:"name"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Node      string            `json:"node"`
-	Netns       string       `json:"netns"`
-	ContainerID string       `json:"containerID"`
-	IPs         []netip.Addr `json:"ips,omitempty"`
+	Namespace   string            `json:"namespace"`
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Node        string            `json:"node"`
+	Netns       string            `json:"netns"`
+	ContainerID string            `json:"containerID"`
+	IPs         []netip.Addr      `json:"ips,omitempty"`
 }
 
 // NetnsPath is the bind-mount path of a lab namespace.

@@ -99,7 +99,7 @@ func (l *Lab) podObject(p *Pod, ports []corev1.ContainerPort) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: p.namespace(), Name: p.Name, Labels: p.Labels,
 			UID: types.UID(p.ContainerID), CreationTimestamp: metav1.Now()},
-		Spec: corev1.PodSpec{NodeName: p.Node, Containers: []corev1.Container{{Name: "main", Image: "podnet-lab", Ports: ports}}},
+		Spec:   corev1.PodSpec{NodeName: p.Node, Containers: []corev1.Container{{Name: "main", Image: "podnet-lab", Ports: ports}}},
 		Status: corev1.PodStatus{Phase: corev1.PodPending},
 	}
 }
