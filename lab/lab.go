@@ -111,7 +111,7 @@ type Pod struct {
 	// before pods had objects: default).
 	Namespace   string            `json:"namespace"`
 	Name        string            `json:"name"`
-	Labels      map[string]string `json:"labels,omitempty"`
+	Labels      map[string]string `json:"labels"`
 	Node        string            `json:"node"`
 	Netns       string            `json:"netns"`
 	ContainerID string            `json:"containerID"`
@@ -165,6 +165,9 @@ func Load(root, name string) (*Lab, error) {
 	}
 	for _, p := range l.Pods {
 		p.Namespace = p.namespace()
+		if p.Labels == nil {
+			p.Labels = map[string]string{}
+		}
 	}
 	return l, nil
 }
