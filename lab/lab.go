@@ -6,7 +6,10 @@
 // detached supervisor process (`podnet-agent lab serve`), and pods are
 // namespaces attached through the real CNI plugins: libcni exec's the podnet
 // binary's plugin links inside the node namespace with the conflist the
-// node's agent wrote. Checks send real packets (internal/probe).
+// node's agent wrote. Checks send real packets (internal/probe). Pods,
+// their namespaces and network policies also exist as Kubernetes objects in
+// the lab's etcd (objects.go, pods.go), written as a kubelet and kubectl
+// would; the lab itself enforces no policy.
 //
 // Everything a lab makes is named after it: namespaces pl-<name>-*, files
 // under /run/podnet-lab/<name>/ (lab.json records nodes, pods, addresses and
