@@ -313,7 +313,11 @@ func (l *Lab) Apply(ctx context.Context, r io.Reader, out io.Writer) error {
 			}
 		}
 		if ns, ok := obj.(*corev1.Namespace); ok {
-			obj = namespaceObject(ns.Name, ns.Labels)
+			// As the apiserver does: the name label is always there.
+			ns = ns.DeepCopy()
+			ns.Labels = namespaceObject(ns.Name, ns.Labels).Labels
+			ns.Status.Phase = corev1.NamespaceActive
+			obj = ns
 		}
 		created, err := etcd.PutObject(ctx, cli, "", obj)
 		if err != nil {
