@@ -110,6 +110,29 @@ func TestLabPodObjects(t *testing.T) {
 		t.Fatalf("namespace labels %v", ns.Labels)
 	}
 
+	// A failed pod add is rolled back: the last plugin of the chain
+	// fails ADD (after podnet and portmap succeeded), so the pod is DEL'd,
+	// its netns, object and record removed.
+	bw := filepath.Join(l.binDir(), "bandwidth")
+	if err := os.Remove(bw); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/bash\nif [ \"$CNI_COMMAND\" = ADD ]; then echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"injected\"}'; exit 1; fi\nexec -a bandwidth " + l.PodnetBin + " \"$@\"\n"
+	if err := os.WriteFile(bw, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(binDir, "podnet"), "lab", "pod", "add", "web/broken", "--node", "n1", "--name", l.Name).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "injected") {
+		t.Fatalf("pod add with a failing plugin: %v\n%s", err, out)
+	}
+	os.Remove(bw)
+	if err := os.Symlink(l.PodnetBin, bw); err != nil {
+		t.Fatal(err)
+	}
+	if lb, _ := Load("", l.Name); get(etcd.KindPod, "web", "broken") != nil || netns.Exists(NetnsPath(podNetns(l.Name, "web", "broken"))) || lb.Pod("web/broken") != nil {
+		t.Fatal("failed pod add left its object, netns or record")
+	}
+
 	// apply / delete of a policy file.
 	f := filepath.Join(t.TempDir(), "np.yaml")
 	if err := os.WriteFile(f, []byte(`apiVersion: networking.k8s.io/v1
