@@ -49,7 +49,7 @@ func (l *Lab) benchPairs() []benchPair {
 	}
 	first := func(node string) string {
 		if ps := l.PodsOn(node); len(ps) > 0 {
-			return ps[0].Name
+			return ps[0].Ref()
 		}
 		return ""
 	}
@@ -88,7 +88,7 @@ func (l *Lab) benchPairs() []benchPair {
 	}
 	for _, n := range l.Nodes {
 		if ps := l.PodsOn(n.Name); len(ps) >= 2 {
-			out = append(out, benchPair{what: "pod->pod same node", from: ps[0].Name, to: ps[1].Name, underlay: ref, target: 0.95})
+			out = append(out, benchPair{what: "pod->pod same node", from: ps[0].Ref(), to: ps[1].Ref(), underlay: ref, target: 0.95})
 			break
 		}
 	}

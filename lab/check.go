@@ -92,7 +92,7 @@ func (l *Lab) Targets() []Target {
 	var out []Target
 	for _, p := range l.Pods {
 		n := l.Node(p.Node)
-		t := Target{Name: p.Name, Netns: p.Netns, IP: p.IPv4(), Pod: true, Node: p.Node}
+		t := Target{Name: p.Ref(), Netns: p.Netns, IP: p.IPv4(), Pod: true, Node: p.Node}
 		if n != nil {
 			t.NodeIP = n.IP
 		}

@@ -6,7 +6,10 @@
 // detached supervisor process (`podnet-agent lab serve`), and pods are
 // namespaces attached through the real CNI plugins: libcni exec's the podnet
 // binary's plugin links inside the node namespace with the conflist the
-// node's agent wrote. Checks send real packets (internal/probe).
+// node's agent wrote. Checks send real packets (internal/probe). Pods,
+// their namespaces and network policies also exist as Kubernetes objects in
+// the lab's etcd (objects.go, pods.go), written as a kubelet and kubectl
+// would; the lab itself enforces no policy.
 //
 // Everything a lab makes is named after it: namespaces pl-<name>-*, files
 // under /run/podnet-lab/<name>/ (lab.json records nodes, pods, addresses and
@@ -105,13 +108,17 @@ type Node struct {
 	Subnets  []netip.Prefix `json:"subnets,omitempty"`
 }
 
-// Pod is one lab pod.
+// Pod is one lab pod; its Pod object is in the lab's etcd (objects.go).
 type Pod struct {
-	Name        string       `json:"name"`
-	Node        string       `json:"node"`
-	Netns       string       `json:"netns"`
-	ContainerID string       `json:"containerID"`
-	IPs         []netip.Addr `json:"ips,omitempty"`
+	// Namespace is the Kubernetes namespace ("" in a lab.json written
+	// before pods had objects: default).
+	Namespace   string            `json:"namespace"`
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels"`
+	Node        string            `json:"node"`
+	Netns       string            `json:"netns"`
+	ContainerID string            `json:"containerID"`
+	IPs         []netip.Addr      `json:"ips,omitempty"`
 }
 
 // NetnsPath is the bind-mount path of a lab namespace.
@@ -159,6 +166,12 @@ func Load(root, name string) (*Lab, error) {
 	if err := json.Unmarshal(b, l); err != nil {
 		return nil, fmt.Errorf("parse %s: %w", p, err)
 	}
+	for _, p := range l.Pods {
+		p.Namespace = p.namespace()
+		if p.Labels == nil {
+			p.Labels = map[string]string{}
+		}
+	}
 	return l, nil
 }
 
@@ -186,14 +199,36 @@ func (l *Lab) Node(name string) *Node {
 	return nil
 }
 
-// Pod returns the pod called name, or nil.
+// Pod returns the pod called name ("NS/NAME", or NAME for a pod in the
+// default namespace, or the first pod called NAME), or nil.
 func (l *Lab) Pod(name string) *Pod {
+	for _, p := range l.Pods {
+		if p.Ref() == name || p.namespace()+"/"+p.Name == name {
+			return p
+		}
+	}
 	for _, p := range l.Pods {
 		if p.Name == name {
 			return p
 		}
 	}
 	return nil
+}
+
+func (p *Pod) namespace() string {
+	if p.Namespace == "" {
+		return DefaultNamespace
+	}
+	return p.Namespace
+}
+
+// Ref names the pod in the lab's commands and check tables: NAME in the
+// default namespace, else NS/NAME.
+func (p *Pod) Ref() string {
+	if p.namespace() == DefaultNamespace {
+		return p.Name
+	}
+	return p.Namespace + "/" + p.Name
 }
 
 // PodsOn returns the pods of node.

@@ -38,7 +38,7 @@ func TestOptions(t *testing.T) {
 		}
 	}
 	o := Options{AgentBin: "/bin/true", PodnetBin: "/bin/true"}
-	if err := o.defaults(); err != nil || o.Name != DefaultName || o.Nodes != 2 || o.PodsPerNode != 2 || o.Backend != VXLAN {
+	if err := o.defaults(); err != nil || o.Name != DefaultName || o.Nodes != 2 || o.PodsPerNode != 0 || o.Backend != VXLAN {
 		t.Fatalf("defaults %+v %v", o, err)
 	}
 }

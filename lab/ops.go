@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -20,7 +21,8 @@ import (
 )
 
 // Status prints the lab's nodes and pods, as a table or (asJSON) as
-// lab.json with each process's liveness.
+// lab.json with each process's liveness. Each pod has its namespace,
+// name, labels, node, netns and addresses ("ips").
 func (l *Lab) Status(out io.Writer, asJSON bool) error {
 	if asJSON {
 		type nodeStatus struct {
@@ -54,15 +56,19 @@ func (l *Lab) Status(out io.Writer, asJSON bool) error {
 	}
 	tw.Flush()
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "POD\tNODE\tNETNS\tIPS")
+	fmt.Fprintln(tw, "POD\tNODE\tNETNS\tIPS\tLABELS")
 	for _, p := range l.Pods {
-		var ips []string
+		var ips, labels []string
 		for _, a := range p.IPs {
 			ips = append(ips, a.String())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, p.Node, p.Netns, strings.Join(ips, ","))
+		for k, v := range p.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		sort.Strings(labels)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Ref(), p.Node, p.Netns, strings.Join(ips, ","), strings.Join(labels, ","))
 	}
-	fmt.Fprintf(tw, "external\t-\t%s\t%s\n", l.External.Netns, l.External.IP)
+	fmt.Fprintf(tw, "external\t-\t%s\t%s\t\n", l.External.Netns, l.External.IP)
 	return tw.Flush()
 }
 

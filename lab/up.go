@@ -32,7 +32,7 @@ type Options struct {
 	Name        string // default DefaultName
 	Root        string // default DefaultRoot
 	Nodes       int    // default 2
-	PodsPerNode int    // default 2
+	PodsPerNode int    // 0: none (the CLI's default is 2)
 	Backend     string // vxlan (default), host-gw or auto
 	// AgentBin is the podnet-agent binary (agents and the etcd
 	// supervisor); PodnetBin the podnet binary the plugin links point at.
@@ -51,9 +51,6 @@ func (o *Options) defaults() error {
 	}
 	if o.Nodes == 0 {
 		o.Nodes = 2
-	}
-	if o.PodsPerNode == 0 {
-		o.PodsPerNode = 2
 	}
 	if o.Nodes < 1 || o.Nodes > 50 {
 		return fmt.Errorf("--nodes %d: must be 1..50", o.Nodes)
@@ -232,20 +229,27 @@ func (l *Lab) up(ctx context.Context, o Options, base int, say func(string, ...a
 	if _, err := all.Install(l.binDir(), l.PodnetBin); err != nil {
 		return fmt.Errorf("install plugin links: %w", err)
 	}
+	// Each pod gets a Pod object in namespace default, labelled
+	// app=<name>, written before its CNI ADD as in Kubernetes (pods.go).
+	cli, err := l.etcdClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	octx, cancel := opCtx(ctx)
+	_, err = ensureNamespace(octx, cli, DefaultNamespace)
+	cancel()
+	if err != nil {
+		return err
+	}
 	for _, n := range l.Nodes {
 		for j := 1; j <= o.PodsPerNode; j++ {
-			p := &Pod{Name: fmt.Sprintf("%s-p%d", n.Name, j), Node: n.Name}
+			p := &Pod{Namespace: DefaultNamespace, Name: fmt.Sprintf("%s-p%d", n.Name, j), Node: n.Name}
 			p.Netns = nsPrefix(l.Name) + p.Name
 			p.ContainerID = "lab-" + l.Name + "-" + p.Name
-			if err := newNS(p.Netns); err != nil {
-				return err
-			}
-			l.Pods = append(l.Pods, p)
-			if err := l.Save(); err != nil {
-				return err
-			}
+			p.Labels = map[string]string{"app": p.Name}
 			start := time.Now()
-			if err := l.addPod(ctx, n, p); err != nil {
+			if err := l.wire(ctx, cli, n, p, nil); err != nil {
 				return err
 			}
 			say("pod %s: netns %s on node %s, %v (CNI ADD %s)", p.Name, p.Netns, n.Name, p.IPs, time.Since(start).Round(time.Millisecond))
@@ -266,8 +270,11 @@ func (l *Lab) cni(n *Node) *cniclient.Client {
 	})
 }
 
+// attachment is p's CNI runtime configuration, with the CNI_ARGS a
+// kubelet's runtime passes (IgnoreUnknown=1 first, as containerd does).
 func (l *Lab) attachment(p *Pod) cniclient.Attachment {
-	return cniclient.Attachment{ContainerID: p.ContainerID, NetNS: NetnsPath(p.Netns), IfName: "eth0"}
+	return cniclient.Attachment{ContainerID: p.ContainerID, NetNS: NetnsPath(p.Netns), IfName: "eth0",
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", p.namespace()}, {"K8S_POD_NAME", p.Name}, {"K8S_POD_INFRA_CONTAINER_ID", p.ContainerID}}}
 }
 
 func (l *Lab) addPod(ctx context.Context, n *Node, p *Pod) error {

@@ -1,7 +1,9 @@
 // Package datastore is the node agent's one small interface to the cluster
 // store: lease a pod subnet per address family for this node, publish how to
 // reach it (underlay addresses, VTEP MAC), and list and watch every node's
-// record. Implementations (etcd/, later kubernetes/) own their keys and
+// record; and keep a watched copy of the Kubernetes objects network policy
+// reads (ObjectSource), with the checks a writer of those objects runs
+// (Validate*). Implementations (etcd/, kubernetes/) own their keys and
 // transactions; nothing here touches the kernel, and nothing that uses a
 // Store knows which one it has.
 package datastore

@@ -34,7 +34,7 @@ func newLabCmd() *cobra.Command {
 	var name, root string
 	cmd := &cobra.Command{
 		Use:   "lab",
-		Short: "a podnet cluster in network namespaces on this machine: up, status, check, exec, down, demo",
+		Short: "a podnet cluster in network namespaces on this machine: up, status, check, exec, pod, label, apply, down, demo",
 		Long: `podnet lab builds a whole cluster in network namespaces: a fabric namespace
 (underlay bridges and a router), node namespaces each with its own podnet agent
 process, an embedded etcd in a detached supervisor, and pods attached through
@@ -48,7 +48,7 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 	var o lab.Options
 	upOpts := func(c *cobra.Command) {
 		c.Flags().IntVar(&o.Nodes, "nodes", 2, "number of nodes")
-		c.Flags().IntVar(&o.PodsPerNode, "pods-per-node", 2, "pods per node")
+		c.Flags().IntVar(&o.PodsPerNode, "pods-per-node", 2, "pods per node (0: none; add them with `lab pod add`)")
 		c.Flags().StringVar(&o.Backend, "backend", lab.VXLAN, "vxlan, host-gw or auto (auto: nodes alternate between two routed underlay segments)")
 	}
 	fill := func() error {
@@ -182,5 +182,6 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 	serve.Flags().StringVar(&peerURL, "peer-url", "", "etcd peer URL of a previous run (restart)")
 
 	cmd.AddCommand(up, demo, status, check, execCmd, down, bench, serve)
+	cmd.AddCommand(labObjectCmds(&name, &root)...)
 	return cmd
 }

@@ -4,6 +4,8 @@
 //
 //	<prefix>/subnets/<addr>-<len>  -> node name   (e.g. /podnet/v1/subnets/10.244.3.0-24)
 //	<prefix>/nodes/<name>          -> JSON datastore.NodeInfo
+//	<prefix>/objects/...           -> Kubernetes objects policy reads (objects.go:
+//	                                  ObjectSource reads them, PutObject writes them)
 //
 // All of a node's keys hang off one etcd lease with a TTL that this process
 // renews (KeepAlive). A subnet is taken with a create-if-absent transaction,

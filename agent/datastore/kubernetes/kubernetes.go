@@ -22,9 +22,12 @@
 //     the Node is deleted or its pod CIDRs change (the agent then leases
 //     again, i.e. waits for the Node to return). Close stops the informer
 //     and leaves the annotations in place.
+//   - ObjectSource (objects.go) keeps informers on Pods, Namespaces and
+//     NetworkPolicies for network policy.
 //
-// The agent needs get/list/watch/patch on nodes and patch on nodes/status
-// (docs/agent.md has the ClusterRole). This package is linked only into the
+// The agent needs get/list/watch/patch on nodes, patch on nodes/status and
+// get/list/watch on pods, namespaces and networkpolicies (docs/agent.md
+// has the ClusterRole). This package is linked only into the
 // podnet-agent binary: never import it from cmd/podnet or a plugin.
 package kubernetes
 

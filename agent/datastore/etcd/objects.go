@@ -1,0 +1,392 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/podnet/podnet/agent/datastore"
+)
+
+// Object keys, under <prefix>/objects/:
+//
+//	namespaces/<name>
+//	pods/<namespace>/<name>
+//	networkpolicies/<namespace>/<name>
+//
+// Values are the objects' JSON as `kubectl get -o json` prints them.
+
+// Kinds of the stored objects, as their "kind" field says.
+const (
+	KindNamespace     = "Namespace"
+	KindPod           = "Pod"
+	KindNetworkPolicy = "NetworkPolicy"
+)
+
+var kinds = map[string]struct{ resource, apiVersion string }{
+	KindNamespace:     {"namespaces", "v1"},
+	KindPod:           {"pods", "v1"},
+	KindNetworkPolicy: {"networkpolicies", "networking.k8s.io/v1"},
+}
+
+// ObjectsPrefix is where the objects of the store with key prefix live.
+func ObjectsPrefix(prefix string) string {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return strings.TrimRight(prefix, "/") + "/objects/"
+}
+
+// ObjectKey is the key of an object of kind (ns is ignored for a
+// Namespace).
+func ObjectKey(prefix, kind, ns, name string) (string, error) {
+	k, ok := kinds[kind]
+	if !ok {
+		return "", fmt.Errorf("etcd: kind %q: only Namespace, Pod and NetworkPolicy are stored", kind)
+	}
+	if name == "" || strings.Contains(name, "/") || strings.Contains(ns, "/") {
+		return "", fmt.Errorf("etcd: %s name %q / namespace %q: must be non-empty and without '/'", kind, name, ns)
+	}
+	if kind == KindNamespace {
+		return ObjectsPrefix(prefix) + k.resource + "/" + name, nil
+	}
+	if ns == "" {
+		return "", fmt.Errorf("etcd: %s %q has no namespace", kind, name)
+	}
+	return ObjectsPrefix(prefix) + k.resource + "/" + ns + "/" + name, nil
+}
+
+// identify returns an object's kind, namespace and name, and validates it.
+func identify(obj runtime.Object) (kind, ns, name string, err error) {
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		return KindNamespace, "", o.Name, datastore.ValidateNamespace(o)
+	case *corev1.Pod:
+		return KindPod, o.Namespace, o.Name, datastore.ValidatePod(o)
+	case *networkingv1.NetworkPolicy:
+		return KindNetworkPolicy, o.Namespace, o.Name, datastore.ValidatePolicy(o)
+	}
+	return "", "", "", fmt.Errorf("etcd: cannot store a %T: only Namespace, Pod and NetworkPolicy", obj)
+}
+
+// PutObject validates obj (a *corev1.Namespace, *corev1.Pod or
+// *networkingv1.NetworkPolicy) and writes it (create or replace) with its
+// apiVersion and kind set. It reports whether the object was created.
+func PutObject(ctx context.Context, cli *clientv3.Client, prefix string, obj runtime.Object) (created bool, err error) {
+	kind, ns, name, err := identify(obj)
+	if err != nil {
+		return false, err
+	}
+	key, err := ObjectKey(prefix, kind, ns, name)
+	if err != nil {
+		return false, err
+	}
+	obj = obj.DeepCopyObject()
+	obj.GetObjectKind().SetGroupVersionKind(gvk(kind))
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return false, err
+	}
+	if len(b) > datastore.MaxObjectBytes {
+		return false, fmt.Errorf("etcd: %s %s is %d bytes encoded, over the %d-byte limit", kind, key, len(b), datastore.MaxObjectBytes)
+	}
+	resp, err := cli.Put(ctx, key, string(b), clientv3.WithPrevKV())
+	if err != nil {
+		return false, fmt.Errorf("etcd: put %s: %w", key, err)
+	}
+	return resp.PrevKv == nil, nil
+}
+
+// GetObject reads one object (nil, nil when absent).
+func GetObject(ctx context.Context, cli *clientv3.Client, prefix, kind, ns, name string) (runtime.Object, error) {
+	key, err := ObjectKey(prefix, kind, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	obj, bad := decodeObject(ObjectsPrefix(prefix), resp.Kvs[0].Key, resp.Kvs[0].Value)
+	if bad != "" {
+		return nil, fmt.Errorf("etcd: %s: %s", key, bad)
+	}
+	return obj, nil
+}
+
+// DeleteObject deletes one object and reports whether it existed.
+func DeleteObject(ctx context.Context, cli *clientv3.Client, prefix, kind, ns, name string) (bool, error) {
+	key, err := ObjectKey(prefix, kind, ns, name)
+	if err != nil {
+		return false, err
+	}
+	resp, err := cli.Delete(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("etcd: delete %s: %w", key, err)
+	}
+	return resp.Deleted > 0, nil
+}
+
+// decodeObject reads one object record under objPrefix, or says why it
+// cannot be used: too large, a key that is not an object key, not the JSON
+// of its kind, or naming another object than its key does.
+func decodeObject(objPrefix string, key, val []byte) (runtime.Object, string) {
+	if len(val) > datastore.MaxObjectBytes {
+		return nil, fmt.Sprintf("record is %d bytes, over the %d-byte limit", len(val), datastore.MaxObjectBytes)
+	}
+	parts := strings.Split(strings.TrimPrefix(string(key), objPrefix), "/")
+	var kind, ns, name string
+	switch {
+	case len(parts) == 2 && parts[0] == "namespaces":
+		kind, name = KindNamespace, parts[1]
+	case len(parts) == 3 && parts[0] == "pods":
+		kind, ns, name = KindPod, parts[1], parts[2]
+	case len(parts) == 3 && parts[0] == "networkpolicies":
+		kind, ns, name = KindNetworkPolicy, parts[1], parts[2]
+	default:
+		return nil, "not an object key (namespaces/<name>, pods/<ns>/<name> or networkpolicies/<ns>/<name>)"
+	}
+	var obj interface {
+		runtime.Object
+		GetName() string
+		GetNamespace() string
+		SetNamespace(string)
+	}
+	switch kind {
+	case KindNamespace:
+		obj = &corev1.Namespace{}
+	case KindPod:
+		obj = &corev1.Pod{}
+	default:
+		obj = &networkingv1.NetworkPolicy{}
+	}
+	if err := json.Unmarshal(val, obj); err != nil {
+		return nil, fmt.Sprintf("not a %s: %v", kind, err)
+	}
+	want := gvk(kind)
+	if got := obj.GetObjectKind().GroupVersionKind(); (got.Kind != "" && got.Kind != want.Kind) || (got.Version != "" && got.GroupVersion() != want.GroupVersion()) {
+		return nil, fmt.Sprintf("record is a %s %s, its key a %s", got.GroupVersion(), got.Kind, kind)
+	}
+	if obj.GetName() != name {
+		return nil, fmt.Sprintf("record names %q, its key %q", obj.GetName(), name)
+	}
+	if kind != KindNamespace {
+		if obj.GetNamespace() == "" {
+			obj.SetNamespace(ns)
+		}
+		if obj.GetNamespace() != ns {
+			return nil, fmt.Sprintf("record is in namespace %q, its key in %q", obj.GetNamespace(), ns)
+		}
+	}
+	return obj, ""
+}
+
+// ObjectSource is the datastore.ObjectSource on etcd: one list of
+// <prefix>/objects/, then a watch from the list's revision; a compacted or
+// failed watch (etcd restarted, leader lost) lists again. Records that
+// cannot be used are skipped and logged (Bad says which), never fatal.
+type ObjectSource struct {
+	cli    *clientv3.Client
+	prefix string // <prefix>/objects/
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	synced bool
+	objs   map[string]runtime.Object // by key
+	bad    map[string]string         // key -> reason
+	snap   *datastore.Objects        // built lazily from objs
+}
+
+var _ datastore.ObjectSource = (*ObjectSource)(nil)
+
+// NewObjectSource reads the objects under prefix ("" = DefaultPrefix)
+// through cli; log (nil discards) receives skipped records and re-lists.
+func NewObjectSource(cli *clientv3.Client, prefix string, log *slog.Logger) *ObjectSource {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &ObjectSource{cli: cli, prefix: ObjectsPrefix(prefix), log: log}
+}
+
+// ObjectSource returns an ObjectSource on this store's client and prefix.
+func (s *Store) ObjectSource(log *slog.Logger) *ObjectSource {
+	return NewObjectSource(s.cli, s.prefix, log)
+}
+
+// relistDelay is the pause before listing again after a failure.
+var relistDelay = time.Second
+
+// Run implements datastore.ObjectSource. It lists again, after a short
+// pause, whenever a list or watch fails, so it only returns when ctx ends.
+func (o *ObjectSource) Run(ctx context.Context, changed func()) error {
+	for {
+		rev, err := o.list(ctx)
+		if err == nil {
+			changed()
+			err = o.watch(ctx, rev, changed)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		o.log.Warn("policy objects: listing again", "prefix", o.prefix, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(relistDelay):
+		}
+	}
+}
+
+func (o *ObjectSource) list(ctx context.Context) (int64, error) {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := o.cli.Get(lctx, o.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("etcd: list %s: %w", o.prefix, err)
+	}
+	objs, bad := map[string]runtime.Object{}, map[string]string{}
+	for _, kv := range resp.Kvs {
+		if obj, why := o.decode(kv.Key, kv.Value); why != "" {
+			bad[string(kv.Key)] = why
+		} else {
+			objs[string(kv.Key)] = obj
+		}
+	}
+	o.mu.Lock()
+	o.objs, o.bad, o.snap, o.synced = objs, bad, nil, true
+	o.mu.Unlock()
+	return resp.Header.Revision, nil
+}
+
+func (o *ObjectSource) decode(key, val []byte) (runtime.Object, string) {
+	obj, why := decodeObject(o.prefix, key, val)
+	if why != "" {
+		o.log.Warn("policy objects: skipping a record that cannot be used", "key", string(key), "reason", why)
+	}
+	return obj, why
+}
+
+// watch applies changes after rev until the watch fails or ctx ends.
+func (o *ObjectSource) watch(ctx context.Context, rev int64, changed func()) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := o.cli.Watch(clientv3.WithRequireLeader(wctx), o.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			if wr.CompactRevision > 0 {
+				return fmt.Errorf("watch compacted at revision %d: %w", wr.CompactRevision, err)
+			}
+			return err
+		}
+		if len(wr.Events) == 0 {
+			continue
+		}
+		o.mu.Lock()
+		for _, e := range wr.Events {
+			k := string(e.Kv.Key)
+			delete(o.objs, k)
+			delete(o.bad, k)
+			if e.Type != clientv3.EventTypePut {
+				continue
+			}
+			// A record that cannot be used is, to the reader, gone.
+			if obj, why := o.decode(e.Kv.Key, e.Kv.Value); why != "" {
+				o.bad[k] = why
+			} else {
+				o.objs[k] = obj
+			}
+		}
+		o.snap = nil
+		o.mu.Unlock()
+		changed()
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.New("watch closed")
+}
+
+// Synced implements datastore.ObjectSource.
+func (o *ObjectSource) Synced() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.synced
+}
+
+// Objects implements datastore.ObjectSource: sorted by namespace and name.
+func (o *ObjectSource) Objects() datastore.Objects {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.synced {
+		return datastore.Objects{}
+	}
+	if o.snap != nil {
+		return *o.snap
+	}
+	s := datastore.Objects{Namespaces: []*corev1.Namespace{}, Pods: []*corev1.Pod{}, Policies: []*networkingv1.NetworkPolicy{}}
+	keys := make([]string, 0, len(o.objs))
+	for k := range o.objs {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := nsName(o.objs[keys[i]]), nsName(o.objs[keys[j]])
+		return a[0] < b[0] || (a[0] == b[0] && a[1] < b[1])
+	})
+	for _, k := range keys {
+		switch v := o.objs[k].(type) {
+		case *corev1.Namespace:
+			s.Namespaces = append(s.Namespaces, v)
+		case *corev1.Pod:
+			s.Pods = append(s.Pods, v)
+		case *networkingv1.NetworkPolicy:
+			s.Policies = append(s.Policies, v)
+		}
+	}
+	o.snap = &s
+	return s
+}
+
+// nsName sorts objects by namespace, then name.
+func nsName(obj runtime.Object) [2]string {
+	m, ok := obj.(interface {
+		GetName() string
+		GetNamespace() string
+	})
+	if !ok {
+		return [2]string{}
+	}
+	return [2]string{m.GetNamespace(), m.GetName()}
+}
+
+func gvk(kind string) schema.GroupVersionKind {
+	gv, _ := schema.ParseGroupVersion(kinds[kind].apiVersion)
+	return gv.WithKind(kind)
+}
+
+// Bad lists the records skipped by the last list and the watch since,
+// sorted by key.
+func (o *ObjectSource) Bad() []datastore.BadRecord {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []datastore.BadRecord
+	for k, why := range o.bad {
+		out = append(out, datastore.BadRecord{Key: k, Reason: why})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
