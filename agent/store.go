@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/podnet/podnet/agent/datastore"
@@ -44,4 +45,17 @@ func OpenStore(ctx context.Context, c DatastoreConfig) (datastore.Store, error) 
 		}
 	}
 	return etcd.New(ctx, etcd.Options{Endpoints: c.Endpoints, TLS: tc, Prefix: c.Prefix, TTL: c.LeaseTTL})
+}
+
+// ObjectsOf is the policy ObjectSource sharing store's connection: the
+// etcd store's <prefix>/objects/ keys, or the Kubernetes store's informers.
+func ObjectsOf(store datastore.Store, log *slog.Logger) (datastore.ObjectSource, error) {
+	switch s := store.(type) {
+	case *etcd.Store:
+		return s.ObjectSource(log), nil
+	case *kubernetes.Store:
+		return s.ObjectSource(), nil
+	default:
+		return nil, fmt.Errorf("network policy: datastore %T has no policy objects", store)
+	}
 }

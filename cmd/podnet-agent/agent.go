@@ -11,15 +11,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podnet/podnet/agent"
+	"github.com/podnet/podnet/agent/metrics"
 	"github.com/podnet/podnet/agent/nodestate"
 	"github.com/podnet/podnet/agent/overlay"
 )
 
 func newAgentCmd() *cobra.Command {
 	var (
-		cfg      agent.Config
-		cidrs    []string
-		logLevel string
+		cfg         agent.Config
+		cidrs       []string
+		logLevel    string
+		policyOn    bool
+		metricsAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -67,6 +70,22 @@ SIGINT and leaves the datapath in place when it stops.`,
 			if err != nil {
 				return err
 			}
+			if policyOn {
+				src, err := agent.ObjectsOf(store, log.With("node", c.NodeName, "part", "policy-objects"))
+				if err != nil {
+					return err
+				}
+				ag.EnablePolicy(src)
+			}
+			if metricsAddr != "" {
+				m := metrics.New()
+				ag.SetMetrics(m)
+				go func() {
+					if err := m.Serve(ctx, metricsAddr); err != nil {
+						log.Error("metrics endpoint", "err", err)
+					}
+				}()
+			}
 			return ag.Run(ctx)
 		},
 	}
@@ -93,5 +112,7 @@ SIGINT and leaves the datapath in place when it stops.`,
 	f.StringVar(&cfg.Datastore.Prefix, "etcd-prefix", "/podnet/v1", "etcd key prefix")
 	f.DurationVar(&cfg.Datastore.LeaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "lease TTL: a dead node's subnet is freed this long after its last renewal")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&policyOn, "network-policy", true, "enforce Kubernetes NetworkPolicy (table inet podnet-policy; docs/policy.md)")
+	f.StringVar(&metricsAddr, "metrics-address", "", "serve /metrics, /healthz and /readyz on this host:port (e.g. :9490); \"\" = off")
 	return cmd
 }
