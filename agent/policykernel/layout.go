@@ -192,8 +192,8 @@ func podRules(name string, ids [numSets]uint32) [][]expr.Any {
 	ports := func(p byte, off, ln uint32, i int) []expr.Any {
 		r := 8 + ln/4 // NFT_REG32_00 + words of the address
 		return append(nfproto(p), addrLoad(off, ln),
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r},
-			&expr.Payload{DestRegister: r + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(r)},
+			&expr.Payload{DestRegister: reg(r + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			lookup(i), ret)
 	}
 	return [][]expr.Any{
@@ -203,6 +203,15 @@ func podRules(name string, ids [numSets]uint32) [][]expr.Any {
 		ports(unix.NFPROTO_IPV6, off6, 16, setP6),
 		{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
 	}
+}
+
+// reg names 32-bit register r (NFT_REG32_xx) the way the kernel lists it
+// back: by its 16-byte register (NFT_REG_n) when it starts one.
+func reg(r uint32) uint32 {
+	if (r-8)%4 == 0 {
+		return (r-8)/4 + 1
+	}
+	return r
 }
 
 // exprSig renders the verdict-relevant parts of an expression, so rules
