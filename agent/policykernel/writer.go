@@ -127,7 +127,9 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 		st.Duration = time.Since(start)
 		return st, nil
 	}
-	bufSize = b.bytes
+	// Every message is acked, and an ack's buffer costs the socket about
+	// a kilobyte of receive space whatever its size.
+	bufSize = max(b.bytes, st.Messages*2048)
 	if err := c.Flush(); err != nil {
 		ferr := fmt.Errorf("nftables: apply table %s (%d messages): %w", TableName, st.Messages, err)
 		s, rerr := w.read()
