@@ -62,19 +62,20 @@ func TestDesiredRejects(t *testing.T) {
 		{Pods: []policy.PodRules{{ID: "x", Egress: &policy.Chain{Ports6: []policy.PortBox{{Addrs: rng("fd00::", "fd00::1"), Proto: 0}}}}}},
 	}
 	for i, rs := range bad {
-		if _, err := desired(rs); err == nil {
+		if _, _, err := desired(rs, nil, nil); err == nil {
 			t.Errorf("case %d: accepted %+v", i, rs)
 		}
 	}
-	if _, err := desired(policy.Ruleset{Pods: []policy.PodRules{good}}); err != nil {
+	if _, _, err := desired(policy.Ruleset{Pods: []policy.PodRules{good}}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // planStats plans have -> want without a kernel (the batch is never sent).
-func planStats(t *testing.T, have *state, rs policy.Ruleset) (Stats, *state) {
+// With pods (what have was built from) unchanged pods share have's chains.
+func planStats(t *testing.T, have *state, rs policy.Ruleset, pods map[string]policy.PodRules) (Stats, *state, map[string]policy.PodRules) {
 	t.Helper()
-	want, err := desired(rs)
+	want, pods, err := desired(rs, have, pods)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,32 +88,56 @@ func planStats(t *testing.T, have *state, rs policy.Ruleset) (Stats, *state) {
 	if b.err != nil {
 		t.Fatal(b.err)
 	}
-	return b.st, want
+	return b.st, want, pods
 }
 
 func TestPlanScalesWithDifference(t *testing.T) {
-	rs := bigRuleset(1000)
-	st, applied := planStats(t, newState(), rs)
-	if st.ChainsAdded != 2001 || st.SetsAdded != 4+8000 {
-		t.Errorf("first plan: %+v", st)
+	for _, reuse := range []bool{false, true} {
+		rs := bigRuleset(1000)
+		st, applied, pods := planStats(t, newState(), rs, nil)
+		if st.ChainsAdded != 2001 || st.SetsAdded != 4+8000 {
+			t.Errorf("first plan: %+v", st)
+		}
+		if !reuse {
+			pods = nil
+		}
+		if st, _, _ := planStats(t, applied, rs, pods); st.Changed() {
+			t.Errorf("same ruleset again: %+v", st)
+		}
+		// One pod loses one peer range and gains one ports box.
+		rs2 := bigRuleset(1000)
+		p := &rs2.Pods[500]
+		p.Ingress.Any4 = p.Ingress.Any4[1:]
+		p.Ingress.Ports4 = append(p.Ingress.Ports4, policy.PortBox{Addrs: rng("192.0.2.1", "192.0.2.1"), Proto: policy.UDP, Ports: policy.PortRange{From: 53, To: 53}})
+		st, _, _ = planStats(t, applied, rs2, pods)
+		if st.ElementsAdded != 1 || st.ElementsRemoved != 1 || st.Messages != 2 || st.ChainsAdded+st.ChainsRemoved+st.SetsAdded+st.SetsRemoved != 0 {
+			t.Errorf("reuse %t: one-pod change: %+v", reuse, st)
+		}
+		// A pod goes: its map elements, two chains, eight sets.
+		rs3 := bigRuleset(1000)
+		rs3.Pods = append(rs3.Pods[:10], rs3.Pods[11:]...)
+		st, _, _ = planStats(t, applied, rs3, pods)
+		if st.ChainsRemoved != 2 || st.SetsRemoved != 8 || st.ChainsAdded != 0 || st.Messages > 20 {
+			t.Errorf("reuse %t: one pod removed: %+v", reuse, st)
+		}
+		// A pod's address changes: its map elements only.
+		rs4 := bigRuleset(1000)
+		rs4.Pods[7].IPs = []netip.Addr{ip("10.201.0.7")}
+		st, _, _ = planStats(t, applied, rs4, pods)
+		if st.ElementsRemoved != 4 || st.ElementsAdded != 2 || st.ChainsAdded+st.SetsAdded+st.RulesAdded != 0 {
+			t.Errorf("reuse %t: one pod's addresses changed: %+v", reuse, st)
+		}
 	}
-	if st, _ := planStats(t, applied, rs); st.Changed() {
-		t.Errorf("same ruleset again: %+v", st)
-	}
-	// One pod loses one peer range and gains one ports box.
-	rs2 := bigRuleset(1000)
-	p := &rs2.Pods[500]
-	p.Ingress.Any4 = p.Ingress.Any4[1:]
-	p.Ingress.Ports4 = append(p.Ingress.Ports4, policy.PortBox{Addrs: rng("192.0.2.1", "192.0.2.1"), Proto: policy.UDP, Ports: policy.PortRange{From: 53, To: 53}})
-	st, _ = planStats(t, applied, rs2)
-	if st.ElementsAdded != 1 || st.ElementsRemoved != 1 || st.Messages != 2 || st.ChainsAdded+st.ChainsRemoved+st.SetsAdded+st.SetsRemoved != 0 {
-		t.Errorf("one-pod change: %+v", st)
-	}
-	// A pod goes: its map elements, two chains, eight sets.
-	rs3 := bigRuleset(1000)
-	rs3.Pods = append(rs3.Pods[:10], rs3.Pods[11:]...)
-	st, _ = planStats(t, applied, rs3)
-	if st.ChainsRemoved != 2 || st.SetsRemoved != 8 || st.ChainsAdded != 0 || st.Messages > 20 {
-		t.Errorf("one pod removed: %+v", st)
+}
+
+// The applied state must not change when the caller changes the Ruleset
+// it passed.
+func TestAppliedPodsArePrivate(t *testing.T) {
+	rs := bigRuleset(3)
+	_, applied, pods := planStats(t, newState(), rs, nil)
+	rs.Pods[1].Ingress.Any4[0].To = rs.Pods[1].Ingress.Any4[0].From
+	st, _, _ := planStats(t, applied, rs, pods)
+	if st.ElementsAdded != 1 || st.ElementsRemoved != 1 {
+		t.Errorf("change made in place after apply: %+v", st)
 	}
 }

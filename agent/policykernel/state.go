@@ -3,6 +3,7 @@ package policykernel
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/podnet/podnet/agent/policy"
@@ -41,8 +42,12 @@ func newState() *state {
 }
 
 // desired builds the state rs describes, checking what the kernel would
-// reject or misread: pod IDs, address families, range order.
-func desired(rs policy.Ruleset) (*state, error) {
+// reject or misread: pod IDs, address families, range order. A pod equal
+// to its entry in prevPods (the pods prev was built from) reuses prev's
+// chain states, so that building and diffing cost what changed. It
+// returns the pods the new state was built from, private copies.
+func desired(rs policy.Ruleset, prev *state, prevPods map[string]policy.PodRules) (*state, map[string]policy.PodRules, error) {
+	pods := make(map[string]policy.PodRules, len(rs.Pods))
 	s := newState()
 	s.table, s.base, s.baseOK = true, true, true
 	for i := range s.maps {
@@ -50,7 +55,14 @@ func desired(rs policy.Ruleset) (*state, error) {
 	}
 	for _, p := range rs.Pods {
 		if !validID(p.ID) {
-			return nil, fmt.Errorf("pod %s/%s: bad ID %q", p.Namespace, p.Name, p.ID)
+			return nil, nil, fmt.Errorf("pod %s/%s: bad ID %q", p.Namespace, p.Name, p.ID)
+		}
+		old, same := prevPods[p.ID]
+		same = same && prev != nil && podEqual(old, p)
+		if same {
+			pods[p.ID] = old
+		} else {
+			pods[p.ID] = podCopy(p)
 		}
 		for _, d := range []struct {
 			in bool
@@ -61,27 +73,75 @@ func desired(rs policy.Ruleset) (*state, error) {
 			}
 			name := chainName(d.in, p.ID)
 			if _, dup := s.chains[name]; dup {
-				return nil, fmt.Errorf("pod ID %s appears twice", p.ID)
+				return nil, nil, fmt.Errorf("pod ID %s appears twice", p.ID)
 			}
-			cs, err := chainOf(d.c)
-			if err != nil {
-				return nil, fmt.Errorf("pod %s/%s chain %s: %w", p.Namespace, p.Name, name, err)
+			if cs := prev.reusable(name); same && cs != nil {
+				s.chains[name] = cs
+			} else {
+				cs, err := chainOf(d.c)
+				if err != nil {
+					return nil, nil, fmt.Errorf("pod %s/%s chain %s: %w", p.Namespace, p.Name, name, err)
+				}
+				s.chains[name] = cs
 			}
-			s.chains[name] = cs
 			for _, a := range p.IPs {
 				if !a.IsValid() || a.Zone() != "" {
-					return nil, fmt.Errorf("pod %s/%s: bad address %v", p.Namespace, p.Name, a)
+					return nil, nil, fmt.Errorf("pod %s/%s: bad address %v", p.Namespace, p.Name, a)
 				}
 				a = a.Unmap()
 				m := s.maps[mapIndex(d.in, a)]
-				if prev, dup := m[a]; dup && prev != name {
-					return nil, fmt.Errorf("address %s belongs to two pods (%s, %s)", a, prev, name)
+				if other, dup := m[a]; dup && other != name {
+					return nil, nil, fmt.Errorf("address %s belongs to two pods (%s, %s)", a, other, name)
 				}
 				m[a] = name
 			}
 		}
 	}
-	return s, nil
+	return s, pods, nil
+}
+
+// reusable returns the chain state of name if it is complete (chain, rules
+// and sets as built), for a desired state to share; nil otherwise.
+func (s *state) reusable(name string) *chainState {
+	if s == nil {
+		return nil
+	}
+	cs := s.chains[name]
+	if cs == nil || !cs.exists || !cs.rulesOK {
+		return nil
+	}
+	for i := range numSets {
+		if cs.sets[i] == nil || cs.setBad[i] {
+			return nil
+		}
+	}
+	return cs
+}
+
+// podEqual compares what is programmed of two pods.
+func podEqual(a, b policy.PodRules) bool {
+	return a.ID == b.ID && slices.Equal(a.IPs, b.IPs) && chainEqual(a.Ingress, b.Ingress) && chainEqual(a.Egress, b.Egress)
+}
+
+func chainEqual(a, b *policy.Chain) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.Equal(a.Any4, b.Any4) && slices.Equal(a.Any6, b.Any6) &&
+		slices.Equal(a.Ports4, b.Ports4) && slices.Equal(a.Ports6, b.Ports6)
+}
+
+// podCopy keeps what is programmed of p, in slices the caller cannot
+// change afterwards.
+func podCopy(p policy.PodRules) policy.PodRules {
+	c := func(ch *policy.Chain) *policy.Chain {
+		if ch == nil {
+			return nil
+		}
+		return &policy.Chain{Any4: slices.Clone(ch.Any4), Any6: slices.Clone(ch.Any6),
+			Ports4: slices.Clone(ch.Ports4), Ports6: slices.Clone(ch.Ports6)}
+	}
+	return policy.PodRules{ID: p.ID, IPs: slices.Clone(p.IPs), Ingress: c(p.Ingress), Egress: c(p.Egress)}
 }
 
 func validID(id string) bool {

@@ -28,6 +28,9 @@ type Writer struct {
 	// applied is what the kernel holds; nil when unknown (a failed
 	// batch whose aftermath could not be read): the next Apply reads it.
 	applied *state
+	// pods are the pods applied was built from (nil when applied was
+	// read from the kernel).
+	pods map[string]policy.PodRules
 }
 
 // Open connects to nftables in the namespace nsFd refers to (-1: the
@@ -99,7 +102,7 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	if w.ns < 0 {
 		return Stats{}, errors.New("policykernel: writer closed")
 	}
-	want, err := desired(rs)
+	want, pods, err := desired(rs, w.applied, w.pods)
 	if err != nil {
 		return Stats{}, fmt.Errorf("policykernel: ruleset for node %q: %w", rs.Node, err)
 	}
@@ -108,7 +111,10 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 		if err != nil {
 			return Stats{}, err
 		}
-		w.applied = s
+		w.applied, w.pods = s, nil
+		if want, pods, err = desired(rs, nil, nil); err != nil {
+			return Stats{}, err
+		}
 	}
 	bufSize := 0
 	c, err := nftables.New(nftables.WithNetNSFd(w.ns), nftables.WithSockOptions(func(nc *netlink.Conn) error {
@@ -124,6 +130,7 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 		return Stats{}, b.err
 	}
 	if st.Messages == 0 {
+		w.applied, w.pods = want, pods
 		st.Duration = time.Since(start)
 		return st, nil
 	}
@@ -133,14 +140,13 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	if err := c.Flush(); err != nil {
 		ferr := fmt.Errorf("nftables: apply table %s (%d messages): %w", TableName, st.Messages, err)
 		s, rerr := w.read()
+		w.applied, w.pods = s, nil
 		if rerr != nil {
-			w.applied = nil
 			return Stats{}, errors.Join(ferr, rerr)
 		}
-		w.applied = s
 		return Stats{}, ferr
 	}
-	w.applied = want
+	w.applied, w.pods = want, pods
 	st.Duration = time.Since(start)
 	w.log.Debug("policy table applied", "node", rs.Node, "pods", len(rs.Pods), "added", st.ElementsAdded,
 		"removed", st.ElementsRemoved, "chainsAdded", st.ChainsAdded, "chainsRemoved", st.ChainsRemoved,
@@ -306,10 +312,8 @@ func (b *batch) plan(have, want *state) {
 	// Map elements that go or change.
 	for i := range numMaps {
 		var del []nftables.SetElement
-		for _, a := range sortedAddrs(have.maps[i]) {
-			if want.maps[i][a] != have.maps[i][a] {
-				del = append(del, nftables.SetElement{Key: a.AsSlice()})
-			}
+		for _, a := range changedAddrs(have.maps[i], want.maps[i]) {
+			del = append(del, nftables.SetElement{Key: a.AsSlice()})
 		}
 		b.elems(verdictMap(i), del, false)
 		b.st.ElementsRemoved += len(del)
@@ -345,22 +349,41 @@ func (b *batch) plan(have, want *state) {
 		}
 	}
 
-	// Chains that come or change.
-	for _, n := range slices.Sorted(maps.Keys(want.chains)) {
+	// Chains that come or change (a chain state desired shares with the
+	// applied one is unchanged).
+	var todo []string
+	for n, cs := range want.chains {
+		if have.chains[n] != cs {
+			todo = append(todo, n)
+		}
+	}
+	slices.Sort(todo)
+	for _, n := range todo {
 		b.chain(n, have.chains[n], want.chains[n])
 	}
 
 	// Map elements that come or change.
 	for i := range numMaps {
 		var add []nftables.SetElement
-		for _, a := range sortedAddrs(want.maps[i]) {
-			if ch := want.maps[i][a]; have.maps[i][a] != ch {
-				add = append(add, nftables.SetElement{Key: a.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: ch}})
-			}
+		for _, a := range changedAddrs(want.maps[i], have.maps[i]) {
+			add = append(add, nftables.SetElement{Key: a.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: want.maps[i][a]}})
 		}
 		b.elems(verdictMap(i), add, true)
 		b.st.ElementsAdded += len(add)
 	}
+}
+
+// changedAddrs returns, sorted, the addresses of from that other maps to
+// another chain or not at all.
+func changedAddrs(from, other map[netip.Addr]string) []netip.Addr {
+	var out []netip.Addr
+	for a, ch := range from {
+		if other[a] != ch {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // chain makes pod chain n and its sets hold want; have is nil when
@@ -449,8 +472,4 @@ func encodeAll(idx int, m map[elem]struct{}) []nftables.SetElement {
 		out = append(out, e.encode(idx)...)
 	}
 	return out
-}
-
-func sortedAddrs(m map[netip.Addr]string) []netip.Addr {
-	return slices.SortedFunc(maps.Keys(m), netip.Addr.Compare)
 }
