@@ -13,9 +13,9 @@ import (
 
 // adoptsUnchanged opens a second writer and checks that it sees rs
 // exactly as programmed (a zero difference).
-func adoptsUnchanged(t *testing.T, tp *topo, rs policy.Ruleset) {
+func adoptsUnchanged(t *testing.T, tp *topo, rs policy.Ruleset, opts ...policykernel.Option) {
 	t.Helper()
-	w, err := policykernel.Open(tp.nodeFd, nil)
+	w, err := policykernel.Open(tp.nodeFd, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -174,11 +174,16 @@ func baseRules() [][]expr.Any {
 	}
 }
 
+// NFLOG rate limit of one pod chain: nft's `limit rate 10/second` (burst 5).
+const logRate, logBurst = 10, 5
+
 // podRules are the rules of pod chain name: the peer address is the
 // source for ingress (in-) and the destination for egress (eg-). ids are
 // the batch IDs of the chain's sets when they are created in the same
-// batch (0 otherwise).
-func podRules(name string, ids [numSets]uint32) [][]expr.Any {
+// batch (0 otherwise). With logGroup >= 0 a rule
+// `limit rate 10/second log prefix "<name>" group <logGroup>` comes
+// before the counter drop.
+func podRules(name string, ids [numSets]uint32, logGroup int) [][]expr.Any {
 	off4, off6 := uint32(saddr4), uint32(saddr6)
 	if strings.HasPrefix(name, "eg-") {
 		off4, off6 = daddr4, daddr6
@@ -196,13 +201,19 @@ func podRules(name string, ids [numSets]uint32) [][]expr.Any {
 			&expr.Payload{DestRegister: reg(r + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			lookup(i), ret)
 	}
-	return [][]expr.Any{
+	rules := [][]expr.Any{
 		append(nfproto(unix.NFPROTO_IPV4), addrLoad(off4, 4), lookup(setA4), ret),
 		ports(unix.NFPROTO_IPV4, off4, 4, setP4),
 		append(nfproto(unix.NFPROTO_IPV6), addrLoad(off6, 16), lookup(setA6), ret),
 		ports(unix.NFPROTO_IPV6, off6, 16, setP6),
-		{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}},
 	}
+	if logGroup >= 0 {
+		rules = append(rules, []expr.Any{
+			&expr.Limit{Type: expr.LimitTypePkts, Rate: logRate, Unit: expr.LimitTimeSecond, Burst: logBurst},
+			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(logGroup), Data: []byte(name)},
+		})
+	}
+	return append(rules, []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})
 }
 
 // reg names 32-bit register r (NFT_REG32_xx) the way the kernel lists it
@@ -233,6 +244,10 @@ func exprSig(e expr.Any) string {
 		return "counter"
 	case *expr.Ct:
 		return fmt.Sprintf("ct %d r%d", x.Key, x.Register)
+	case *expr.Limit:
+		return fmt.Sprintf("limit %d %d %t %d %d", x.Type, x.Rate, x.Over, x.Unit, x.Burst)
+	case *expr.Log:
+		return fmt.Sprintf("log %d %s", x.Group, bytes.TrimRight(x.Data, "\x00"))
 	case *expr.Bitwise:
 		return fmt.Sprintf("bitwise r%d r%d %d %x %x", x.SourceRegister, x.DestRegister, x.Len, x.Mask, x.Xor)
 	}

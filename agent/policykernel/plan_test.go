@@ -83,7 +83,7 @@ func planStats(t *testing.T, have *state, rs policy.Ruleset, pods map[string]pol
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &batch{c: c, log: slog.New(slog.DiscardHandler)}
+	b := &batch{c: c, log: slog.New(slog.DiscardHandler), logGroup: -1}
 	b.plan(have, want)
 	if b.err != nil {
 		t.Fatal(b.err)

@@ -124,7 +124,7 @@ func (w *Writer) readOnce() (*state, error) {
 		}
 		cs := s.chain(ch.Name)
 		cs.exists = true
-		cs.rulesOK = isPodChain(ch.Name) && rulesMatch(rules, podRules(ch.Name, [numSets]uint32{}))
+		cs.rulesOK = isPodChain(ch.Name) && rulesMatch(rules, podRules(ch.Name, [numSets]uint32{}, w.logGroup))
 	}
 
 	sets, err := c.GetSets(table)

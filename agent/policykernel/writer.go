@@ -31,6 +31,21 @@ type Writer struct {
 	// pods are the pods applied was built from (nil when applied was
 	// read from the kernel).
 	pods map[string]policy.PodRules
+	// logGroup is the NFLOG group of dropped packets, -1 for none.
+	logGroup int
+}
+
+// Option configures a Writer.
+type Option func(*Writer)
+
+// WithNFLOG makes every pod chain log what it drops to NFLOG group
+// group, at most 10 packets a second per chain (burst 5), with the chain
+// name as prefix: the rule `limit rate 10/second log prefix "<chain>"
+// group <group>` before the counter drop. A table programmed with another
+// group (or none) gets its pod chains' rules rewritten on the first Apply,
+// which resets their drop counters.
+func WithNFLOG(group uint16) Option {
+	return func(w *Writer) { w.logGroup = int(group) }
 }
 
 // Open connects to nftables in the namespace nsFd refers to (-1: the
@@ -38,7 +53,7 @@ type Writer struct {
 // podnet-policy if it exists: its maps, chains and sets' elements become
 // the applied state that the first Apply diffs against. Nothing is
 // changed in the kernel. The Writer keeps its own duplicate of nsFd.
-func Open(nsFd int, log *slog.Logger) (*Writer, error) {
+func Open(nsFd int, log *slog.Logger, opts ...Option) (*Writer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -46,7 +61,10 @@ func Open(nsFd int, log *slog.Logger) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{ns: fd, log: log}
+	w := &Writer{ns: fd, log: log, logGroup: -1}
+	for _, o := range opts {
+		o(w)
+	}
 	s, err := w.read()
 	if err != nil {
 		unix.Close(fd)
@@ -123,7 +141,7 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("nftables: %w", err)
 	}
-	b := &batch{c: c, log: w.log}
+	b := &batch{c: c, log: w.log, logGroup: w.logGroup}
 	b.plan(w.applied, want)
 	st := b.st
 	if b.err != nil {
@@ -231,6 +249,8 @@ type batch struct {
 	bytes int    // estimate of the batch's size
 	id    uint32 // last batch-local set ID
 	err   error
+	// logGroup: as Writer.logGroup.
+	logGroup int
 }
 
 func (b *batch) msg(n int) {
@@ -438,7 +458,7 @@ func (b *batch) chain(n string, have, want *chainState) {
 		b.st.ChainsAdded++
 	}
 	if rewrite {
-		b.rules(ch, podRules(n, ids))
+		b.rules(ch, podRules(n, ids, b.logGroup))
 	}
 }
 
