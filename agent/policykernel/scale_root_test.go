@@ -1,6 +1,8 @@
 package policykernel
 
 import (
+	"bytes"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -147,5 +149,33 @@ func BenchmarkApplyFull1000(b *testing.B) {
 		if _, err := w.Apply(rs); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A batch whose acks do not fit the socket is in the kernel all the same:
+// Apply finds that out by reading the table and reports success.
+func TestAcksLost(t *testing.T) {
+	roottest.Require(t)
+	_, fd := scaleNS(t)
+	var logs bytes.Buffer
+	w, err := Open(fd, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	orig := bufferSizes
+	bufferSizes = func(messages, bytes int) (int, int) { s, _ := orig(messages, bytes); return s, 4096 }
+	defer func() { bufferSizes = orig }()
+	rs := bigRuleset(100)
+	st, err := w.Apply(rs)
+	if err != nil || st.ChainsAdded != 201 {
+		t.Fatalf("apply with a tiny receive buffer: %+v, %v", st, err)
+	}
+	if !strings.Contains(logs.String(), "no buffer space") {
+		t.Errorf("acks were not lost; log: %s", logs.String())
+	}
+	bufferSizes = orig
+	if st, err := w.Apply(rs); err != nil || st.Changed() {
+		t.Errorf("after lost acks: %+v, %v", st, err)
 	}
 }

@@ -134,9 +134,9 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 			return Stats{}, err
 		}
 	}
-	bufSize := 0
+	var sndBuf, rcvBuf int
 	c, err := nftables.New(nftables.WithNetNSFd(w.ns), nftables.WithSockOptions(func(nc *netlink.Conn) error {
-		return setBuffers(nc, bufSize)
+		return setBuffers(nc, sndBuf, rcvBuf)
 	}))
 	if err != nil {
 		return Stats{}, fmt.Errorf("nftables: %w", err)
@@ -152,15 +152,21 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 		st.Duration = time.Since(start)
 		return st, nil
 	}
-	// Every message is acked, and an ack's buffer costs the socket about
-	// a kilobyte of receive space whatever its size.
-	bufSize = max(b.bytes, st.Messages*2048)
+	sndBuf, rcvBuf = bufferSizes(st.Messages, b.bytes)
 	if err := c.Flush(); err != nil {
 		ferr := fmt.Errorf("nftables: apply table %s (%d messages): %w", TableName, st.Messages, err)
 		s, rerr := w.read()
 		w.applied, w.pods = s, nil
 		if rerr != nil {
 			return Stats{}, errors.Join(ferr, rerr)
+		}
+		// An error after the commit (acks lost to a full socket buffer)
+		// leaves the table as wanted: then nothing is left to do.
+		if left, perr := w.pending(s, want); perr == nil && left == 0 {
+			w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
+			w.applied, w.pods = want, pods
+			st.Duration = time.Since(start)
+			return st, nil
 		}
 		return Stats{}, ferr
 	}
@@ -172,21 +178,39 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	return st, nil
 }
 
-// setBuffers sizes the socket for a batch of about size bytes: the whole
-// batch is one sendmsg, and the kernel queues every ack before we read
-// one, so both buffers must hold it (the defaults hold a few hundred
-// messages). As root the limits of net.core.[rw]mem_max do not apply.
-func setBuffers(nc *netlink.Conn, size int) error {
-	size = max(size*2, 1<<20)
+// pending returns how many messages a batch from have to want would
+// have (the batch is planned, never sent).
+func (w *Writer) pending(have, want *state) (int, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(w.ns))
+	if err != nil {
+		return 0, err
+	}
+	b := &batch{c: c, log: w.log, logGroup: w.logGroup}
+	b.plan(have, want)
+	return b.st.Messages, b.err
+}
+
+// bufferSizes returns the socket buffer sizes for a batch of messages
+// and about bytes: the whole batch is one sendmsg, and the kernel queues
+// every message's ack before we read one (each costs about a kilobyte of
+// receive space whatever its size); the defaults hold a few hundred
+// messages. A variable for tests.
+var bufferSizes = func(messages, bytes int) (snd, rcv int) {
+	return max(2*bytes, 1<<20), max(4*messages*1024, 1<<20)
+}
+
+// setBuffers sets the socket's buffer sizes; as root the limits of
+// net.core.[rw]mem_max do not apply.
+func setBuffers(nc *netlink.Conn, snd, rcv int) error {
 	rc, err := nc.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var serr error
 	err = rc.Control(func(fd uintptr) {
-		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
-			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], size); e != nil {
-				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], size); e != nil {
+		for _, o := range []struct{ force, plain, size int }{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, snd}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, rcv}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.force, o.size); e != nil {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.plain, o.size); e != nil {
 					serr = e
 				}
 			}
