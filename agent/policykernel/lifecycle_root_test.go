@@ -12,6 +12,7 @@ import (
 
 	"github.com/podnet/podnet/agent/policy"
 	"github.com/podnet/podnet/agent/policykernel"
+	"github.com/podnet/podnet/internal/roottest"
 )
 
 // background probes f over and over until stop is called, which returns
@@ -264,4 +265,25 @@ func TestFailedBatch(t *testing.T) {
 		t.Fatalf("restore: %+v, %v", st, err)
 	}
 	check(t, []flow{{"box back", C.path, A.v4, "tcp", 8005, true}, {"B back", B.path, A.v4, "tcp", 7001, true}})
+}
+
+// Open(-1) binds the writer to the namespace of the thread that opened it,
+// whatever thread Apply runs on later.
+func TestOpenCallingThreadNamespace(t *testing.T) {
+	tp := newTopo(t)
+	A, _, C := tp.pods[0], tp.pods[1], tp.pods[2]
+	var w *policykernel.Writer
+	roottest.In(t, tp.node, func() error {
+		var err error
+		w, err = policykernel.Open(-1, nil)
+		return err
+	})
+	defer w.Close()
+	if _, err := w.Apply(baseRuleset(tp)); err != nil {
+		t.Fatal(err)
+	}
+	if chains, _ := tableContent(t, tp); len(chains) != 4 {
+		t.Errorf("chains in the node namespace: %v", chains)
+	}
+	check(t, []flow{{"programmed in the node namespace", C.path, A.v4, "tcp", 7001, false}})
 }
