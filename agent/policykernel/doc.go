@@ -11,6 +11,17 @@
 // sets exist and are filled before a map element jumps to them. A batch the
 // kernel rejects changes nothing; the Writer then reads the table again.
 //
+// Cost: a batch holds only what differs, and pods whose rules did not
+// change since the last Apply are skipped without rebuilding their sets,
+// so a one-pod change at 1,000 isolated pods is a batch of a few messages
+// (tens of milliseconds). Creating a table from scratch and adopting one
+// grow with the square of the number of sets: the kernel finds a set by
+// name in a list per table, and the layout has eight sets per isolated
+// pod (about 10 s and 7 s of kernel time at 1,000 pods, 8,004 sets).
+//
+// Option WithNFLOG adds, before each pod chain's counter drop, a rule
+// `limit rate 10/second log prefix "<chain>" group N`.
+//
 // It talks to the kernel only through github.com/google/nftables and
 // netlink sockets; it never runs nft, iptables or ip.
 package policykernel
