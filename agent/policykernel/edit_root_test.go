@@ -116,3 +116,43 @@ func TestAdoptionRepairs(t *testing.T) {
 	}
 	adoptsUnchanged(t, tp, rs)
 }
+
+// A table left with a forward chain on another priority and a map of
+// another type (an older agent, a hand edit) is made right in one batch.
+func TestAdoptionRecreatesBase(t *testing.T) {
+	tp := newTopo(t)
+	A, _, C := tp.pods[0], tp.pods[1], tp.pods[2]
+	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: policykernel.TableName})
+	accept := nftables.ChainPolicyAccept
+	c.AddChain(&nftables.Chain{Table: tbl, Name: "forward", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(10), Policy: &accept})
+	if err := c.AddSet(&nftables.Set{Table: tbl, Name: "ing4", KeyType: nftables.TypeIPAddr, ID: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	w := tp.open(t)
+	rs := baseRuleset(tp)
+	st, err := w.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SetsRemoved != 1 || st.ChainsAdded != 3 {
+		t.Errorf("recreating: %+v", st)
+	}
+	check(t, []flow{
+		{"ingress", C.path, A.v4, "tcp", 7001, false},
+		{"ingress allowed", C.path, A.v4, "tcp", 7000, true},
+	})
+	ch, err := c.ListChain(tbl, "forward")
+	if err != nil || ch.Priority == nil || *ch.Priority != *nftables.ChainPriorityFilter {
+		t.Errorf("forward chain after repair: %+v, %v", ch, err)
+	}
+	adoptsUnchanged(t, tp, rs)
+}

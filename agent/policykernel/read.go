@@ -117,9 +117,7 @@ func (w *Writer) readOnce() (*state, error) {
 		if ch.Name == baseChain {
 			s.base = true
 			s.baseOK = rulesMatch(rules, baseRules())
-			if !baseChainOK(ch) {
-				w.log.Warn("policy forward chain has unexpected hook, type, priority or policy; leaving it", "table", TableName)
-			}
+			s.baseBad = !baseChainOK(ch)
 			continue
 		}
 		cs := s.chain(ch.Name)

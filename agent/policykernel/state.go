@@ -15,11 +15,13 @@ type state struct {
 	// table: the table exists.
 	table bool
 	// maps: the verdict maps' elements, address -> chain jumped to; a
-	// nil map is absent. mapBad: the map exists with another type.
+	// nil map is absent. mapBad: the map exists with another type or
+	// elements this package does not write (it is made again).
 	maps   [numMaps]map[netip.Addr]string
 	mapBad [numMaps]bool
-	// base: the forward chain exists; baseOK: with the right rules.
-	base, baseOK bool
+	// base: the forward chain exists; baseOK: with the right rules;
+	// baseBad: with another type, hook, priority or policy.
+	base, baseOK, baseBad bool
 	// chains: the pod chains by name.
 	chains map[string]*chainState
 	// stray: other sets in the table (not a map, not of a pod chain).

@@ -334,29 +334,50 @@ func (b *batch) plan(have, want *state) {
 		b.c.AddTable(table)
 		b.msg(0)
 	}
-	for i := range numMaps {
-		if have.maps[i] == nil {
-			b.addSet(verdictMap(i), nil)
-		} else if have.mapBad[i] {
-			b.log.Warn("policy map has an unexpected type or elements; elements are diffed as read", "map", mapNames[i])
-		}
-	}
+	// The forward chain and the maps its rules look up. A map or chain
+	// that is not what we make is made again, in this same batch: the
+	// forward chain's rules are rewritten to let go of the old map.
 	base := baseChainDef()
-	if !have.base {
-		b.c.AddChain(base)
-		b.msg(0)
-		b.st.ChainsAdded++
-		b.rules(base, baseRules())
-	} else if !have.baseOK {
+	rebase := !have.base || !have.baseOK || have.baseBad
+	for i := range numMaps {
+		rebase = rebase || have.mapBad[i]
+	}
+	if have.base && rebase {
 		b.c.FlushChain(base)
 		b.msg(0)
+	}
+	if have.baseBad {
+		b.log.Warn("policy forward chain has another type, hook, priority or policy; replacing it", "table", TableName)
+		b.c.DelChain(base)
+		b.msg(0)
+	}
+	var haveMaps [numMaps]map[netip.Addr]string
+	for i := range numMaps {
+		if have.mapBad[i] {
+			b.log.Warn("policy map has another type or foreign elements; replacing it", "map", mapNames[i])
+			b.delSet(mapNames[i])
+		} else {
+			haveMaps[i] = have.maps[i]
+		}
+		if haveMaps[i] == nil {
+			b.addSet(verdictMap(i), nil)
+		}
+	}
+	if !have.base || have.baseBad {
+		b.c.AddChain(base)
+		b.msg(0)
+		if !have.base {
+			b.st.ChainsAdded++
+		}
+	}
+	if rebase {
 		b.rules(base, baseRules())
 	}
 
 	// Map elements that go or change.
 	for i := range numMaps {
 		var del []nftables.SetElement
-		for _, a := range changedAddrs(have.maps[i], want.maps[i]) {
+		for _, a := range changedAddrs(haveMaps[i], want.maps[i]) {
 			del = append(del, nftables.SetElement{Key: a.AsSlice()})
 		}
 		b.elems(verdictMap(i), del, false)
@@ -366,13 +387,16 @@ func (b *batch) plan(have, want *state) {
 	// Chains that go: emptied first (their rules hold the sets), then
 	// removed with their sets.
 	var gone []string
-	for _, n := range slices.Sorted(maps.Keys(have.chains)) {
+	for n := range have.chains {
 		if want.chains[n] == nil {
 			gone = append(gone, n)
-			if have.chains[n].exists {
-				b.c.FlushChain(podChainDef(n))
-				b.msg(0)
-			}
+		}
+	}
+	slices.Sort(gone)
+	for _, n := range gone {
+		if have.chains[n].exists {
+			b.c.FlushChain(podChainDef(n))
+			b.msg(0)
 		}
 	}
 	for _, n := range have.stray {
@@ -409,7 +433,7 @@ func (b *batch) plan(have, want *state) {
 	// Map elements that come or change.
 	for i := range numMaps {
 		var add []nftables.SetElement
-		for _, a := range changedAddrs(want.maps[i], have.maps[i]) {
+		for _, a := range changedAddrs(want.maps[i], haveMaps[i]) {
 			add = append(add, nftables.SetElement{Key: a.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: want.maps[i][a]}})
 		}
 		b.elems(verdictMap(i), add, true)
