@@ -17,7 +17,8 @@
 // (tens of milliseconds). Creating a table from scratch and adopting one
 // grow with the square of the number of sets: the kernel finds a set by
 // name in a list per table, and the layout has eight sets per isolated
-// pod (about 10 s and 7 s of kernel time at 1,000 pods, 8,004 sets).
+// pod (8-12 s and 5-7 s at 1,000 pods, 8,004 sets, on a busy 2-core
+// machine, nearly all of it kernel time).
 //
 // Option WithNFLOG adds, before each pod chain's counter drop, a rule
 // `limit rate 10/second log prefix "<chain>" group N`.
