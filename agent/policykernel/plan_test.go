@@ -1,0 +1,143 @@
+package policykernel
+
+import (
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	"github.com/google/nftables"
+
+	"github.com/podnet/podnet/agent/policy"
+)
+
+func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func rng(a, b string) policy.AddrRange { return policy.AddrRange{From: ip(a), To: ip(b)} }
+
+func TestElemRoundTrip(t *testing.T) {
+	cases := []struct {
+		idx int
+		e   elem
+	}{
+		{setA4, elem{Addrs: rng("10.0.0.0", "10.0.0.255")}},
+		{setA4, elem{Addrs: rng("0.0.0.0", "255.255.255.255")}},
+		{setA6, elem{Addrs: rng("fd00::1", "fd00::1")}},
+		{setA6, elem{Addrs: rng("fd00::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")}},
+		{setP4, elem{Addrs: rng("10.0.0.1", "10.0.0.9"), Proto: policy.TCP, Ports: policy.PortRange{From: 80, To: 8080}}},
+		{setP6, elem{Addrs: rng("fd00::1", "fd00::2"), Proto: policy.SCTP, Ports: policy.PortRange{From: 1, To: 65535}}},
+	}
+	for _, c := range cases {
+		els := c.e.encode(c.idx)
+		// The kernel lists interval sets in no particular order.
+		for i, j := 0, len(els)-1; i < j; i, j = i+1, j-1 {
+			els[i], els[j] = els[j], els[i]
+		}
+		got, err := decodeElems(c.idx, els)
+		if err != nil {
+			t.Fatalf("%+v: %v", c.e, err)
+		}
+		if want := map[elem]struct{}{c.e: {}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("round trip of %+v in set %d: got %+v", c.e, c.idx, got)
+		}
+	}
+	// Concatenation layout: address, protocol padded to 4, port padded to 4.
+	e := elem{Addrs: rng("10.0.0.1", "10.0.0.1"), Proto: policy.UDP, Ports: policy.PortRange{From: 0x1f90, To: 0x1f90}}
+	k := e.encode(setP4)[0].Key
+	if want := []byte{10, 0, 0, 1, 17, 0, 0, 0, 0x1f, 0x90, 0, 0}; !reflect.DeepEqual(k, want) {
+		t.Errorf("key %x, want %x", k, want)
+	}
+}
+
+func TestDesiredRejects(t *testing.T) {
+	good := policy.PodRules{ID: "0123456789ab", IPs: []netip.Addr{ip("10.1.0.1")}, Ingress: &policy.Chain{}}
+	bad := []policy.Ruleset{
+		{Pods: []policy.PodRules{{ID: "", Ingress: &policy.Chain{}}}},
+		{Pods: []policy.PodRules{{ID: "a b", Ingress: &policy.Chain{}}}},
+		{Pods: []policy.PodRules{good, good}},
+		{Pods: []policy.PodRules{good, {ID: "other", IPs: good.IPs, Ingress: &policy.Chain{}}}},
+		{Pods: []policy.PodRules{{ID: "x", Ingress: &policy.Chain{Any4: []policy.AddrRange{rng("fd00::", "fd00::1")}}}}},
+		{Pods: []policy.PodRules{{ID: "x", Ingress: &policy.Chain{Any4: []policy.AddrRange{rng("10.0.0.5", "10.0.0.1")}}}}},
+		{Pods: []policy.PodRules{{ID: "x", Egress: &policy.Chain{Any4: []policy.AddrRange{rng("10.0.0.1", "10.0.0.5"), rng("10.0.0.5", "10.0.0.9")}}}}},
+		{Pods: []policy.PodRules{{ID: "x", Egress: &policy.Chain{Ports6: []policy.PortBox{{Addrs: rng("fd00::", "fd00::1"), Proto: 0}}}}}},
+	}
+	for i, rs := range bad {
+		if _, _, err := desired(rs, nil, nil); err == nil {
+			t.Errorf("case %d: accepted %+v", i, rs)
+		}
+	}
+	if _, _, err := desired(policy.Ruleset{Pods: []policy.PodRules{good}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// planStats plans have -> want without a kernel (the batch is never sent).
+// With pods (what have was built from) unchanged pods share have's chains.
+func planStats(t *testing.T, have *state, rs policy.Ruleset, pods map[string]policy.PodRules) (Stats, *state, map[string]policy.PodRules) {
+	t.Helper()
+	want, pods, err := desired(rs, have, pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &batch{c: c, log: slog.New(slog.DiscardHandler), logGroup: -1}
+	b.plan(have, want)
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.st, want, pods
+}
+
+func TestPlanScalesWithDifference(t *testing.T) {
+	for _, reuse := range []bool{false, true} {
+		rs := bigRuleset(1000)
+		st, applied, pods := planStats(t, newState(), rs, nil)
+		if st.ChainsAdded != 2001 || st.SetsAdded != 4+8000 {
+			t.Errorf("first plan: %+v", st)
+		}
+		if !reuse {
+			pods = nil
+		}
+		if st, _, _ := planStats(t, applied, rs, pods); st.Changed() {
+			t.Errorf("same ruleset again: %+v", st)
+		}
+		// One pod loses one peer range and gains one ports box.
+		rs2 := bigRuleset(1000)
+		p := &rs2.Pods[500]
+		p.Ingress.Any4 = p.Ingress.Any4[1:]
+		p.Ingress.Ports4 = append(p.Ingress.Ports4, policy.PortBox{Addrs: rng("192.0.2.1", "192.0.2.1"), Proto: policy.UDP, Ports: policy.PortRange{From: 53, To: 53}})
+		st, _, _ = planStats(t, applied, rs2, pods)
+		if st.ElementsAdded != 1 || st.ElementsRemoved != 1 || st.Messages != 2 || st.ChainsAdded+st.ChainsRemoved+st.SetsAdded+st.SetsRemoved != 0 {
+			t.Errorf("reuse %t: one-pod change: %+v", reuse, st)
+		}
+		// A pod goes: its map elements, two chains, eight sets.
+		rs3 := bigRuleset(1000)
+		rs3.Pods = append(rs3.Pods[:10], rs3.Pods[11:]...)
+		st, _, _ = planStats(t, applied, rs3, pods)
+		if st.ChainsRemoved != 2 || st.SetsRemoved != 8 || st.ChainsAdded != 0 || st.Messages > 20 {
+			t.Errorf("reuse %t: one pod removed: %+v", reuse, st)
+		}
+		// A pod's address changes: its map elements only.
+		rs4 := bigRuleset(1000)
+		rs4.Pods[7].IPs = []netip.Addr{ip("10.201.0.7")}
+		st, _, _ = planStats(t, applied, rs4, pods)
+		if st.ElementsRemoved != 4 || st.ElementsAdded != 2 || st.ChainsAdded+st.SetsAdded+st.RulesAdded != 0 {
+			t.Errorf("reuse %t: one pod's addresses changed: %+v", reuse, st)
+		}
+	}
+}
+
+// The applied state must not change when the caller changes the Ruleset
+// it passed.
+func TestAppliedPodsArePrivate(t *testing.T) {
+	rs := bigRuleset(3)
+	_, applied, pods := planStats(t, newState(), rs, nil)
+	rs.Pods[1].Ingress.Any4[0].To = rs.Pods[1].Ingress.Any4[0].From
+	st, _, _ := planStats(t, applied, rs, pods)
+	if st.ElementsAdded != 1 || st.ElementsRemoved != 1 {
+		t.Errorf("change made in place after apply: %+v", st)
+	}
+}
