@@ -14,6 +14,7 @@ import (
 	"github.com/podnet/podnet/agent/metrics"
 	"github.com/podnet/podnet/agent/podreg"
 	"github.com/podnet/podnet/agent/policy"
+	"github.com/podnet/podnet/agent/policykernel"
 )
 
 // policyEngine is the agent's NetworkPolicy loop: it keeps the model
@@ -258,22 +259,25 @@ func (e *policyEngine) observe(o datastore.Objects, rs policy.Ruleset, took time
 	m.SetElements.Set(float64(elems))
 }
 
-// openPolicyWriter opens the kernel writer for the node's namespace (fd -1:
-// the process's own); set where the writer is linked in.
-var openPolicyWriter func(nsFd int, log *slog.Logger) (func(policy.Ruleset) error, error)
-
 // startPolicy opens the policy table writer (adopting what a previous agent
-// programmed) and starts the policy loop.
+// programmed: nothing is flushed) and starts the policy loop.
 func (a *Agent) startPolicy(ctx context.Context) error {
-	if openPolicyWriter == nil {
-		return fmt.Errorf("network policy: no kernel writer linked in")
-	}
-	apply, err := openPolicyWriter(a.node.NSFd(), a.log)
+	w, err := policykernel.Open(a.node.NSFd(), a.log.With("part", "policy-kernel"))
 	if err != nil {
 		return fmt.Errorf("network policy: %w", err)
 	}
+	apply := func(rs policy.Ruleset) error {
+		st, err := w.Apply(rs)
+		if err == nil && (st.ElementsAdded+st.ElementsRemoved+st.ChainsAdded+st.ChainsRemoved) > 0 {
+			a.log.Debug("policy programmed", "stats", fmt.Sprintf("%+v", st))
+		}
+		return err
+	}
 	e := newPolicyEngine(a.cfg.NodeName, a.cfg.StateDir, a.objects, policy.Compile, apply, a.log)
 	e.metrics = a.metrics
-	go e.Run(ctx, a.cfg.ResyncInterval)
+	go func() {
+		defer w.Close()
+		e.Run(ctx, a.cfg.ResyncInterval)
+	}()
 	return nil
 }
