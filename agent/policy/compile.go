@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -67,6 +68,7 @@ type compiler struct {
 	nsCache  map[string][]string
 	peers    map[string]*peerPods
 	states   map[int]*podState
+	flat     map[string]*Chain // flatten's memo
 	problems []string
 }
 
@@ -83,7 +85,7 @@ func newCompiler(m Model, node string) *compiler {
 		m: m, node: node,
 		byNs: map[string][]int{}, byLabel: map[string][]int{}, byPort: map[string][]int{},
 		local: map[string][]int{}, nsCache: map[string][]string{},
-		peers: map[string]*peerPods{}, states: map[int]*podState{},
+		peers: map[string]*peerPods{}, states: map[int]*podState{}, flat: map[string]*Chain{},
 	}
 	for i := range m.Pods {
 		if p := &m.Pods[i]; !p.HostNetwork && len(p.IPs) > 0 {
@@ -201,7 +203,7 @@ func (c *compiler) ruleset() Ruleset {
 		slices.SortFunc(pr.IPs, netip.Addr.Compare)
 		for _, ch := range []*Chain{pr.Ingress, pr.Egress} {
 			if ch != nil {
-				flatten(ch)
+				c.flatten(ch)
 			}
 		}
 		rs.Pods = append(rs.Pods, pr)
@@ -232,10 +234,38 @@ func PodID(namespace, name string) string {
 	return hex.EncodeToString(sum[:6])
 }
 
-// flatten fills ch's sets from ch.Rules.
-func flatten(ch *Chain) {
+// flatten fills ch's sets from ch.Rules. Pods with the same rules (the
+// same resolved peers, shared, and ports) share the result.
+func (c *compiler) flatten(ch *Chain) {
 	slices.Sort(ch.Policies)
 	ch.Policies = slices.Compact(ch.Policies)
+	var kb strings.Builder
+	for _, a := range ch.Rules {
+		fmt.Fprintf(&kb, "%d %p %d %t:", len(a.Peers), sliceID(a.Peers), len(a.Ports), a.Ports == nil)
+		for _, pp := range a.Ports {
+			fmt.Fprintf(&kb, "%d/%d-%d,", pp.Proto, pp.Ports.From, pp.Ports.To)
+		}
+		kb.WriteByte(';')
+	}
+	key := kb.String()
+	if f, ok := c.flat[key]; ok {
+		ch.Any4, ch.Any6, ch.Ports4, ch.Ports6 = f.Any4, f.Any6, f.Ports4, f.Ports6
+		return
+	}
+	flattenRules(ch)
+	c.flat[key] = ch
+}
+
+// sliceID identifies a shared slice (the compiler keeps every resolved
+// slice alive, so no address is reused during a compile).
+func sliceID(rs []AddrRange) *AddrRange {
+	if len(rs) == 0 {
+		return nil
+	}
+	return &rs[0]
+}
+
+func flattenRules(ch *Chain) {
 	var any []AddrRange
 	for _, a := range ch.Rules {
 		if a.Ports == nil {
