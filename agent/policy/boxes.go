@@ -59,45 +59,113 @@ func comparePortBox(a, b PortBox) int {
 		cmp.Compare(a.Ports.From, b.Ports.From), cmp.Compare(a.Ports.To, b.Ports.To))
 }
 
+// boxSet collects the boxes of one family as runs sorted by address,
+// per protocol, to be decomposed into pairwise disjoint boxes.
+type boxSet struct {
+	v4     bool
+	protos []Proto
+	runs   map[Proto][][]ubox
+}
+
+func newBoxSet(v4 bool) *boxSet { return &boxSet{v4: v4, runs: map[Proto][][]ubox{}} }
+
+// addRun adds the boxes rs x proto x ports; rs sorted and disjoint.
+func (s *boxSet) addRun(rs []AddrRange, proto Proto, ports PortRange) {
+	if len(rs) == 0 {
+		return
+	}
+	run := make([]ubox, len(rs))
+	for i, r := range rs {
+		run[i] = ubox{toU128(r.From), toU128(r.To), ports}
+	}
+	if _, ok := s.runs[proto]; !ok {
+		s.protos = append(s.protos, proto)
+	}
+	s.runs[proto] = append(s.runs[proto], run)
+}
+
 // disjointBoxes decomposes the union of boxes (all of one family) into
-// pairwise disjoint boxes, sorted by comparePortBox: per protocol, the
-// address boundaries of all boxes cut the addresses into elementary
-// intervals; each gets the union of the port ranges of the boxes covering
-// it; neighbouring intervals with equal port lists are merged again.
+// pairwise disjoint boxes, sorted by comparePortBox.
 func disjointBoxes(boxes []PortBox) []PortBox {
 	if len(boxes) == 0 {
 		return nil
 	}
-	v4 := boxes[0].Addrs.From.Is4()
+	s := newBoxSet(boxes[0].Addrs.From.Is4())
+	for _, b := range boxes {
+		s.addRun([]AddrRange{b.Addrs}, b.Proto, b.Ports)
+	}
+	return s.disjoint()
+}
+
+// disjoint decomposes the union of the boxes into pairwise disjoint
+// boxes, sorted by comparePortBox: per protocol, when some address ranges
+// overlap without being equal, the boundaries of all ranges cut the
+// addresses into elementary intervals; each interval (or distinct range)
+// gets the union of the port ranges of the boxes covering it; then
+// neighbouring intervals with equal port lists are merged again.
+func (s *boxSet) disjoint() []PortBox {
+	if len(s.protos) == 0 {
+		return nil
+	}
 	last := toU128(full6.To)
-	if v4 {
+	if s.v4 {
 		last = toU128(full4.To)
 	}
-	byProto := map[Proto][]ubox{}
-	var protos []Proto
-	for _, b := range boxes {
-		if _, ok := byProto[b.Proto]; !ok {
-			protos = append(protos, b.Proto)
-		}
-		byProto[b.Proto] = append(byProto[b.Proto], ubox{toU128(b.Addrs.From), toU128(b.Addrs.To), b.Ports})
-	}
-	slices.Sort(protos)
+	slices.Sort(s.protos)
 	var out []PortBox
-	for _, proto := range protos {
-		items := byProto[proto]
-		slices.SortFunc(items, func(a, b ubox) int {
-			return cmp.Or(a.from.cmp(b.from), a.to.cmp(b.to), cmp.Compare(a.ports.From, b.ports.From))
-		})
+	for _, proto := range s.protos {
+		items := mergeRuns(s.runs[proto])
 		var groups []ugroup
 		if nested(items) {
 			groups = elementary(items, last)
 		} else {
 			groups = sameRanges(items)
 		}
-		out = emit(out, groups, proto, v4)
+		out = emit(out, groups, proto, s.v4)
 	}
-	slices.SortFunc(out, comparePortBox)
+	if len(s.protos) > 1 {
+		slices.SortFunc(out, comparePortBox)
+	}
 	return out
+}
+
+// mergeRuns merges sorted runs into one sorted slice, pairwise.
+func mergeRuns(runs [][]ubox) []ubox {
+	for len(runs) > 1 {
+		next := runs[:0:0]
+		for i := 0; i < len(runs); i += 2 {
+			if i+1 == len(runs) {
+				next = append(next, runs[i])
+				break
+			}
+			a, b := runs[i], runs[i+1]
+			m := make([]ubox, 0, len(a)+len(b))
+			for len(a) > 0 && len(b) > 0 {
+				if compareUbox(b[0], a[0]) < 0 {
+					m, b = append(m, b[0]), b[1:]
+				} else {
+					m, a = append(m, a[0]), a[1:]
+				}
+			}
+			next = append(next, append(append(m, a...), b...))
+		}
+		runs = next
+	}
+	return runs[0]
+}
+
+func compareUbox(a, b ubox) int {
+	switch {
+	case a.from.hi != b.from.hi:
+		return cmp.Compare(a.from.hi, b.from.hi)
+	case a.from.lo != b.from.lo:
+		return cmp.Compare(a.from.lo, b.from.lo)
+	case a.to.hi != b.to.hi:
+		return cmp.Compare(a.to.hi, b.to.hi)
+	case a.to.lo != b.to.lo:
+		return cmp.Compare(a.to.lo, b.to.lo)
+	}
+	return cmp.Compare(a.ports.From, b.ports.From)
 }
 
 // ugroup is an address range with its merged port ranges.

@@ -277,7 +277,7 @@ func flattenRules(ch *Chain) {
 		}
 	}
 	any = mergeRanges(any)
-	var b4, b6 []PortBox
+	s4, s6 := newBoxSet(true), newBoxSet(false)
 	for _, a := range ch.Rules {
 		if a.Ports == nil {
 			continue
@@ -286,17 +286,12 @@ func flattenRules(ch *Chain) {
 		if peers == nil {
 			peers = []AddrRange{full4, full6}
 		}
-		for _, r := range subtractRanges(peers, any) {
-			for _, pp := range a.Ports {
-				b := PortBox{r, pp.Proto, pp.Ports}
-				if r.From.Is4() {
-					b4 = append(b4, b)
-				} else {
-					b6 = append(b6, b)
-				}
-			}
+		v4, v6 := splitFamilies(subtractRanges(peers, any))
+		for _, pp := range a.Ports {
+			s4.addRun(v4, pp.Proto, pp.Ports)
+			s6.addRun(v6, pp.Proto, pp.Ports)
 		}
 	}
 	ch.Any4, ch.Any6 = splitFamilies(any)
-	ch.Ports4, ch.Ports6 = disjointBoxes(b4), disjointBoxes(b6)
+	ch.Ports4, ch.Ports6 = s4.disjoint(), s6.disjoint()
 }
