@@ -193,15 +193,16 @@ func nested(items []ubox) bool {
 
 // sameRanges groups sorted items whose ranges are equal or disjoint.
 func sameRanges(items []ubox) []ugroup {
-	var groups []ugroup
+	groups := make([]ugroup, 0, len(items))
+	all := make([]PortRange, len(items)) // the groups' port lists share it
 	for i := 0; i < len(items); {
 		j := i + 1
 		for j < len(items) && items[j].from == items[i].from && items[j].to == items[i].to {
 			j++
 		}
-		ports := make([]PortRange, 0, j-i)
-		for _, it := range items[i:j] {
-			ports = append(ports, it.ports)
+		ports := all[i:j:j]
+		for k, it := range items[i:j] {
+			ports[k] = it.ports
 		}
 		groups = append(groups, ugroup{items[i].from, items[i].to, mergePortRanges(ports)})
 		i = j
