@@ -120,6 +120,9 @@ func (c *compiler) problem(format string, args ...any) {
 }
 
 func (c *compiler) addPolicy(np *networkingv1.NetworkPolicy) {
+	if len(c.local[np.Namespace]) == 0 {
+		return // selects nothing here
+	}
 	key := np.Namespace + "/" + np.Name
 	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 	broken := false

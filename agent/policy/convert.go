@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -152,12 +153,12 @@ func (p *Proto) UnmarshalText(b []byte) error {
 
 // ParseProto parses "tcp", "udp", "sctp" (any case) or a protocol number.
 func ParseProto(s string) (Proto, error) {
-	switch s {
-	case "tcp", "TCP":
+	switch strings.ToLower(s) {
+	case "tcp":
 		return TCP, nil
-	case "udp", "UDP":
+	case "udp":
 		return UDP, nil
-	case "sctp", "SCTP":
+	case "sctp":
 		return SCTP, nil
 	}
 	n, err := strconv.ParseUint(s, 10, 8)

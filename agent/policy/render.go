@@ -17,7 +17,7 @@ func Render(rs Ruleset) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# node %s: %d isolated pods\n", rs.Node, len(rs.Pods))
 	for _, p := range rs.Problems {
-		fmt.Fprintf(&b, "# problem: %s\n", p)
+		fmt.Fprintf(&b, "# problem: %s\n", strings.ReplaceAll(p, "\n", " "))
 	}
 	b.WriteString("table inet podnet-policy {\n")
 	for _, m := range []struct {
@@ -135,11 +135,22 @@ func writeElements(b *strings.Builder, elems []string) {
 	b.WriteString("\t\t}\n")
 }
 
+// maxCommentPeers bounds the peer ranges a rule's comment lists (the sets
+// list them all).
+const maxCommentPeers = 16
+
 // allowString is a one-line description of an Allow: its peers and ports.
 func allowString(a Allow) string {
 	peers := "all addresses"
 	if a.Peers != nil {
-		peers = strings.Join(rangeStrings(a.Peers), ", ")
+		rs := a.Peers
+		if len(rs) > maxCommentPeers {
+			rs = rs[:maxCommentPeers]
+		}
+		peers = strings.Join(rangeStrings(rs), ", ")
+		if n := len(a.Peers) - len(rs); n > 0 {
+			peers += fmt.Sprintf(" and %d more", n)
+		}
 	}
 	ports := "all ports"
 	if a.Ports != nil {

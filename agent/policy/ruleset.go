@@ -5,7 +5,8 @@ import "net/netip"
 // Ruleset is the desired content of table inet podnet-policy on one node
 // (the layout is in the package comment). It is what the compiler
 // produces, what the kernel writer programs, what `policy dump` renders and
-// what explain evaluates.
+// what explain evaluates. Its chains may share slices (pods with the same
+// rules share their sets): treat it as read-only.
 type Ruleset struct {
 	// Node is the node it was compiled for.
 	Node string
