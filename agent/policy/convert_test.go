@@ -30,7 +30,7 @@ func TestPodFromAPI(t *testing.T) {
 	}
 	want := Pod{
 		Namespace: "ns", Name: "p", Labels: map[string]string{"a": "1"}, Node: "n1",
-		IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")},
+		IPs:   []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")},
 		Ports: []NamedPort{{"http", TCP, 8080}, {"dns", UDP, 53}, {"sig", SCTP, 3868}},
 	}
 	if got := PodFromAPI(p); !reflect.DeepEqual(got, want) {
