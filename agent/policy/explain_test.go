@@ -27,7 +27,7 @@ func rulesetsFor(t testing.TB, m Model) func(a netip.Addr) *Ruleset {
 
 func TestExplainMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	models, packets := 3000, 60
+	models, packets := 1500, 60
 	if testing.Short() {
 		models = 300
 	}
