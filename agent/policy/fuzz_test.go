@@ -52,3 +52,22 @@ func TestCompileDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileConcurrent: Compile only reads the Model (run with -race).
+func TestCompileConcurrent(t *testing.T) {
+	m := bigModel(200, 300, 4, 8)
+	want := Render(Compile(m, "n1"))
+	done := make(chan string)
+	for _, n := range []string{"n0", "n1", "n2", "n1"} {
+		go func() { done <- Render(Compile(m, n)) }()
+	}
+	n1 := 0
+	for range 4 {
+		if got := <-done; got == want {
+			n1++
+		}
+	}
+	if n1 != 2 {
+		t.Errorf("%d of the 2 concurrent compiles for n1 match", n1)
+	}
+}
