@@ -30,8 +30,10 @@ import (
 //     addresses, on any node) matched by podSelector and/or
 //     namespaceSelector. A port is TCP unless told; missing, it is every
 //     port of its protocol; endPort makes a range. Named ports resolve
-//     against the isolated pod (ingress) or each peer pod (egress; an
-//     egress rule without peers then covers the pods having that port).
+//     against the isolated pod (ingress) or each peer pod the rule's
+//     selectors match (egress: an ipBlock peer gets none; a rule without
+//     peers covers every pod having that port), so one egress rule can
+//     allow different ports to different peers.
 //
 // Input the API server would reject fails closed and is listed in
 // Ruleset.Problems. The output is deterministic: it does not depend on
