@@ -79,6 +79,7 @@ var goldenCases = []struct{ name, node string }{
 	{"ports", "n1"},
 	{"ports", "n2"},
 	{"problems", "n1"},
+	{"dualstack", "n1"},
 }
 
 func TestGolden(t *testing.T) {
