@@ -71,17 +71,30 @@ func newBoxSet(v4 bool) *boxSet { return &boxSet{v4: v4, runs: map[Proto][][]ubo
 
 // addRun adds the boxes rs x proto x ports; rs sorted and disjoint.
 func (s *boxSet) addRun(rs []AddrRange, proto Proto, ports PortRange) {
-	if len(rs) == 0 {
+	s.add(proto, toRun(rs, ports))
+}
+
+// add adds a run made by toRun (not modified).
+func (s *boxSet) add(proto Proto, run []ubox) {
+	if len(run) == 0 {
 		return
-	}
-	run := make([]ubox, len(rs))
-	for i, r := range rs {
-		run[i] = ubox{toU128(r.From), toU128(r.To), ports}
 	}
 	if _, ok := s.runs[proto]; !ok {
 		s.protos = append(s.protos, proto)
 	}
 	s.runs[proto] = append(s.runs[proto], run)
+}
+
+// toRun is the run of boxes rs x ports; rs sorted and disjoint.
+func toRun(rs []AddrRange, ports PortRange) []ubox {
+	if len(rs) == 0 {
+		return nil
+	}
+	run := make([]ubox, len(rs))
+	for i, r := range rs {
+		run[i] = ubox{toU128(r.From), toU128(r.To), ports}
+	}
+	return run
 }
 
 // disjointBoxes decomposes the union of boxes (all of one family) into

@@ -71,6 +71,7 @@ type compiler struct {
 	peers    map[string]*peerPods
 	states   map[int]*podState
 	flat     map[string]*Chain // flatten's memo
+	runs     map[runKey][2][]ubox
 	problems []string
 }
 
@@ -87,7 +88,7 @@ func newCompiler(m Model, node string) *compiler {
 		m: m, node: node,
 		byNs: map[string][]int{}, byLabel: map[string][]int{}, byPort: map[string][]int{},
 		local: map[string][]int{}, nsCache: map[string][]string{},
-		peers: map[string]*peerPods{}, states: map[int]*podState{}, flat: map[string]*Chain{},
+		peers: map[string]*peerPods{}, states: map[int]*podState{}, flat: map[string]*Chain{}, runs: map[runKey][2][]ubox{},
 	}
 	for i := range m.Pods {
 		if p := &m.Pods[i]; !p.HostNetwork && len(p.IPs) > 0 {
@@ -239,6 +240,14 @@ func PodID(namespace, name string) string {
 	return hex.EncodeToString(sum[:6])
 }
 
+// runKey identifies the boxes of shared peers with one protocol and port
+// range.
+type runKey struct {
+	peers *AddrRange
+	n     int
+	ports ProtoPorts
+}
+
 // flatten fills ch's sets from ch.Rules. Pods with the same rules (the
 // same resolved peers, shared, and ports) share the result.
 func (c *compiler) flatten(ch *Chain) {
@@ -257,7 +266,7 @@ func (c *compiler) flatten(ch *Chain) {
 		ch.Any4, ch.Any6, ch.Ports4, ch.Ports6 = f.Any4, f.Any6, f.Ports4, f.Ports6
 		return
 	}
-	flattenRules(ch)
+	c.flattenRules(ch)
 	c.flat[key] = ch
 }
 
@@ -270,7 +279,7 @@ func sliceID(rs []AddrRange) *AddrRange {
 	return &rs[0]
 }
 
-func flattenRules(ch *Chain) {
+func (c *compiler) flattenRules(ch *Chain) {
 	var any []AddrRange
 	for _, a := range ch.Rules {
 		if a.Ports == nil {
@@ -290,6 +299,21 @@ func flattenRules(ch *Chain) {
 		peers := a.Peers
 		if peers == nil {
 			peers = []AddrRange{full4, full6}
+		}
+		if len(any) == 0 && a.Peers != nil {
+			// The usual case: the runs depend on the shared peers only.
+			for _, pp := range a.Ports {
+				k := runKey{sliceID(a.Peers), len(a.Peers), pp}
+				r, ok := c.runs[k]
+				if !ok {
+					v4, v6 := splitFamilies(a.Peers)
+					r = [2][]ubox{toRun(v4, pp.Ports), toRun(v6, pp.Ports)}
+					c.runs[k] = r
+				}
+				s4.add(pp.Proto, r[0])
+				s6.add(pp.Proto, r[1])
+			}
+			continue
 		}
 		v4, v6 := splitFamilies(subtractRanges(peers, any))
 		for _, pp := range a.Ports {
