@@ -5,6 +5,13 @@
 // a Ruleset (golden tests, `podnet policy dump`), and explain, which
 // evaluates a packet against compiled Rulesets, never against the YAML.
 //
+// Entry points: ModelFromObjects (and PodFromAPI) build a Model from
+// Kubernetes objects; Compile(model, node) gives the node's Ruleset, with
+// the input it could not compile listed in Ruleset.Problems (failing
+// closed); Render prints a Ruleset as nft text; Explain(src, dst, packet)
+// evaluates a packet on the Rulesets of the source's and destination's
+// nodes exactly as the kernel sets do, naming the deciding policy and rule.
+//
 // It owns no kernel object and touches no datastore: it imports neither
 // netlink, nftables, nor client-go. The agent feeds it (agent/), and
 // agent/policykernel programs a Ruleset into the kernel.

@@ -11,9 +11,10 @@ import (
 // sources (Kubernetes informers, etcd, the CNI plugin's registrations).
 type Model struct {
 	// Namespaces maps a namespace name to its labels. A namespace that
-	// pods or policies name but that is missing here has no labels
-	// (beyond none at all): namespaceSelectors other than {} do not
-	// match it.
+	// pods or policies name but that is missing here has no labels: only
+	// namespaceSelectors that match an empty label set ({}, or only
+	// NotIn/DoesNotExist requirements) match it. ModelFromObjects adds
+	// the kubernetes.io/metadata.name label the API server guarantees.
 	Namespaces map[string]map[string]string
 	Pods       []Pod
 	Policies   []*networkingv1.NetworkPolicy

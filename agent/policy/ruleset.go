@@ -5,13 +5,22 @@ import "net/netip"
 // Ruleset is the desired content of table inet podnet-policy on one node
 // (the layout is in the package comment). It is what the compiler
 // produces, what the kernel writer programs, what `policy dump` renders and
-// what explain evaluates.
+// what explain evaluates. Its chains may share slices (pods with the same
+// rules share their sets): treat it as read-only.
 type Ruleset struct {
 	// Node is the node it was compiled for.
 	Node string
 	// Pods are the pods on Node that some policy isolates in at least one
 	// direction, sorted by ID.
 	Pods []PodRules
+	// Problems are the parts of the input that could not be compiled as
+	// written (invalid selectors, CIDRs, ports, protocols; an address two
+	// pods on Node share), each naming the object. They fail closed: a
+	// broken rule allows nothing, a policy whose podSelector is broken
+	// selects every pod of its namespace and allows nothing. Only the
+	// policies that select pods on Node have their rules checked. They are
+	// not programmed.
+	Problems []string
 }
 
 // PodRules are one isolated pod's chains.
@@ -62,6 +71,10 @@ type PortBox struct {
 }
 
 // Allow is one rule of one policy, for one pod and direction, resolved.
+// Rules that allow nothing (their peers or named ports resolve to nothing,
+// or they are broken) have no Allow. An egress rule with named ports has
+// one Allow for its numeric ports and one per distinct resolution of its
+// named ports among the peer pods, all with the same Policy and Rule.
 type Allow struct {
 	// Policy is "namespace/name"; Rule the index in its ingress or egress
 	// list.
