@@ -208,24 +208,22 @@ func policyNamespaces(o datastore.Objects) []string {
 // addresses this node's plugin registered taking precedence for its pods
 // (the datastore learns a pod's IPs only after ADD returns).
 func modelOf(o datastore.Objects, node string, regs []podreg.Registration) policy.Model {
-	m := policy.Model{Namespaces: map[string]map[string]string{}, Policies: o.Policies}
-	for _, ns := range o.Namespaces {
-		m.Namespaces[ns.Name] = ns.Labels
+	pods := make([]*corev1.Pod, 0, len(o.Pods))
+	for _, p := range o.Pods {
+		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			pods = append(pods, p) // a finished pod's addresses may be another's
+		}
 	}
+	m := policy.ModelFromObjects(o.Namespaces, pods, o.Policies)
 	byKey := map[string]podreg.Registration{}
 	for _, r := range regs {
 		byKey[r.Key()] = r
 	}
-	for _, p := range o.Pods {
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue // finished: its addresses may already be another pod's
+	for i := range m.Pods {
+		if r, ok := byKey[m.Pods[i].Key()]; ok {
+			m.Pods[i].IPs = slices.Clone(r.IPs)
+			m.Pods[i].Node = node
 		}
-		pod := policy.PodFromAPI(p)
-		if r, ok := byKey[pod.Key()]; ok {
-			pod.IPs = slices.Clone(r.IPs)
-			pod.Node = node
-		}
-		m.Pods = append(m.Pods, pod)
 	}
 	return m
 }
