@@ -84,7 +84,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
 `, allow: func(f, t npPod, _ string, _ int) bool { return t != xa || f.ns == "y" }},
 
 	{name: "allow-from-pod-and-namespace", policies: `
@@ -95,7 +95,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
       podSelector: {matchLabels: {pod: b}}
 `, allow: func(f, t npPod, _ string, _ int) bool { return t != xa || f == yb }},
 
@@ -107,7 +107,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
     - podSelector: {matchLabels: {pod: b}}
 `, allow: func(f, t npPod, _ string, _ int) bool { return t != xa || f.ns == "y" || f == npPod{"x", "b"} }},
 
@@ -121,7 +121,7 @@ spec:
   ingress:
   - from:
     - namespaceSelector:
-        matchExpressions: [{key: ns, operator: NotIn, values: [x, y]}]
+        matchExpressions: [{key: ns, operator: NotIn, values: [x, "y"]}]
       podSelector:
         matchExpressions: [{key: pod, operator: Exists}]
     - podSelector:
@@ -210,7 +210,7 @@ metadata: {name: from-y, namespace: x}
 spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
-  - from: [{namespaceSelector: {matchLabels: {ns: y}}}]
+  - from: [{namespaceSelector: {matchLabels: {ns: "y"}}}]
     ports: [{port: 80}]
 ---
 apiVersion: networking.k8s.io/v1
@@ -234,14 +234,14 @@ spec:
   policyTypes: [Egress]
   egress:
   - to:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
       podSelector: {matchLabels: {pod: b}}
 `, allow: func(f, t npPod, _ string, _ int) bool { return f != xa || t == yb }},
 
 	{name: "ingress-and-egress", policies: `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: both, namespace: y}
+metadata: {name: both, namespace: "y"}
 spec:
   podSelector: {matchLabels: {pod: b}}
   policyTypes: [Ingress, Egress]
