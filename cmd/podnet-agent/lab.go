@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podnet/podnet/agent/policy"
 	"github.com/podnet/podnet/lab"
 )
 
@@ -183,5 +185,14 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 
 	cmd.AddCommand(up, demo, status, check, execCmd, down, bench, serve)
 	cmd.AddCommand(labObjectCmds(&name, &root)...)
+	pol := &cobra.Command{Use: "policy", Short: "NetworkPolicy in the lab: explain a verdict, dump a node's compiled rules"}
+	pol.AddCommand(newPolicyCmds(func(ctx context.Context) (policy.Model, error) {
+		l, err := lab.Load(root, name)
+		if err != nil {
+			return policy.Model{}, err
+		}
+		return l.PolicyModel(ctx)
+	})...)
+	cmd.AddCommand(pol)
 	return cmd
 }

@@ -16,7 +16,7 @@ func main() {
 		Short:        "podnet node agent",
 		SilenceUsage: true,
 	}
-	root.AddCommand(newAgentCmd(), newLabCmd())
+	root.AddCommand(newAgentCmd(), newLabCmd(), newPolicyCmd())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}

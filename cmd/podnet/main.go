@@ -38,6 +38,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd(), newReapCmd(), newHeavyCmd("agent", "run the node agent (exec's podnet-agent)"), newHeavyCmd("lab", "a podnet cluster in network namespaces: up, status, check, exec, down, demo (exec's podnet-agent)"))
+	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd(), newReapCmd(), newHeavyCmd("agent", "run the node agent (exec's podnet-agent)"), newHeavyCmd("lab", "a podnet cluster in network namespaces: up, status, check, exec, down, demo (exec's podnet-agent)"),
+		newHeavyCmd("policy", "NetworkPolicy: explain a verdict, dump a node's compiled rules (exec's podnet-agent)"))
 	return root
 }
