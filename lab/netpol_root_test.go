@@ -1,0 +1,324 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podnet/podnet/agent/datastore/etcd"
+	"github.com/podnet/podnet/agent/policy"
+	"github.com/podnet/podnet/internal/probe"
+)
+
+// npWorld is the conformance lab: x, y, z with pods a, b, c spread over two
+// nodes, each pod serving TCP and UDP on 80 and 81.
+type npWorld struct {
+	t    *testing.T
+	l    *Lab
+	pods map[npPod]*Pod
+}
+
+func newNPWorld(t *testing.T) *npWorld {
+	l := upLab(t, VXLAN, 2, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var ports []corev1.ContainerPort
+	for _, proto := range []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP} {
+		for _, port := range npPorts {
+			ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("serve-%d-%s", port, strings.ToLower(string(proto))), ContainerPort: int32(port), Protocol: proto})
+		}
+	}
+	w := &npWorld{t: t, pods: map[npPod]*Pod{}}
+	for i, p := range npPods() {
+		spec := PodSpec{Namespace: p.ns, Name: p.name, Node: fmt.Sprintf("n%d", i%2+1), Labels: map[string]string{"pod": p.name}, Ports: ports}
+		if _, err := AddPod(ctx, "", l.Name, spec); err != nil {
+			t.Fatalf("add %s: %v", p, err)
+		}
+	}
+	for _, ns := range npNamespaces {
+		if err := Label(ctx, "", l.Name, etcd.KindNamespace, ns, LabelChange{Set: map[string]string{"ns": ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := Load("", l.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.l = l
+	for _, p := range npPods() {
+		lp := l.Pod(p.String())
+		if lp == nil || !lp.IPv4().IsValid() {
+			t.Fatalf("pod %s not in lab.json with an address: %+v", p, lp)
+		}
+		w.pods[p] = lp
+		for _, port := range npPorts {
+			ln, err := probe.Listen(NetnsPath(lp.Netns), fmt.Sprintf("0.0.0.0:%d", port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+		}
+	}
+	return w
+}
+
+// npCell is one probe: from, to, protocol, port.
+type npCell struct {
+	from, to npPod
+	proto    string
+	port     int
+}
+
+// probeAll probes every cell (but a pod to itself) in parallel and returns
+// which connected.
+func (w *npWorld) probeAll(cells []npCell) map[npCell]bool {
+	got := map[npCell]bool{}
+	var mu sync.Mutex
+	sem := make(chan struct{}, 48)
+	var wg sync.WaitGroup
+	for _, c := range cells {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			to := w.pods[c.to].IPv4()
+			_, err := probe.Exchange(NetnsPath(w.pods[c.from].Netns), c.proto, netip.AddrPortFrom(to, uint16(c.port)).String(), 500*time.Millisecond)
+			mu.Lock()
+			got[c] = err == nil
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return got
+}
+
+func npCells() []npCell {
+	var out []npCell
+	for _, f := range npPods() {
+		for _, to := range npPods() {
+			if f == to {
+				continue
+			}
+			for _, proto := range npProtos {
+				for _, port := range npPorts {
+					out = append(out, npCell{f, to, proto, port})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// expectMatrix probes until every cell is as allow says (cells that
+// differ are probed again: policy lands asynchronously, probes may time
+// out on a loaded machine) or the deadline passes, then fails with the
+// table. It returns what was probed last.
+func (w *npWorld) expectMatrix(name string, allow func(f, t npPod, proto string, port int) bool) map[npCell]bool {
+	w.t.Helper()
+	cells := npCells()
+	got := w.probeAll(cells)
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		var wrong []npCell
+		for _, c := range cells {
+			if got[c] != allow(c.from, c.to, c.proto, c.port) {
+				wrong = append(wrong, c)
+			}
+		}
+		if len(wrong) == 0 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			w.t.Errorf("%s: %d of %d cells differ from the expected reachability:\n%s", name, len(wrong), len(cells), npTable(got, allow))
+			return got
+		}
+		time.Sleep(200 * time.Millisecond)
+		for c, ok := range w.probeAll(wrong) {
+			got[c] = ok
+		}
+	}
+}
+
+// npTable prints, per protocol and port, the probed matrix: rows from,
+// columns to; "." connected, "X" blocked, and a mismatch in brackets
+// (what was probed) with the expectation lost.
+func npTable(got map[npCell]bool, allow func(f, t npPod, proto string, port int) bool) string {
+	var b strings.Builder
+	pods := npPods()
+	for _, proto := range npProtos {
+		for _, port := range npPorts {
+			fmt.Fprintf(&b, "%s/%d  (. connected, X blocked, [.]/[X] probed against the expectation)\n      ", proto, port)
+			for _, to := range pods {
+				fmt.Fprintf(&b, "%-5s", to)
+			}
+			b.WriteString("\n")
+			for _, f := range pods {
+				fmt.Fprintf(&b, "%-6s", f)
+				for _, to := range pods {
+					c := npCell{f, to, proto, port}
+					s := "-"
+					if f != to {
+						s = "X"
+						if got[c] {
+							s = "."
+						}
+						if got[c] != allow(f, to, proto, port) {
+							s = "[" + s + "]"
+						}
+					}
+					fmt.Fprintf(&b, "%-5s", s)
+				}
+				b.WriteString("\n")
+			}
+		}
+	}
+	return b.String()
+}
+
+// expectExplain checks the property: explain, computed from the model the
+// agents compile, predicts every probed cell.
+func (w *npWorld) expectExplain(name string, got map[npCell]bool) {
+	w.t.Helper()
+	m, err := w.l.PolicyModel(context.Background())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	bad := 0
+	for c, ok := range got {
+		proto, _ := policy.ParseProto(c.proto)
+		e := policy.ExplainModel(m, policy.Packet{Src: w.pods[c.from].IPv4(), Dst: w.pods[c.to].IPv4(), Proto: proto, Port: uint16(c.port)})
+		if (e.Verdict == "allow") != ok {
+			if bad++; bad <= 10 {
+				w.t.Errorf("%s: %s -> %s %s/%d probed connected=%v, explain says: %s", name, c.from, c.to, c.proto, c.port, ok, e)
+			}
+		}
+	}
+	if bad > 10 {
+		w.t.Errorf("%s: %d cells where explain and the probe disagree", name, bad)
+	}
+}
+
+func (w *npWorld) apply(yaml string) {
+	w.t.Helper()
+	if err := w.l.Apply(context.Background(), strings.NewReader(yaml), io.Discard); err != nil {
+		w.t.Fatalf("apply: %v\n%s", err, yaml)
+	}
+}
+
+func (w *npWorld) delete(yaml string) {
+	w.t.Helper()
+	if err := w.l.Delete(context.Background(), strings.NewReader(yaml), io.Discard); err != nil {
+		w.t.Fatalf("delete: %v", err)
+	}
+}
+
+func (w *npWorld) expand(c npCase) string {
+	return npExpand(c.policies, w.l.ClusterCIDR.String(), func(p npPod) string { return w.pods[p].IPv4().String() })
+}
+
+// TestNetpolConformance runs the e2e-shaped cases with real TCP and UDP
+// across two nodes (each case: apply, full matrix, explain for every cell,
+// delete, everything open again), then a policy update while traffic
+// flows, then fail-closed pod creation with the node's agent down.
+func TestNetpolConformance(t *testing.T) {
+	t.Parallel()
+	w := newNPWorld(t)
+	w.expectMatrix("before any policy", npAll)
+	for _, c := range npCases {
+		if !t.Run(c.name, func(t *testing.T) {
+			w.t = t
+			y := w.expand(c)
+			w.apply(y)
+			got := w.expectMatrix(c.name, c.allow)
+			w.expectExplain(c.name, got)
+			w.delete(y)
+			w.expectMatrix(c.name+" deleted", npAll)
+		}) {
+			w.t = t
+			return
+		}
+	}
+	w.t = t
+
+	t.Run("update-while-traffic-flows", func(t *testing.T) {
+		w.t = t
+		from := func(ns string) string {
+			return `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: moving, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {ns: "` + ns + `"}}}]
+`
+		}
+		w.apply(from("z"))
+		w.expectMatrix("from z", func(f, to npPod, _ string, _ int) bool { return to != xa || f.ns == "z" })
+		w.apply(from("y"))
+		w.expectMatrix("updated to from y", func(f, to npPod, _ string, _ int) bool { return to != xa || f.ns == "y" })
+		w.delete(from("y"))
+		w.expectMatrix("deleted", npAll)
+	})
+
+	t.Run("fail-closed-pod-creation", func(t *testing.T) {
+		w.t = t
+		deny := w.expand(npCases[0]) // default-deny-ingress in x
+		w.apply(deny)
+		w.expectMatrix("deny x", npCases[0].allow)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := w.l.StopAgent("n1", syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		// Agent down: a pod of a namespace with policies must not start;
+		// one of a namespace without may.
+		_, err := AddPod(ctx, "", w.l.Name, PodSpec{Namespace: "x", Name: "late", Node: "n1", Labels: map[string]string{"pod": "late"}})
+		if err == nil || !strings.Contains(err.Error(), "NetworkPolicies") {
+			t.Fatalf("x/late with n1's agent down: %v, want a refusal naming the policies", err)
+		}
+		if _, err := AddPod(ctx, "", w.l.Name, PodSpec{Namespace: "z", Name: "free", Node: "n1"}); err != nil {
+			t.Fatalf("z/free (no policies) with n1's agent down: %v", err)
+		}
+		// Rules stay in force while the agent is down.
+		got := w.probeAll([]npCell{{yb, xa, "tcp", 80}})
+		if got[npCell{yb, xa, "tcp", 80}] {
+			t.Error("y/b reached x/a while n1's agent was down: the rules did not stay")
+		}
+		l, err := Load("", w.l.Name) // AddPod saved lab.json: start from it
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.l = l
+		if err := w.l.StartAgent("n1", 0); err != nil {
+			t.Fatal(err)
+		}
+		// Agent back: the pod starts, and its first packet is filtered.
+		var p *Pod
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			p, err = AddPod(ctx, "", w.l.Name, PodSpec{Namespace: "x", Name: "late", Node: "n1", Labels: map[string]string{"pod": "late"}})
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("x/late after n1's agent came back: %v", err)
+		}
+		ln, err := probe.Listen(NetnsPath(p.Netns), "0.0.0.0:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		if _, err := probe.Exchange(NetnsPath(w.pods[yb].Netns), "tcp", netip.AddrPortFrom(p.IPv4(), 80).String(), 500*time.Millisecond); err == nil {
+			t.Error("y/b reached the new x/late at once: its policy was not in force when ADD returned")
+		}
+		w.delete(deny)
+	})
+}
