@@ -30,17 +30,26 @@
 //	    ip saddr vmap @egr4
 //	    ip6 saddr vmap @egr6
 //	  }
-//	  per isolated pod and direction (D = in | eg, K = saddr for in, daddr for eg):
-//	  set D-<ID>-a4 { type ipv4_addr; flags interval }   peers allowed on every port
-//	  set D-<ID>-p4 { type ipv4_addr . inet_proto . inet_service; flags interval }
-//	  set D-<ID>-a6, D-<ID>-p6 likewise for IPv6
-//	  chain D-<ID> {
-//	    ip K @D-<ID>-a4 return
-//	    ip K . meta l4proto . th dport @D-<ID>-p4 return
-//	    ip6 K @D-<ID>-a6 return
-//	    ip6 K . meta l4proto . th dport @D-<ID>-p6 return
+//	  eight shared sets, keyed first by the isolated pod's own address:
+//	  set in-a4 { type ipv4_addr . ipv4_addr; flags interval }
+//	      pod . peer range                      (peers allowed on every port)
+//	  set in-p4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval }
+//	      pod . peer range . protocol . port range
+//	  set in-a6, in-p6 likewise for IPv6; eg-a4, eg-p4, eg-a6, eg-p6 for egress
+//	  per isolated pod and direction (K = daddr . saddr for in, saddr . daddr
+//	  for eg: the pod's own address first):
+//	  chain in-<ID> {
+//	    ip K @in-a4 return
+//	    ip K . meta l4proto . th dport @in-p4 return
+//	    ip6 K @in-a6 return
+//	    ip6 K . meta l4proto . th dport @in-p6 return
 //	    counter drop
 //	  }
+//
+// The sets are shared, not per pod, because the kernel finds a set by
+// name in a list: per-pod sets made programming cost grow with the square
+// of the number of pods. Chains are hashed, so the per-pod chain (for its
+// drop counter and log prefix) costs nothing per lookup.
 //
 // Each packet costs one established check, at most four map lookups, and at
 // most four set lookups in one pod's chain: nothing grows with the number of

@@ -9,9 +9,9 @@ import (
 
 // Render prints rs as the nft script of table inet podnet-policy (the
 // layout in the package comment), deterministically: a header naming the
-// node and any problems; the four maps; the forward chain; then per pod, a
-// comment naming it, its selecting policies and its resolved rules, its
-// sets with their elements, and its chains. `podnet policy dump` prints
+// node and any problems; the four maps; the forward chain; the eight
+// shared sets with their elements; then per pod, a comment naming it, its
+// selecting policies and its resolved rules, and its chains. `podnet policy dump` prints
 // it; the golden files hold it.
 func Render(rs Ruleset) string {
 	var b strings.Builder
@@ -61,11 +61,73 @@ func Render(rs Ruleset) string {
 		"\t\tip saddr vmap @egr4\n" +
 		"\t\tip6 saddr vmap @egr6\n" +
 		"\t}\n")
+	renderSets(&b, rs)
 	for _, p := range rs.Pods {
 		renderPod(&b, p)
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+// renderSets prints the eight shared sets: each element is an isolated
+// pod's own address, then what it allows (peer range, or peer range,
+// protocol and port range), in address order.
+func renderSets(b *strings.Builder, rs Ruleset) {
+	type row struct {
+		a     netip.Addr
+		elems []string
+	}
+	for _, d := range []struct {
+		prefix  string
+		ingress bool
+	}{{"in", true}, {"eg", false}} {
+		for _, s := range []struct {
+			suffix, typ string
+			v4, ports   bool
+		}{
+			{"a4", "ipv4_addr . ipv4_addr", true, false},
+			{"p4", "ipv4_addr . ipv4_addr . inet_proto . inet_service", true, true},
+			{"a6", "ipv6_addr . ipv6_addr", false, false},
+			{"p6", "ipv6_addr . ipv6_addr . inet_proto . inet_service", false, true},
+		} {
+			var rows []row
+			for _, p := range rs.Pods {
+				ch := p.Egress
+				if d.ingress {
+					ch = p.Ingress
+				}
+				if ch == nil {
+					continue
+				}
+				var own []string
+				switch {
+				case s.v4 && !s.ports:
+					own = rangeStrings(ch.Any4)
+				case s.v4:
+					own = boxStrings(ch.Ports4)
+				case !s.ports:
+					own = rangeStrings(ch.Any6)
+				default:
+					own = boxStrings(ch.Ports6)
+				}
+				for _, a := range p.IPs {
+					if a.Is4() == s.v4 && len(own) > 0 {
+						rows = append(rows, row{a, own})
+					}
+				}
+			}
+			slices.SortStableFunc(rows, func(x, y row) int { return x.a.Compare(y.a) })
+			var elems []string
+			for _, r := range rows {
+				for _, e := range r.elems {
+					elems = append(elems, r.a.String()+" . "+e)
+				}
+			}
+			fmt.Fprintf(b, "\tset %s-%s {\n\t\ttype %s\n\t\tflags interval\n", d.prefix, s.suffix, s.typ)
+			writeElements(b, elems)
+			b.WriteString("\t}\n")
+		}
+	}
 }
 
 func renderPod(b *strings.Builder, p PodRules) {
@@ -75,9 +137,13 @@ func renderPod(b *strings.Builder, p PodRules) {
 	}
 	fmt.Fprintf(b, "\n\t# pod %s/%s %s [%s]\n", p.Namespace, p.Name, p.ID, strings.Join(ips, " "))
 	for _, d := range []struct {
-		ch              *Chain
-		name, prefix, k string
-	}{{p.Ingress, "ingress", "in", "saddr"}, {p.Egress, "egress", "eg", "daddr"}} {
+		ch           *Chain
+		name, prefix string
+		key4, key6   string
+	}{
+		{p.Ingress, "ingress", "in", "ip daddr . ip saddr", "ip6 daddr . ip6 saddr"},
+		{p.Egress, "egress", "eg", "ip saddr . ip daddr", "ip6 saddr . ip6 daddr"},
+	} {
 		if d.ch == nil {
 			continue
 		}
@@ -88,33 +154,11 @@ func renderPod(b *strings.Builder, p PodRules) {
 		for _, a := range d.ch.Rules {
 			fmt.Fprintf(b, "\t#   %s %s[%d]: %s\n", a.Policy, d.name, a.Rule, allowString(a))
 		}
-	}
-	for _, d := range []struct {
-		ch        *Chain
-		prefix, k string
-	}{{p.Ingress, "in", "saddr"}, {p.Egress, "eg", "daddr"}} {
-		if d.ch == nil {
-			continue
-		}
-		name := d.prefix + "-" + p.ID
-		for _, s := range []struct {
-			suffix, typ string
-			elems       []string
-		}{
-			{"a4", "ipv4_addr", rangeStrings(d.ch.Any4)},
-			{"p4", "ipv4_addr . inet_proto . inet_service", boxStrings(d.ch.Ports4)},
-			{"a6", "ipv6_addr", rangeStrings(d.ch.Any6)},
-			{"p6", "ipv6_addr . inet_proto . inet_service", boxStrings(d.ch.Ports6)},
-		} {
-			fmt.Fprintf(b, "\tset %s-%s {\n\t\ttype %s\n\t\tflags interval\n", name, s.suffix, s.typ)
-			writeElements(b, s.elems)
-			b.WriteString("\t}\n")
-		}
-		fmt.Fprintf(b, "\tchain %s {\n", name)
-		fmt.Fprintf(b, "\t\tip %s @%s-a4 return\n", d.k, name)
-		fmt.Fprintf(b, "\t\tip %s . meta l4proto . th dport @%s-p4 return\n", d.k, name)
-		fmt.Fprintf(b, "\t\tip6 %s @%s-a6 return\n", d.k, name)
-		fmt.Fprintf(b, "\t\tip6 %s . meta l4proto . th dport @%s-p6 return\n", d.k, name)
+		fmt.Fprintf(b, "\tchain %s-%s {\n", d.prefix, p.ID)
+		fmt.Fprintf(b, "\t\t%s @%s-a4 return\n", d.key4, d.prefix)
+		fmt.Fprintf(b, "\t\t%s . meta l4proto . th dport @%s-p4 return\n", d.key4, d.prefix)
+		fmt.Fprintf(b, "\t\t%s @%s-a6 return\n", d.key6, d.prefix)
+		fmt.Fprintf(b, "\t\t%s . meta l4proto . th dport @%s-p6 return\n", d.key6, d.prefix)
 		b.WriteString("\t\tcounter drop\n\t}\n")
 	}
 }
