@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,13 @@ type policyEngine struct {
 	done    chan struct{} // closed and replaced after every apply
 	nsList  []string      // namespaces with policies, as last written
 	wrote   bool
+	rs      policy.Ruleset // last applied
+
+	// denied accumulates the per-pod drop counters into monotonic
+	// per-policy totals (a pod's chain, and its counter, may go and come).
+	deniedMu   sync.Mutex
+	lastDrops  map[string]uint64
+	deniedSums map[[2]string]uint64
 }
 
 func newPolicyEngine(node, stateDir string, src datastore.ObjectSource, compile func(policy.Model, string) policy.Ruleset,
@@ -128,6 +136,7 @@ func (e *policyEngine) sync() {
 	defer e.mu.Unlock()
 	e.lastErr = err
 	if err == nil {
+		e.rs = rs
 		e.applied = max(e.applied, gen)
 		e.known = map[string]bool{}
 		for _, p := range m.Pods {
@@ -273,9 +282,64 @@ func (a *Agent) startPolicy(ctx context.Context) error {
 	}
 	e := newPolicyEngine(a.cfg.NodeName, a.cfg.StateDir, a.objects, policy.Compile, apply, a.log)
 	e.metrics = a.metrics
+	if err := a.metrics.RegisterDenied(func() ([]metrics.Denied, error) {
+		drops, err := w.Dropped()
+		if err != nil {
+			return nil, err
+		}
+		return e.denied(drops), nil
+	}); err != nil {
+		a.log.Warn("denied-packets metric", "err", err)
+	}
 	go func() {
 		defer w.Close()
 		e.Run(ctx, a.cfg.ResyncInterval)
 	}()
 	return nil
+}
+
+// denied folds the kernel's per-chain drop counters (chain name -> packets)
+// into monotonic totals per isolating policy and direction.
+func (e *policyEngine) denied(drops map[string]uint64) []metrics.Denied {
+	e.mu.Lock()
+	owners := map[string][]string{} // chain -> isolating policies
+	for _, p := range e.rs.Pods {
+		if p.Ingress != nil {
+			owners["in-"+p.ID] = p.Ingress.Policies
+		}
+		if p.Egress != nil {
+			owners["eg-"+p.ID] = p.Egress.Policies
+		}
+	}
+	e.mu.Unlock()
+	e.deniedMu.Lock()
+	defer e.deniedMu.Unlock()
+	if e.deniedSums == nil {
+		e.deniedSums, e.lastDrops = map[[2]string]uint64{}, map[string]uint64{}
+	}
+	for chain, n := range drops {
+		delta := n
+		if last, ok := e.lastDrops[chain]; ok && n >= last {
+			delta = n - last
+		}
+		e.lastDrops[chain] = n
+		dir := "ingress"
+		if strings.HasPrefix(chain, "eg-") {
+			dir = "egress"
+		}
+		for _, pol := range owners[chain] {
+			e.deniedSums[[2]string{pol, dir}] += delta
+		}
+	}
+	for chain := range e.lastDrops {
+		if _, ok := drops[chain]; !ok {
+			delete(e.lastDrops, chain)
+		}
+	}
+	out := make([]metrics.Denied, 0, len(e.deniedSums))
+	for k, n := range e.deniedSums {
+		out = append(out, metrics.Denied{Policy: k[0], Direction: k[1], Packets: n})
+	}
+	slices.SortFunc(out, func(a, b metrics.Denied) int { return strings.Compare(a.Policy+a.Direction, b.Policy+b.Direction) })
+	return out
 }

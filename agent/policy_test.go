@@ -162,3 +162,32 @@ func TestPolicyEngineRegistration(t *testing.T) {
 		t.Errorf("namespaces file after the policy went: %v %v", has, known)
 	}
 }
+
+// TestDeniedTotals: per-chain drop counters fold into monotonic totals per
+// isolating policy and direction, across a chain that is made again.
+func TestDeniedTotals(t *testing.T) {
+	e := newPolicyEngine("n1", t.TempDir(), &fakeObjects{}, nil, nil, slog.New(slog.DiscardHandler))
+	e.rs = policy.Ruleset{Pods: []policy.PodRules{
+		{ID: "aaa", Ingress: &policy.Chain{Policies: []string{"x/p1", "x/p2"}}, Egress: &policy.Chain{Policies: []string{"x/p2"}}},
+	}}
+	get := func(drops map[string]uint64) map[string]uint64 {
+		out := map[string]uint64{}
+		for _, d := range e.denied(drops) {
+			out[d.Policy+" "+d.Direction] = d.Packets
+		}
+		return out
+	}
+	got := get(map[string]uint64{"in-aaa": 5, "eg-aaa": 2})
+	if got["x/p1 ingress"] != 5 || got["x/p2 ingress"] != 5 || got["x/p2 egress"] != 2 {
+		t.Fatalf("first read: %v", got)
+	}
+	got = get(map[string]uint64{"in-aaa": 7, "eg-aaa": 2})
+	if got["x/p1 ingress"] != 7 || got["x/p2 egress"] != 2 {
+		t.Fatalf("second read: %v", got)
+	}
+	// The chain was made again (counter restarted at 1): totals grow on.
+	got = get(map[string]uint64{"in-aaa": 1})
+	if got["x/p1 ingress"] != 8 || got["x/p2 egress"] != 2 {
+		t.Fatalf("after the chain was remade: %v", got)
+	}
+}

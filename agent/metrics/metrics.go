@@ -119,3 +119,45 @@ func (m *Metrics) Serve(ctx context.Context, addr string) error {
 	}
 	return nil
 }
+
+// Denied is a count of packets policy dropped, for one policy and
+// direction.
+type Denied struct {
+	Policy    string // "namespace/name"
+	Direction string // ingress | egress
+	Packets   uint64
+}
+
+// deniedCollector reports podnet_policy_denied_packets_total at scrape
+// time from read.
+type deniedCollector struct {
+	desc *prometheus.Desc
+	read func() ([]Denied, error)
+}
+
+func (c deniedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c deniedCollector) Collect(ch chan<- prometheus.Metric) {
+	ds, err := c.read()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for _, d := range ds {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(d.Packets), d.Policy, d.Direction)
+	}
+}
+
+// RegisterDenied makes /metrics report the denied packets read returns
+// (monotonic per policy and direction; read is called at every scrape).
+func (m *Metrics) RegisterDenied(read func() ([]Denied, error)) error {
+	if m == nil {
+		return nil
+	}
+	return m.Registry.Register(deniedCollector{
+		desc: prometheus.NewDesc("podnet_policy_denied_packets_total",
+			"Packets dropped by network policy on this node, by policy and direction. A packet dropped for a pod that several policies isolate counts once for each of them.",
+			[]string{"policy", "direction"}, nil),
+		read: read,
+	})
+}
