@@ -12,14 +12,12 @@
 package podreg
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -80,55 +78,56 @@ type Handler interface {
 // listening on it.
 var ErrAgentDown = errors.New("podnet agent not reachable")
 
-func client(stateDir string) *http.Client {
-	sock := SocketPath(stateDir)
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}}
+// request and reply are the wire format: one JSON object per line each
+// way on a fresh connection (no HTTP: the plugin binary, exec'd for every
+// CNI call, must not link and initialise net/http).
+type request struct {
+	Op  string       `json:"op"` // register | unregister
+	Reg Registration `json:"reg"`
+}
+
+type reply struct {
+	Error string `json:"error,omitempty"`
 }
 
 // Register sends r to the agent of stateDir and waits for its answer (ctx
 // bounds the wait). Errors reaching the agent wrap ErrAgentDown; a refusal
 // carries the agent's reason.
 func Register(ctx context.Context, stateDir string, r Registration) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	return call(ctx, stateDir, http.MethodPost, "/v1/registrations", b)
+	return call(ctx, stateDir, request{Op: "register", Reg: r})
 }
 
 // Unregister tells the agent an attachment is gone (best effort: the
 // agent also learns it from the datastore).
 func Unregister(ctx context.Context, stateDir, containerID, ifName string) error {
-	b, err := json.Marshal(Registration{ContainerID: containerID, IfName: ifName})
-	if err != nil {
-		return err
-	}
-	return call(ctx, stateDir, http.MethodDelete, "/v1/registrations", b)
+	return call(ctx, stateDir, request{Op: "unregister", Reg: Registration{ContainerID: containerID, IfName: ifName}})
 }
 
-func call(ctx context.Context, stateDir, method, path string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://podnet-agent"+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client(stateDir).Do(req)
+func call(ctx context.Context, stateDir string, req request) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", SocketPath(stateDir))
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("podnet agent did not answer in time: %w", ctx.Err())
 		}
 		return fmt.Errorf("%w at %s: %v", ErrAgentDown, SocketPath(stateDir), err)
 	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("podnet agent: %s", bytes.TrimSpace(msg))
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return fmt.Errorf("%w: send: %v", ErrAgentDown, err)
+	}
+	var rep reply
+	if err := json.NewDecoder(io.LimitReader(conn, 64<<10)).Decode(&rep); err != nil {
+		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("podnet agent did not answer in time: %w", context.DeadlineExceeded)
+		}
+		return fmt.Errorf("%w: no answer: %v", ErrAgentDown, err)
+	}
+	if rep.Error != "" {
+		return fmt.Errorf("podnet agent: %s", rep.Error)
 	}
 	return nil
 }
@@ -149,41 +148,58 @@ func Serve(ctx context.Context, stateDir string, h Handler) error {
 		ln.Close()
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/registrations", func(w http.ResponseWriter, req *http.Request) {
-		var r Registration
-		if err := json.NewDecoder(io.LimitReader(req.Body, 64<<10)).Decode(&r); err != nil {
-			http.Error(w, "bad registration: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		switch req.Method {
-		case http.MethodPost:
-			if err := r.Validate(); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			if err := h.Register(req.Context(), r); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-		case http.MethodDelete:
-			h.Unregister(r.ContainerID, r.IfName)
-		default:
-			http.Error(w, "POST or DELETE", http.StatusMethodNotAllowed)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
-		srv.Close()
+		ln.Close()
 	}()
-	err = srv.Serve(ln)
-	if ctx.Err() != nil {
-		return ctx.Err()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		go serveConn(ctx, conn, h)
 	}
-	return err
+}
+
+// serveConn answers one request. The handler's wait ends with the
+// plugin's: when the plugin gives up and closes, the read side sees it.
+func serveConn(ctx context.Context, conn net.Conn, h Handler) {
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	dec := json.NewDecoder(io.LimitReader(conn, 64<<10))
+	var req request
+	rep := reply{}
+	if err := dec.Decode(&req); err != nil {
+		rep.Error = "bad request: " + err.Error()
+	} else {
+		_ = conn.SetReadDeadline(time.Time{})
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			// The client sends nothing more: a read returns when it
+			// closes (gave up), which cancels the wait.
+			var b [1]byte
+			_, _ = conn.Read(b[:])
+			cancel()
+		}()
+		switch req.Op {
+		case "register":
+			if err := req.Reg.Validate(); err != nil {
+				rep.Error = err.Error()
+			} else if err := h.Register(rctx, req.Reg); err != nil {
+				rep.Error = err.Error()
+			}
+		case "unregister":
+			h.Unregister(req.Reg.ContainerID, req.Reg.IfName)
+		default:
+			rep.Error = fmt.Sprintf("unknown op %q", req.Op)
+		}
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = json.NewEncoder(conn).Encode(rep)
 }
 
 // WriteNamespaces records the namespaces that have NetworkPolicies
