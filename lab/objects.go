@@ -291,6 +291,41 @@ func namespaceObject(name string, labels map[string]string) *corev1.Namespace {
 // (all are decoded and checked before any is written) and says what it
 // did on out. A policy's namespace is created when missing.
 func (l *Lab) Apply(ctx context.Context, r io.Reader, out io.Writer) error {
+	return l.withObjects(ctx, r, func(ctx context.Context, cli *clientv3.Client, objs []runtime.Object) error {
+		for _, obj := range objs {
+			if np, ok := obj.(*networkingv1.NetworkPolicy); ok {
+				made, err := ensureNamespace(ctx, cli, np.Namespace)
+				if err != nil {
+					return err
+				}
+				if made {
+					fmt.Fprintf(out, "namespace/%s created\n", np.Namespace)
+				}
+			}
+			if ns, ok := obj.(*corev1.Namespace); ok {
+				// As the apiserver does: the name label is always there.
+				ns = ns.DeepCopy()
+				ns.Labels = namespaceObject(ns.Name, ns.Labels).Labels
+				ns.Status.Phase = corev1.NamespaceActive
+				obj = ns
+			}
+			created, err := etcd.PutObject(ctx, cli, "", obj)
+			if err != nil {
+				return err
+			}
+			verb := "configured"
+			if created {
+				verb = "created"
+			}
+			fmt.Fprintf(out, "%s %s\n", describe(obj), verb)
+		}
+		return nil
+	})
+}
+
+// withObjects decodes r (every document checked before anything is
+// written) and runs fn with them and an etcd client, bounded by opCtx.
+func (l *Lab) withObjects(ctx context.Context, r io.Reader, fn func(context.Context, *clientv3.Client, []runtime.Object) error) error {
 	objs, err := DecodeObjects(r)
 	if err != nil {
 		return err
@@ -302,34 +337,7 @@ func (l *Lab) Apply(ctx context.Context, r io.Reader, out io.Writer) error {
 	defer cli.Close()
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
-	for _, obj := range objs {
-		if np, ok := obj.(*networkingv1.NetworkPolicy); ok {
-			made, err := ensureNamespace(ctx, cli, np.Namespace)
-			if err != nil {
-				return err
-			}
-			if made {
-				fmt.Fprintf(out, "namespace/%s created\n", np.Namespace)
-			}
-		}
-		if ns, ok := obj.(*corev1.Namespace); ok {
-			// As the apiserver does: the name label is always there.
-			ns = ns.DeepCopy()
-			ns.Labels = namespaceObject(ns.Name, ns.Labels).Labels
-			ns.Status.Phase = corev1.NamespaceActive
-			obj = ns
-		}
-		created, err := etcd.PutObject(ctx, cli, "", obj)
-		if err != nil {
-			return err
-		}
-		verb := "configured"
-		if created {
-			verb = "created"
-		}
-		fmt.Fprintf(out, "%s %s\n", describe(obj), verb)
-	}
-	return nil
+	return fn(ctx, cli, objs)
 }
 
 // Delete is `lab delete -f`: it deletes every object of r. A namespace
@@ -337,48 +345,40 @@ func (l *Lab) Apply(ctx context.Context, r io.Reader, out io.Writer) error {
 // that do not exist are reported and make the result an error (as kubectl
 // does), after the others were deleted.
 func (l *Lab) Delete(ctx context.Context, r io.Reader, out io.Writer) error {
-	objs, err := DecodeObjects(r)
-	if err != nil {
-		return err
-	}
-	cli, err := l.etcdClient()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := opCtx(ctx)
-	defer cancel()
-	var errs []error
-	for _, obj := range objs {
-		var ok bool
-		switch o := obj.(type) {
-		case *corev1.Namespace:
-			var pods []string
-			for _, p := range l.Pods {
-				if p.namespace() == o.Name {
-					pods = append(pods, p.Name)
+	return l.withObjects(ctx, r, func(ctx context.Context, cli *clientv3.Client, objs []runtime.Object) error {
+		var errs []error
+		for _, obj := range objs {
+			var ok bool
+			var err error
+			switch o := obj.(type) {
+			case *corev1.Namespace:
+				var pods []string
+				for _, p := range l.Pods {
+					if p.namespace() == o.Name {
+						pods = append(pods, p.Name)
+					}
 				}
+				if len(pods) > 0 {
+					sort.Strings(pods)
+					errs = append(errs, fmt.Errorf("namespace %s still has lab pods %v: `podnet lab pod del` them first", o.Name, pods))
+					continue
+				}
+				if _, err := cli.Delete(ctx, etcd.ObjectsPrefix("")+"networkpolicies/"+o.Name+"/", clientv3.WithPrefix()); err != nil {
+					return err
+				}
+				ok, err = etcd.DeleteObject(ctx, cli, "", etcd.KindNamespace, "", o.Name)
+			case *networkingv1.NetworkPolicy:
+				ok, err = etcd.DeleteObject(ctx, cli, "", etcd.KindNetworkPolicy, o.Namespace, o.Name)
 			}
-			if len(pods) > 0 {
-				sort.Strings(pods)
-				errs = append(errs, fmt.Errorf("namespace %s still has lab pods %v: `podnet lab pod del` them first", o.Name, pods))
-				continue
-			}
-			if _, err := cli.Delete(ctx, etcd.ObjectsPrefix("")+"networkpolicies/"+o.Name+"/", clientv3.WithPrefix()); err != nil {
+			if err != nil {
 				return err
 			}
-			ok, err = etcd.DeleteObject(ctx, cli, "", etcd.KindNamespace, "", o.Name)
-		case *networkingv1.NetworkPolicy:
-			ok, err = etcd.DeleteObject(ctx, cli, "", etcd.KindNetworkPolicy, o.Namespace, o.Name)
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s not found", describe(obj)))
+				continue
+			}
+			fmt.Fprintf(out, "%s deleted\n", describe(obj))
 		}
-		if err != nil {
-			return err
-		}
-		if !ok {
-			errs = append(errs, fmt.Errorf("%s not found", describe(obj)))
-			continue
-		}
-		fmt.Fprintf(out, "%s deleted\n", describe(obj))
-	}
-	return errors.Join(errs...)
+		return errors.Join(errs...)
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/datastore/etcd"
 	"github.com/podnet/podnet/agent/policy"
 )
@@ -17,17 +18,11 @@ func (l *Lab) PolicyModel(ctx context.Context) (policy.Model, error) {
 		return policy.Model{}, err
 	}
 	defer cli.Close()
-	src := etcd.NewObjectSource(cli, "", nil)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	go func() { _ = src.Run(rctx, func() {}) }()
-	for !src.Synced() {
-		select {
-		case <-rctx.Done():
-			return policy.Model{}, fmt.Errorf("lab %s: reading policy objects from etcd: %w", l.Name, rctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
+	o, err := datastore.ReadObjects(rctx, etcd.NewObjectSource(cli, "", nil))
+	if err != nil {
+		return policy.Model{}, fmt.Errorf("lab %s: %w", l.Name, err)
 	}
-	o := src.Objects()
 	return policy.ModelFromObjects(o.Namespaces, o.Pods, o.Policies), nil
 }

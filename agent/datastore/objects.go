@@ -2,6 +2,8 @@ package datastore
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -30,4 +32,34 @@ type ObjectSource interface {
 	Objects() Objects
 	// Synced reports whether the first complete list has been read.
 	Synced() bool
+}
+
+// ReadObjects runs src until its first complete list (or ctx ends) and
+// returns the objects: for one-shot readers (`policy explain`, `dump`).
+func ReadObjects(ctx context.Context, src ObjectSource) (Objects, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	synced := make(chan struct{}, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- src.Run(ctx, func() {
+			select {
+			case synced <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	for !src.Synced() {
+		select {
+		case <-ctx.Done():
+			return Objects{}, fmt.Errorf("reading policy objects: %w", ctx.Err())
+		case err := <-errc:
+			if err == nil {
+				err = errors.New("source stopped")
+			}
+			return Objects{}, fmt.Errorf("reading policy objects: %w", err)
+		case <-synced:
+		}
+	}
+	return src.Objects(), nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podnet/podnet/agent"
+	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/policy"
 )
 
@@ -113,15 +114,10 @@ func newPolicyCmd() *cobra.Command {
 		if err != nil {
 			return policy.Model{}, err
 		}
-		go func() { _ = src.Run(ctx, func() {}) }()
-		for !src.Synced() {
-			select {
-			case <-ctx.Done():
-				return policy.Model{}, fmt.Errorf("reading policy objects: %w", ctx.Err())
-			case <-time.After(10 * time.Millisecond):
-			}
+		o, err := datastore.ReadObjects(ctx, src)
+		if err != nil {
+			return policy.Model{}, err
 		}
-		o := src.Objects()
 		return policy.ModelFromObjects(o.Namespaces, o.Pods, o.Policies), nil
 	}
 	f := cmd.PersistentFlags()
