@@ -111,7 +111,7 @@ func TestAdoptionRepairs(t *testing.T) {
 	}
 	check(t, baseFlows(tp))
 	chains, sets := tableContent(t, tp)
-	if len(chains) != 4 || len(sets) != 4+12 {
+	if len(chains) != 4 || len(sets) != 4+8 {
 		t.Errorf("after repair: chains %v, sets %v", chains, sets)
 	}
 	adoptsUnchanged(t, tp, rs)
