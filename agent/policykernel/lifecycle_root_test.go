@@ -296,3 +296,60 @@ func TestOpenCallingThreadNamespace(t *testing.T) {
 	}
 	check(t, []flow{{"programmed in the node namespace", C.path, A.v4, "tcp", 7001, false}})
 }
+
+// A table in the layout of the previous version (four sets per pod
+// chain) is converted by the first Apply in one batch: no packet sees the
+// pod unfiltered or a peer dropped, and the old sets are gone after.
+func TestMigrateOldLayout(t *testing.T) {
+	tp := newTopo(t)
+	A, _, C := tp.pods[0], tp.pods[1], tp.pods[2]
+	rs := baseRuleset(tp)
+	if err := policykernel.WriteOldLayout(tp.nodeFd, rs); err != nil {
+		t.Fatal(err)
+	}
+	check(t, baseFlows(tp))
+	_, old := tableContent(t, tp)
+	if len(old) != 4+3*4 {
+		t.Fatalf("old layout: sets %v", old)
+	}
+
+	stops := []func() (int, []error){
+		background(flow{"denied during migration", C.path, A.v4, "tcp", 7001, false}),
+		background(flow{"allowed during migration", C.path, A.v4, "tcp", 7000, true}),
+		background(flow{"denied v6 during migration", C.path, A.v6, "tcp", 7001, false}),
+		background(flow{"allowed egress during migration", A.path, tp.pods[1].v4, "udp", 7000, true}),
+	}
+	w := tp.open(t)
+	st, err := w.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three chains' rules rewritten, twelve old sets for eight shared
+	// ones, the maps untouched.
+	if st.RulesAdded != 3*5 || st.SetsRemoved != 12 || st.SetsAdded != 8 || st.ChainsAdded+st.ChainsRemoved != 0 {
+		t.Errorf("migration: %+v", st)
+	}
+	for _, stop := range stops {
+		n, errs := stop()
+		if n == 0 {
+			t.Error("background prober never ran")
+		}
+		for _, err := range errs {
+			t.Error(err)
+		}
+	}
+	check(t, baseFlows(tp))
+	chains, sets := tableContent(t, tp)
+	if len(chains) != 4 || len(sets) != 4+8 {
+		t.Errorf("after migration: chains %v, sets %v", chains, sets)
+	}
+	for name := range sets {
+		if len(name) > len("in-a4") && name[:3] != "ing" && name[:3] != "egr" {
+			t.Errorf("old set %s left", name)
+		}
+	}
+	adoptsUnchanged(t, tp, rs)
+	if st, err := w.Apply(rs); err != nil || st.Changed() {
+		t.Errorf("after migration: %+v, %v", st, err)
+	}
+}
