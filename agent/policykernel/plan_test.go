@@ -148,3 +148,46 @@ func TestAppliedPodsArePrivate(t *testing.T) {
 		t.Errorf("change made in place after apply: %+v", st)
 	}
 }
+
+// Each element is keyed by the pod's own address: a pod with several
+// addresses of a family has its peers once per address. An orphan element
+// (no map entry led to it when the table was read) that a pod claims
+// again stays where it is.
+func TestPlanSharedElements(t *testing.T) {
+	rs := policy.Ruleset{Pods: []policy.PodRules{{ID: "0123456789ab", IPs: []netip.Addr{ip("10.1.0.1"), ip("10.1.0.2"), ip("fd00::1")},
+		Ingress: &policy.Chain{
+			Any4:   []policy.AddrRange{rng("10.2.0.0", "10.2.0.255"), rng("10.3.0.0", "10.3.0.255")},
+			Any6:   []policy.AddrRange{rng("fd02::", "fd02::ff")},
+			Ports4: []policy.PortBox{{Addrs: rng("10.4.0.1", "10.4.0.1"), Proto: policy.TCP, Ports: policy.PortRange{From: 80, To: 80}}},
+		}}}}
+	st, applied, _ := planStats(t, newState(), rs, nil)
+	if st.ElementsAdded != 3+2*2+2*1+1 || st.ChainsAdded != 2 || st.SetsAdded != 4+8 {
+		t.Errorf("first plan: %+v", st)
+	}
+	cs := applied.chains["in-0123456789ab"]
+	for _, pod := range []string{"10.1.0.1", "10.1.0.2"} {
+		if _, ok := cs.sets[kindA4][elem{Pod: ip(pod), Addrs: rng("10.3.0.0", "10.3.0.255")}]; !ok {
+			t.Errorf("no element for pod address %s: %v", pod, cs.sets[kindA4])
+		}
+	}
+
+	// The table as read when the map entries were gone: the chain
+	// exists, its elements are orphans.
+	have := newState()
+	have.table, have.base, have.baseOK = true, true, true
+	for i := range numMaps {
+		have.maps[i] = map[netip.Addr]string{}
+	}
+	for i := range numSets {
+		have.sets[i] = true
+	}
+	have.chains["in-0123456789ab"] = &chainState{exists: true, rulesOK: true}
+	for k, els := range cs.sets {
+		have.orphans[setIndex(true, k)] = els
+	}
+	have.orphans[setIndex(true, kindA6)] = map[elem]struct{}{{Pod: ip("fd00::9"), Addrs: rng("fd02::", "fd02::ff")}: {}}
+	st, _, _ = planStats(t, have, rs, nil)
+	if st.ElementsAdded != 3+1 || st.ElementsRemoved != 1 || st.RulesAdded+st.ChainsAdded != 0 {
+		t.Errorf("orphans claimed again: %+v", st)
+	}
+}
