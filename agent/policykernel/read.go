@@ -106,15 +106,22 @@ func (w *Writer) readOnce() (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: list chains: %w", err)
 	}
+	dump, err := w.dumpRules()
+	if err != nil {
+		return nil, err
+	}
+	// Pod chains whose rules have the same shape are all right or all
+	// wrong: one of each shape is read and compared in full.
+	verified := map[string]bool{}
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name != TableName {
 			continue
 		}
-		rules, err := c.GetRules(table, ch)
-		if err != nil && !notFound(err) {
-			return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
-		}
 		if ch.Name == baseChain {
+			rules, err := c.GetRules(table, ch)
+			if err != nil && !notFound(err) {
+				return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
+			}
 			s.base = true
 			s.baseOK = rulesMatch(rules, baseRules())
 			s.baseBad = !baseChainOK(ch)
@@ -122,7 +129,23 @@ func (w *Writer) readOnce() (*state, error) {
 		}
 		cs := s.chain(ch.Name)
 		cs.exists = true
-		cs.rulesOK = isPodChain(ch.Name) && rulesMatch(rules, podRules(ch.Name, [numKinds]uint32{}, w.logGroup))
+		if !isPodChain(ch.Name) {
+			continue
+		}
+		sh, ok := shape(ch.Name, dump[ch.Name])
+		if !ok {
+			continue
+		}
+		good, seen := verified[sh]
+		if !seen {
+			rules, err := c.GetRules(table, ch)
+			if err != nil && !notFound(err) {
+				return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
+			}
+			good = rulesMatch(rules, podRules(ch.Name, [numKinds]uint32{}, w.logGroup))
+			verified[sh] = good
+		}
+		cs.rulesOK = good
 	}
 
 	sets, err := c.GetSets(table)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -232,27 +231,14 @@ func (w *Writer) Dropped() (map[string]uint64, error) {
 			}
 		}
 	}
-	c, err := w.conn()
+	dump, err := w.dumpRules()
 	if err != nil {
 		return nil, err
 	}
-	defer c.CloseLasting()
 	out := make(map[string]uint64, len(names))
 	for _, n := range names {
-		rules, err := c.GetRules(table, podChainDef(n))
-		if notFound(err) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("nftables: list rules of %s: %w", n, err)
-		}
-		if len(rules) == 0 {
-			continue
-		}
-		for _, e := range rules[len(rules)-1].Exprs {
-			if ctr, ok := e.(*expr.Counter); ok {
-				out[n] = ctr.Packets
-			}
+		if p, ok := droppedBy(dump[n]); ok {
+			out[n] = p
 		}
 	}
 	return out, nil
