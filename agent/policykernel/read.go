@@ -106,7 +106,13 @@ func (w *Writer) readOnce() (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: list chains: %w", err)
 	}
-	dump, err := w.dumpRules()
+	var podChains []string
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == TableName && isPodChain(ch.Name) {
+			podChains = append(podChains, ch.Name)
+		}
+	}
+	dump, err := w.dumpRules(podChains)
 	if err != nil {
 		return nil, err
 	}

@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -28,50 +30,86 @@ type rawExpr struct {
 	data []byte
 }
 
-// dumpRules lists every rule of the table in one netlink dump (the
-// library asks chain by chain: a round trip per pod chain), by chain, in
-// order. A dump the kernel flags as inconsistent is repeated.
-func (w *Writer) dumpRules() (map[string][]rawRule, error) {
-	for try := 0; ; try++ {
-		out, err := w.dumpRulesOnce()
-		if !errors.Is(err, errDumpInterrupted) || try >= readRetries {
-			return out, err
-		}
+// dumpRules lists the rules of the named chains of the table, by chain,
+// in order: one netlink dump per chain on a few sockets in parallel. (A
+// dump of the whole table costs the square of its rules: the kernel walks
+// it from the start again for each message it fills; and the library
+// parses every expression into objects.)
+func (w *Writer) dumpRules(chains []string) (map[string][]rawRule, error) {
+	workers := min(max(runtime.GOMAXPROCS(0), 1), 4, max(len(chains)/64, 1))
+	out := make(map[string][]rawRule, len(chains))
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() {
+			c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: w.ns})
+			if err == nil {
+				defer c.Close()
+			}
+			for j := i; j < len(chains) && err == nil; j += workers {
+				var rules []rawRule
+				if rules, err = dumpChain(c, chains[j]); err == nil {
+					mu.Lock()
+					out[chains[j]] = rules
+					mu.Unlock()
+				}
+			}
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("nftables: list rules: %w", err)
+				}
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
+	return out, first
 }
 
-func (w *Writer) dumpRulesOnce() (map[string][]rawRule, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: w.ns})
-	if err != nil {
-		return nil, fmt.Errorf("nftables: open netlink socket: %w", err)
-	}
-	defer c.Close()
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(TableName + "\x00")}})
+// dumpChain lists the rules of chain; a dump the kernel flags as
+// inconsistent is repeated, a missing chain has none.
+func dumpChain(c *netlink.Conn, chain string) ([]rawRule, error) {
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.NFTA_RULE_TABLE, Data: []byte(TableName + "\x00")},
+		{Type: unix.NFTA_RULE_CHAIN, Data: []byte(chain + "\x00")},
+	})
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := c.Execute(netlink.Message{
+	req := netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE), Flags: netlink.Request | netlink.Dump},
 		Data:   append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("nftables: list rules of table %s: %w", TableName, err)
 	}
-	out := map[string][]rawRule{}
-	for _, m := range msgs {
-		if m.Header.Flags&netlink.DumpInterrupted != 0 {
-			return nil, errDumpInterrupted
+	for try := 0; ; try++ {
+		msgs, err := c.Execute(req)
+		if notFound(err) {
+			return nil, nil
 		}
-		if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE) || len(m.Data) < 4 {
-			continue
-		}
-		r, err := parseRule(m.Data[4:])
 		if err != nil {
-			return nil, fmt.Errorf("nftables: list rules of table %s: %w", TableName, err)
+			return nil, fmt.Errorf("chain %s: %w", chain, err)
 		}
-		out[r.chain] = append(out[r.chain], r)
+		var out []rawRule
+		intr := false
+		for _, m := range msgs {
+			intr = intr || m.Header.Flags&netlink.DumpInterrupted != 0
+			if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWRULE) || len(m.Data) < 4 {
+				continue
+			}
+			r, err := parseRule(m.Data[4:])
+			if err != nil {
+				return nil, fmt.Errorf("chain %s: %w", chain, err)
+			}
+			out = append(out, r)
+		}
+		if !intr {
+			return out, nil
+		}
+		if try >= readRetries {
+			return nil, fmt.Errorf("chain %s: %w", chain, errDumpInterrupted)
+		}
 	}
-	return out, nil
 }
 
 func decoder(b []byte) (*netlink.AttributeDecoder, error) {

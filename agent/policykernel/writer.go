@@ -231,7 +231,7 @@ func (w *Writer) Dropped() (map[string]uint64, error) {
 			}
 		}
 	}
-	dump, err := w.dumpRules()
+	dump, err := w.dumpRules(names)
 	if err != nil {
 		return nil, err
 	}
