@@ -57,10 +57,17 @@
 // kernel rejects changes nothing; the Writer then reads the table again.
 //
 // A table of the previous layout (four sets per pod chain, in-<ID>-a4 and
-// so on) is converted by the first Apply in one batch: the shared sets are
-// created and filled, every pod chain's rules rewritten to use them, then
-// the old sets deleted; the maps are left as they are, so no packet sees a
-// pod unfiltered. Any other set in the table is deleted likewise.
+// so on) is converted by the first Apply in two atomic batches: the first
+// creates the shared sets and fills them with the elements of every pod
+// chain that exists (nothing uses them yet); the second rewrites every
+// pod chain's rules to use them and deletes the old sets, the maps left
+// as they are. No packet sees a pod unfiltered at any moment, and none is
+// dropped that is allowed before and after: the kernel makes elements
+// added to an interval (pipapo) set visible only after the rules of the
+// same batch are live, so a single batch would have the rewritten rules
+// look at empty sets for a moment. (A newly isolated pod has the same
+// moment, failing closed: its elements become visible just after its map
+// entries.) Any other set in the table is deleted with the old ones.
 //
 // Cost: a batch holds only what differs, and pods whose rules did not
 // change since the last Apply are skipped without rebuilding their

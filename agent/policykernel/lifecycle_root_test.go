@@ -298,8 +298,10 @@ func TestOpenCallingThreadNamespace(t *testing.T) {
 }
 
 // A table in the layout of the previous version (four sets per pod
-// chain) is converted by the first Apply in one batch: no packet sees the
-// pod unfiltered or a peer dropped, and the old sets are gone after.
+// chain) is converted by the first Apply: a batch that makes and fills the
+// shared sets, then one that rewrites the chains' rules to use them and
+// deletes the old sets. No packet sees the pod unfiltered, nor an allowed
+// peer dropped, and the old sets are gone after.
 func TestMigrateOldLayout(t *testing.T) {
 	tp := newTopo(t)
 	A, _, C := tp.pods[0], tp.pods[1], tp.pods[2]

@@ -245,6 +245,65 @@ func (b *batch) plan(have, want *state) {
 	}
 }
 
+// prefill returns the state after a batch that creates the shared sets
+// have lacks and fills them with the elements of want's pod chains that
+// exist in have (a table of the previous layout), or nil when have has
+// all the shared sets or no such chain.
+func prefill(have, want *state) *state {
+	missing := false
+	for idx := range numSets {
+		missing = missing || !have.sets[idx]
+	}
+	if !have.table || !missing {
+		return nil
+	}
+	mid := *have
+	mid.chains = maps.Clone(have.chains)
+	found := false
+	for n, w := range want.chains {
+		h := have.chains[n]
+		if h == nil || !h.exists {
+			continue
+		}
+		found = true
+		c := *h
+		for k := range numKinds {
+			if !have.sets[setIndex(chainIn(n), k)] {
+				c.sets[k] = w.sets[k] // shared, read only
+			}
+		}
+		mid.chains[n] = &c
+	}
+	if !found {
+		return nil
+	}
+	for idx := range numSets {
+		mid.sets[idx] = true
+	}
+	return &mid
+}
+
+// prefill queues the batch that turns have into mid (see prefill).
+func (b *batch) prefill(have, mid *state) {
+	for idx := range numSets {
+		if have.sets[idx] {
+			continue
+		}
+		b.addSet(sharedSet(idx))
+		k := idx % numKinds
+		els := map[elem]struct{}{}
+		for n, cs := range mid.chains {
+			if isPodChain(n) && chainIn(n) == setIn(idx) {
+				for e := range cs.sets[k] {
+					els[e] = struct{}{}
+				}
+			}
+		}
+		b.elems(sharedSet(idx), encodeAll(idx, els), true)
+		b.st.ElementsAdded += len(els)
+	}
+}
+
 // planBase queues the forward chain and the maps its rules look up. A map
 // or chain that is not what we make is made again, in this same batch:
 // the forward chain's rules are rewritten to let go of the old map. It

@@ -259,5 +259,18 @@ type Stats struct {
 	Duration time.Duration
 }
 
+// plus returns the sum of two batches' stats.
+func (s Stats) plus(o Stats) Stats {
+	s.ElementsAdded += o.ElementsAdded
+	s.ElementsRemoved += o.ElementsRemoved
+	s.ChainsAdded += o.ChainsAdded
+	s.ChainsRemoved += o.ChainsRemoved
+	s.SetsAdded += o.SetsAdded
+	s.SetsRemoved += o.SetsRemoved
+	s.RulesAdded += o.RulesAdded
+	s.Messages += o.Messages
+	return s
+}
+
 // Changed reports whether the Apply sent anything.
 func (s Stats) Changed() bool { return s.Messages > 0 }

@@ -130,41 +130,49 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 			return Stats{}, err
 		}
 	}
-	var sndBuf, rcvBuf int
-	c, err := nftables.New(nftables.WithNetNSFd(w.ns), nftables.WithSockOptions(func(nc *netlink.Conn) error {
-		return setBuffers(nc, sndBuf, rcvBuf)
-	}))
-	if err != nil {
-		return Stats{}, fmt.Errorf("nftables: %w", err)
+	// A table of the previous layout: the shared sets are made and
+	// filled in a batch of their own first, so that the one rewriting
+	// the chains' rules to use them finds them filled. (The kernel makes
+	// elements added to an interval set visible only after the batch's
+	// rules are live: sets created and filled in the rewriting batch
+	// would look empty to the first packets through the new rules.)
+	var pre Stats
+	if mid := prefill(w.applied, want); mid != nil {
+		b, err := w.newBatch()
+		if err != nil {
+			return Stats{}, err
+		}
+		b.prefill(w.applied, mid)
+		if err := w.send(b); err != nil {
+			return Stats{}, err
+		}
+		pre = b.st
+		w.applied, w.pods = mid, nil
 	}
-	b := &batch{c: c, log: w.log, logGroup: w.logGroup}
+	b, err := w.newBatch()
+	if err != nil {
+		return Stats{}, err
+	}
 	b.plan(w.applied, want)
-	st := b.st
 	if b.err != nil {
 		return Stats{}, b.err
 	}
-	if st.Messages == 0 {
+	st := b.st.plus(pre)
+	if b.st.Messages == 0 {
 		w.applied, w.pods = want, pods
 		st.Duration = time.Since(start)
 		return st, nil
 	}
-	sndBuf, rcvBuf = bufferSizes(st.Messages, b.bytes)
-	if err := c.Flush(); err != nil {
-		ferr := fmt.Errorf("nftables: apply table %s (%d messages): %w", TableName, st.Messages, err)
-		s, rerr := w.read()
-		w.applied, w.pods = s, nil
-		if rerr != nil {
-			return Stats{}, errors.Join(ferr, rerr)
-		}
+	if err := w.send(b); err != nil {
 		// An error after the commit (acks lost to a full socket buffer)
 		// leaves the table as wanted: then nothing is left to do.
-		if left, perr := w.pending(s, want); perr == nil && left == 0 {
-			w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
-			w.applied, w.pods = want, pods
-			st.Duration = time.Since(start)
-			return st, nil
+		if w.applied == nil {
+			return Stats{}, err
 		}
-		return Stats{}, ferr
+		if left, perr := w.pending(w.applied, want); perr != nil || left != 0 {
+			return Stats{}, err
+		}
+		w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
 	}
 	w.applied, w.pods = want, pods
 	st.Duration = time.Since(start)
@@ -172,6 +180,36 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 		"removed", st.ElementsRemoved, "chainsAdded", st.ChainsAdded, "chainsRemoved", st.ChainsRemoved,
 		"messages", st.Messages, "duration", st.Duration)
 	return st, nil
+}
+
+// newBatch returns an empty batch on a connection whose socket buffers
+// are sized for the batch when it is sent.
+func (w *Writer) newBatch() (*batch, error) {
+	b := &batch{log: w.log, logGroup: w.logGroup}
+	c, err := nftables.New(nftables.WithNetNSFd(w.ns), nftables.WithSockOptions(func(nc *netlink.Conn) error {
+		snd, rcv := bufferSizes(b.st.Messages, b.bytes)
+		return setBuffers(nc, snd, rcv)
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	b.c = c
+	return b, nil
+}
+
+// send sends b. On an error the table is read again (w.applied is what
+// the kernel holds, nil if that failed too).
+func (w *Writer) send(b *batch) error {
+	if b.err != nil {
+		return b.err
+	}
+	if err := b.c.Flush(); err != nil {
+		ferr := fmt.Errorf("nftables: apply table %s (%d messages): %w", TableName, b.st.Messages, err)
+		s, rerr := w.read()
+		w.applied, w.pods = s, nil
+		return errors.Join(ferr, rerr)
+	}
+	return nil
 }
 
 // pending returns how many messages a batch from have to want would
