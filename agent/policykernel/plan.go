@@ -145,16 +145,6 @@ func (b *batch) plan(have, want *state) {
 		}
 	}
 
-	for idx := range numSets {
-		if have.setBad[idx] {
-			b.log.Warn("policy set has another type or foreign elements; replacing it", "set", setNames[idx])
-			b.delSet(setNames[idx])
-		}
-		if !have.sets[idx] || have.setBad[idx] {
-			b.setIDs[idx] = b.addSet(sharedSet(idx))
-		}
-	}
-
 	// Elements: of chains that go, of chains that change, orphans. An
 	// element both removed and added (an orphan a pod claims again)
 	// stays.
@@ -199,6 +189,33 @@ func (b *batch) plan(have, want *state) {
 			}
 		}
 	}
+	// A set whose pods all go is deleted and made again rather than
+	// emptied element by element (an interval set's cost per removed
+	// element grows with the set): no rule uses it once the chains that
+	// go are flushed.
+	var survivors [2]bool // by direction: in, eg
+	for n, cs := range have.chains {
+		if cs.exists && isPodChain(n) && want.chains[n] != nil {
+			survivors[setIndex(chainIn(n), 0)/numKinds] = true
+		}
+	}
+	for idx := range numSets {
+		fresh := have.sets[idx] && !have.setBad[idx] && len(del[idx]) > 0 && !survivors[idx/numKinds]
+		if have.setBad[idx] {
+			b.log.Warn("policy set has another type or foreign elements; replacing it", "set", setNames[idx])
+		}
+		if have.setBad[idx] || fresh {
+			b.delSet(setNames[idx])
+		}
+		if !have.sets[idx] || have.setBad[idx] || fresh {
+			b.setIDs[idx] = b.addSet(sharedSet(idx))
+		}
+		if fresh {
+			b.st.ElementsRemoved += len(del[idx])
+			del[idx] = nil
+		}
+	}
+
 	// Deletions first: a changed range may overlap its old self.
 	for idx := range numSets {
 		b.elems(sharedSet(idx), encodeAll(idx, del[idx]), false)

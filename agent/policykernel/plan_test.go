@@ -125,6 +125,12 @@ func TestPlanScalesWithDifference(t *testing.T) {
 		if st.ChainsRemoved != 2 || st.SetsRemoved != 0 || st.ElementsRemoved != 4+2*23 || st.ChainsAdded != 0 || st.Messages > 20 {
 			t.Errorf("reuse %t: one pod removed: %+v", reuse, st)
 		}
+		// Every pod goes: the shared sets are made again rather than
+		// emptied element by element.
+		st, _, _ = planStats(t, applied, policy.Ruleset{}, pods)
+		if st.ChainsRemoved != 2000 || st.SetsRemoved != 8 || st.SetsAdded != 8 || st.ElementsRemoved != 4000+46000 || st.Messages > 16+4000+16 {
+			t.Errorf("reuse %t: every pod removed: %+v", reuse, st)
+		}
 		// A pod's addresses change (it loses its IPv6 one): its map
 		// elements and its elements in the sets (every one is keyed by
 		// the pod's address), 23 per direction, 15 of them IPv4.
