@@ -145,9 +145,7 @@ func (b *batch) plan(have, want *state) {
 		}
 	}
 
-	// Elements: of chains that go, of chains that change, orphans. An
-	// element both removed and added (an orphan a pod claims again)
-	// stays.
+	// Elements: of chains that go, of chains that change, orphans.
 	var del, add [numSets]map[elem]struct{}
 	put := func(m *map[elem]struct{}, e elem) {
 		if *m == nil {
@@ -182,12 +180,6 @@ func (b *batch) plan(have, want *state) {
 		for e := range have.orphans[idx] {
 			put(&del[idx], e)
 		}
-		for e := range del[idx] {
-			if _, ok := add[idx][e]; ok {
-				delete(del[idx], e)
-				delete(add[idx], e)
-			}
-		}
 	}
 	// A set whose pods all go is deleted and made again rather than
 	// emptied element by element (an interval set's cost per removed
@@ -213,6 +205,14 @@ func (b *batch) plan(have, want *state) {
 		if fresh {
 			b.st.ElementsRemoved += len(del[idx])
 			del[idx] = nil
+		}
+		// In a set kept, an element both removed and added (an orphan
+		// a pod claims again) stays.
+		for e := range del[idx] {
+			if _, ok := add[idx][e]; ok {
+				delete(del[idx], e)
+				delete(add[idx], e)
+			}
 		}
 	}
 

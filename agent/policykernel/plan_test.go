@@ -196,4 +196,18 @@ func TestPlanSharedElements(t *testing.T) {
 	if st.ElementsAdded != 3+1 || st.ElementsRemoved != 1 || st.RulesAdded+st.ChainsAdded != 0 {
 		t.Errorf("orphans claimed again: %+v", st)
 	}
+
+	// The same orphans when the chain is new and the only other pod
+	// chain of the direction goes: the sets with elements to remove are
+	// made again (in-a4, in-p4, in-a6), the claimed elements with them.
+	delete(have.chains, "in-0123456789ab")
+	have.chains["in-other"] = &chainState{exists: true, rulesOK: true, sets: [numKinds]map[elem]struct{}{kindA4: {{Pod: ip("10.9.0.1"), Addrs: rng("10.2.0.0", "10.2.0.255")}: {}}}}
+	st, want, _ := planStats(t, have, rs, nil)
+	n := 0
+	for _, els := range want.chains["in-0123456789ab"].sets {
+		n += len(els)
+	}
+	if st.SetsRemoved != 3 || st.SetsAdded != 3 || st.ElementsAdded != 3+n || st.ChainsAdded != 1 || st.ChainsRemoved != 1 {
+		t.Errorf("orphans claimed while the set is made again: %+v", st)
+	}
 }
