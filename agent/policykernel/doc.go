@@ -77,11 +77,11 @@
 // chain of each rule shape in full. A shared set whose pods all go is
 // deleted and made again rather than emptied element by element.
 // Measured on a shared, busy 2-core machine (kernel 6.18, load average
-// about 3): 1,000 isolated pods with ~46 elements each (2,001 chains,
-// 10,005 rules, ~50,000 elements) take about 2.1 s to create, 0.55 s to
-// adopt, and a one-pod change 20-50 ms (p99 about 100 ms); 10,000 pods
-// with five elements each take about 9-10 s to create and 2 s to adopt,
-// a one-pod change 60-90 ms. The kernel time is now linear in the number
+// 3-4): 1,000 isolated pods with ~46 elements each (2,001 chains, 10,005
+// rules, ~50,000 elements) take about 2.1 s to create and 0.3-0.5 s to
+// adopt; a one-pod change about 45 ms (p99 90-100 ms); 10,000 pods with
+// five elements each about 9-10 s to create and 2-2.5 s to adopt, a
+// one-pod change 60-90 ms. The kernel time is now linear in the number
 // of pods; what remains is the interval sets' (pipapo) own cost, which
 // grows with the number of elements in the set: inserting reallocates
 // the set's lookup table every 64 elements, and removing an element scans
