@@ -62,10 +62,11 @@
 // chain that exists (nothing uses them yet); the second rewrites every
 // pod chain's rules to use them and deletes the old sets, the maps left
 // as they are. No packet sees a pod unfiltered at any moment, and none is
-// dropped that is allowed before and after: the kernel makes elements
-// added to an interval (pipapo) set visible only after the rules of the
-// same batch are live, so a single batch would have the rewritten rules
-// look at empty sets for a moment. (A newly isolated pod has the same
+// dropped that is allowed before and after. (Reading of the kernel's
+// commit: elements added to an interval, pipapo, set become visible only
+// once every message of the batch has been committed, after the batch's
+// rules went live, so in a single batch the rewritten rules would look
+// at empty sets for a few microseconds. A newly isolated pod has the same
 // moment, failing closed: its elements become visible just after its map
 // entries.) Any other set in the table is deleted with the old ones.
 //
