@@ -93,6 +93,13 @@ func TestAdoptionRepairs(t *testing.T) {
 	if err := c.SetAddElements(ing4, []nftables.SetElement{{Key: B.v4.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: "in-" + idC}}}); err != nil {
 		t.Fatal(err)
 	}
+	// An element of B's (not isolated: no map entry leads to B.v6) in
+	// a shared ingress set: an orphan.
+	inA6 := &nftables.Set{Table: tbl, Name: "in-a6", Interval: true, Concatenation: true}
+	orphan := append(B.v6.AsSlice(), C.v6.AsSlice()...)
+	if err := c.SetAddElements(inA6, []nftables.SetElement{{Key: orphan, KeyEnd: orphan}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +113,12 @@ func TestAdoptionRepairs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.RulesAdded != 5 || st.ChainsRemoved != 1 || st.SetsRemoved != 1 || st.ElementsRemoved != 1 || st.ChainsAdded+st.SetsAdded+st.ElementsAdded != 0 {
+	if st.RulesAdded != 5 || st.ChainsRemoved != 1 || st.SetsRemoved != 1 || st.ElementsRemoved != 2 || st.ChainsAdded+st.SetsAdded+st.ElementsAdded != 0 {
 		t.Errorf("repair: %+v", st)
 	}
 	check(t, baseFlows(tp))
 	chains, sets := tableContent(t, tp)
-	if len(chains) != 4 || len(sets) != 4+12 {
+	if len(chains) != 4 || len(sets) != 4+8 || sets["in-a6"] != 1 {
 		t.Errorf("after repair: chains %v, sets %v", chains, sets)
 	}
 	adoptsUnchanged(t, tp, rs)
@@ -154,5 +161,46 @@ func TestAdoptionRecreatesBase(t *testing.T) {
 	if err != nil || ch.Priority == nil || *ch.Priority != *nftables.ChainPriorityFilter {
 		t.Errorf("forward chain after repair: %+v, %v", ch, err)
 	}
+	adoptsUnchanged(t, tp, rs)
+}
+
+// A shared set of another type (a hand edit) is made again in one batch:
+// every pod chain's rules let go of it first and are written again, and
+// every pod's elements of it are added again.
+func TestAdoptionRemakesSharedSet(t *testing.T) {
+	tp := newTopo(t)
+	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
+	w := tp.open(t)
+	rs := baseRuleset(tp)
+	if _, err := w.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: policykernel.TableName}
+	for _, ch := range []string{"in-" + idA, "in-" + idC} {
+		c.FlushChain(&nftables.Chain{Table: tbl, Name: ch})
+	}
+	c.DelSet(&nftables.Set{Table: tbl, Name: "in-p4"})
+	if err := c.AddSet(&nftables.Set{Table: tbl, Name: "in-p4", KeyType: nftables.TypeIPAddr, ID: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w2 := tp.open(t)
+	st, err := w2.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In-A has 3 boxes, in-C 1 (IPv4).
+	if st.SetsRemoved != 1 || st.SetsAdded != 1 || st.RulesAdded != 3*5 || st.ElementsAdded != 4 || st.ElementsRemoved != 0 {
+		t.Errorf("remaking in-p4: %+v", st)
+	}
+	check(t, baseFlows(tp))
+	check(t, []flow{{"ingress peer range", B.path, C.v4, "tcp", 7001, true}, {"peer+port", C.path, A.v4, "tcp", 7000, true}})
 	adoptsUnchanged(t, tp, rs)
 }

@@ -47,3 +47,31 @@ func bigRuleset(n int) policy.Ruleset {
 	}
 	return rs
 }
+
+// smallRuleset is n isolated pods (both directions, an IPv4 and an IPv6
+// address each) with five elements each: ingress one peer range and two
+// ports boxes, egress one ports box and one IPv6 peer range.
+func smallRuleset(n int) policy.Ruleset {
+	rs := policy.Ruleset{Node: "scale"}
+	for i := range n {
+		peer := netip.AddrFrom4([4]byte{10, 150, byte(i % 7), 1})
+		rs.Pods = append(rs.Pods, policy.PodRules{
+			ID:        fmt.Sprintf("%012x", 0xabc000000+i),
+			Namespace: fmt.Sprintf("ns%d", i%20),
+			Name:      fmt.Sprintf("pod%d", i),
+			IPs:       []netip.Addr{netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), netip.AddrFrom16([16]byte{0xfd, 0xc8, 14: byte(i >> 8), 15: byte(i)})},
+			Ingress: &policy.Chain{
+				Any4: []policy.AddrRange{{From: netip.AddrFrom4([4]byte{10, 100, byte(i % 5), 0}), To: netip.AddrFrom4([4]byte{10, 100, byte(i % 5), 255})}},
+				Ports4: []policy.PortBox{
+					{Addrs: policy.AddrRange{From: peer, To: peer}, Proto: policy.TCP, Ports: policy.PortRange{From: 8080, To: 8080}},
+					{Addrs: policy.AddrRange{From: peer.Next(), To: peer.Next()}, Proto: policy.TCP, Ports: policy.PortRange{From: 8080, To: 8090}},
+				},
+			},
+			Egress: &policy.Chain{
+				Ports4: []policy.PortBox{{Addrs: policy.AddrRange{From: netip.AddrFrom4([4]byte{10, 96, 0, 10}), To: netip.AddrFrom4([4]byte{10, 96, 0, 10})}, Proto: policy.UDP, Ports: policy.PortRange{From: 53, To: 53}}},
+				Any6:   []policy.AddrRange{{From: netip.AddrFrom16([16]byte{0xfd, 0x64, 3: byte(i % 3)}), To: netip.AddrFrom16([16]byte{0xfd, 0x64, 3: byte(i % 3), 4: 0xff})}},
+			},
+		})
+	}
+	return rs
+}

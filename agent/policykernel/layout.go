@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -49,16 +48,36 @@ func mapIndex(in bool, a netip.Addr) int {
 	return i
 }
 
-// The four sets of a pod chain, indexed by setIdx.
+// The eight shared sets, indexed by setIdx: a direction (in: 0-3, eg:
+// 4-7) times a kind. Their keys start with the isolated pod's own
+// address, then the peer range (and protocol and port range).
 const (
-	setA4 = iota
-	setP4
-	setA6
-	setP6
-	numSets
+	kindA4 = iota
+	kindP4
+	kindA6
+	kindP6
+	numKinds
+	numSets = 2 * numKinds
 )
 
-var setSuffix = [numSets]string{"-a4", "-p4", "-a6", "-p6"}
+var setNames = [numSets]string{"in-a4", "in-p4", "in-a6", "in-p6", "eg-a4", "eg-p4", "eg-a6", "eg-p6"}
+
+// setIndex returns the shared set of direction ingress (in) or egress and
+// kind k.
+func setIndex(in bool, k int) int {
+	if in {
+		return k
+	}
+	return numKinds + k
+}
+
+// setIn reports whether shared set idx is of the ingress direction.
+func setIn(idx int) bool { return idx < numKinds }
+
+// kindV4 reports whether kind k keys IPv4 addresses; kindPorts whether
+// its keys have a protocol and a port range.
+func kindV4(k int) bool    { return k == kindA4 || k == kindP4 }
+func kindPorts(k int) bool { return k == kindP4 || k == kindP6 }
 
 func chainName(in bool, id string) string {
 	if in {
@@ -72,37 +91,29 @@ func isPodChain(name string) bool {
 	return strings.HasPrefix(name, "in-") || strings.HasPrefix(name, "eg-")
 }
 
-// podSetOwner returns the chain a set name belongs to and the set index,
-// or ok false for a name no pod chain owns.
-func podSetOwner(name string) (chain string, idx int, ok bool) {
-	for i, s := range setSuffix {
-		if c, found := strings.CutSuffix(name, s); found && isPodChain(c) {
-			return c, i, true
+// chainIn reports whether pod chain name is an ingress chain.
+func chainIn(name string) bool { return strings.HasPrefix(name, "in-") }
+
+func setIdx(name string) int {
+	for i, n := range setNames {
+		if n == name {
+			return i
 		}
 	}
-	return "", 0, false
+	return -1
 }
 
-var (
-	portsType4 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
-	portsType6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
-)
+var setTypes = [numKinds]nftables.SetDatatype{
+	kindA4: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr),
+	kindP4: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+	kindA6: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr),
+	kindP6: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService),
+}
 
-// podSet is the definition of set idx of chain (without ID: the batch
+// sharedSet is the definition of shared set idx (without ID: the batch
 // assigns one).
-func podSet(chain string, idx int) *nftables.Set {
-	s := &nftables.Set{Table: table, Name: chain + setSuffix[idx], Interval: true}
-	switch idx {
-	case setA4:
-		s.KeyType = nftables.TypeIPAddr
-	case setA6:
-		s.KeyType = nftables.TypeIP6Addr
-	case setP4:
-		s.KeyType, s.Concatenation = portsType4, true
-	case setP6:
-		s.KeyType, s.Concatenation = portsType6, true
-	}
-	return s
+func sharedSet(idx int) *nftables.Set {
+	return &nftables.Set{Table: table, Name: setNames[idx], Interval: true, Concatenation: true, KeyType: setTypes[idx%numKinds]}
 }
 
 func verdictMap(i int) *nftables.Set {
@@ -114,7 +125,7 @@ func verdictMap(i int) *nftables.Set {
 }
 
 // setTypeOK reports whether a set read from the kernel has the type and
-// flags podSet (or verdictMap) gives it.
+// flags sharedSet (or verdictMap) gives it.
 func setTypeOK(have, want *nftables.Set) bool {
 	if have.IsMap != want.IsMap || have.Interval != want.Interval || have.Concatenation != want.Concatenation {
 		return false
@@ -177,35 +188,39 @@ func baseRules() [][]expr.Any {
 // NFLOG rate limit of one pod chain: nft's `limit rate 10/second` (burst 5).
 const logRate, logBurst = 10, 5
 
-// podRules are the rules of pod chain name: the peer address is the
-// source for ingress (in-) and the destination for egress (eg-). ids are
-// the batch IDs of the chain's sets when they are created in the same
-// batch (0 otherwise). With logGroup >= 0 a rule
-// `limit rate 10/second log prefix "<name>" group <logGroup>` comes
+// podRules are the rules of pod chain name, the same for every pod: the
+// key is the pod's own address (the destination for ingress, in-, the
+// source for egress, eg-) then the peer's, looked up in the shared sets
+// of the chain's direction. ids are the batch IDs of those four sets when
+// they are created in the same batch (0 otherwise). With logGroup >= 0 a
+// rule `limit rate 10/second log prefix "<name>" group <logGroup>` comes
 // before the counter drop.
-func podRules(name string, ids [numSets]uint32, logGroup int) [][]expr.Any {
-	off4, off6 := uint32(saddr4), uint32(saddr6)
-	if strings.HasPrefix(name, "eg-") {
-		off4, off6 = daddr4, daddr6
+func podRules(name string, ids [numKinds]uint32, logGroup int) [][]expr.Any {
+	in := chainIn(name)
+	own4, peer4, own6, peer6 := uint32(daddr4), uint32(saddr4), uint32(daddr6), uint32(saddr6)
+	if !in {
+		own4, peer4, own6, peer6 = peer4, own4, peer6, own6
 	}
 	ret := &expr.Verdict{Kind: expr.VerdictReturn}
-	lookup := func(i int) *expr.Lookup {
-		return &expr.Lookup{SourceRegister: 1, SetName: name + setSuffix[i], SetID: ids[i]}
-	}
-	// Concatenations use 32-bit registers: the address from register 1
-	// (NFT_REG32_00) on, then protocol and port in the next free ones.
-	ports := func(p byte, off, ln uint32, i int) []expr.Any {
-		r := 8 + ln/4 // NFT_REG32_00 + words of the address
-		return append(nfproto(p), addrLoad(off, ln),
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(r)},
-			&expr.Payload{DestRegister: reg(r + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			lookup(i), ret)
+	// Concatenations use 32-bit registers: the pod's address from
+	// register 1 (NFT_REG32_00) on, then the peer's, then protocol and
+	// port in the next free ones.
+	lookup := func(p byte, own, peer, ln uint32, k int) []expr.Any {
+		r := 8 + ln/4 // NFT_REG32_00 + words of the first address
+		l := append(nfproto(p), addrLoad(own, ln),
+			&expr.Payload{DestRegister: reg(r), Base: expr.PayloadBaseNetworkHeader, Offset: peer, Len: ln})
+		if kindPorts(k) {
+			r += ln / 4
+			l = append(l, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(r)},
+				&expr.Payload{DestRegister: reg(r + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+		}
+		return append(l, &expr.Lookup{SourceRegister: 1, SetName: setNames[setIndex(in, k)], SetID: ids[k]}, ret)
 	}
 	rules := [][]expr.Any{
-		append(nfproto(unix.NFPROTO_IPV4), addrLoad(off4, 4), lookup(setA4), ret),
-		ports(unix.NFPROTO_IPV4, off4, 4, setP4),
-		append(nfproto(unix.NFPROTO_IPV6), addrLoad(off6, 16), lookup(setA6), ret),
-		ports(unix.NFPROTO_IPV6, off6, 16, setP6),
+		lookup(unix.NFPROTO_IPV4, own4, peer4, 4, kindA4),
+		lookup(unix.NFPROTO_IPV4, own4, peer4, 4, kindP4),
+		lookup(unix.NFPROTO_IPV6, own6, peer6, 16, kindA6),
+		lookup(unix.NFPROTO_IPV6, own6, peer6, 16, kindP6),
 	}
 	if logGroup >= 0 {
 		rules = append(rules, []expr.Any{
@@ -271,115 +286,64 @@ func rulesMatch(have []*nftables.Rule, want [][]expr.Any) bool {
 	return true
 }
 
-// elem is one element of a pod set: an address range, and for the ports
-// sets a protocol and port range (zero in the address sets).
+// elem is one element of a shared set: the isolated pod's own address,
+// a peer address range, and for the ports sets a protocol and port range
+// (zero in the address sets).
 type elem struct {
+	Pod   netip.Addr
 	Addrs policy.AddrRange
 	Proto policy.Proto
 	Ports policy.PortRange
 }
 
-// encode returns the kernel elements of e in set idx: an address range
-// is a start and an interval end one past its last address (none when it
-// ends at the family's last address), a box one element with a key end.
-func (e elem) encode(idx int) []nftables.SetElement {
-	if idx == setA4 || idx == setA6 {
-		out := []nftables.SetElement{{Key: e.Addrs.From.AsSlice()}}
-		if end := e.Addrs.To.Next(); end.IsValid() {
-			out = append(out, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
+// encode returns the kernel element of e in a set of kind k: a key and a
+// key end (every shared set is a concatenation with intervals, the pod
+// field a range of one address), fields padded to 32 bits.
+func (e elem) encode(k int) nftables.SetElement {
+	key := func(peer netip.Addr, port uint16) []byte {
+		b := append(e.Pod.AsSlice(), peer.AsSlice()...)
+		if kindPorts(k) {
+			b = append(b, byte(e.Proto), 0, 0, 0, byte(port>>8), byte(port), 0, 0)
 		}
-		return out
+		return b
 	}
-	key := func(a netip.Addr, port uint16) []byte {
-		b := a.AsSlice()
-		b = append(b, byte(e.Proto), 0, 0, 0)
-		return append(b, byte(port>>8), byte(port), 0, 0)
-	}
-	return []nftables.SetElement{{Key: key(e.Addrs.From, e.Ports.From), KeyEnd: key(e.Addrs.To, e.Ports.To)}}
+	return nftables.SetElement{Key: key(e.Addrs.From, e.Ports.From), KeyEnd: key(e.Addrs.To, e.Ports.To)}
 }
 
-// decodeElems turns the elements of set idx as the kernel lists them back
-// into elems; a range whose end is missing runs to the last address.
-func decodeElems(idx int, els []nftables.SetElement) (map[elem]struct{}, error) {
-	out := make(map[elem]struct{}, len(els))
-	alen := 4
-	if idx == setA6 || idx == setP6 {
-		alen = 16
+// decodeElem turns an element of a set of kind k as the kernel lists it
+// back into an elem; a missing key end is the key.
+func decodeElem(k int, el nftables.SetElement) (elem, error) {
+	alen := 16
+	if kindV4(k) {
+		alen = 4
 	}
-	if idx == setP4 || idx == setP6 {
-		for _, el := range els {
-			end := el.KeyEnd
-			if len(end) == 0 {
-				end = el.Key
-			}
-			if len(el.Key) != alen+8 || len(end) != alen+8 {
-				return nil, fmt.Errorf("element of %d bytes in a %d-byte ports set", len(el.Key), alen+8)
-			}
-			from, _ := netip.AddrFromSlice(el.Key[:alen])
-			to, _ := netip.AddrFromSlice(end[:alen])
-			out[elem{
-				Addrs: policy.AddrRange{From: from, To: to},
-				Proto: policy.Proto(el.Key[alen]),
-				Ports: policy.PortRange{From: uint16(el.Key[alen+4])<<8 | uint16(el.Key[alen+5]), To: uint16(end[alen+4])<<8 | uint16(end[alen+5])},
-			}] = struct{}{}
-		}
-		return out, nil
+	n := 2 * alen
+	if kindPorts(k) {
+		n += 8
 	}
-	sorted := make([]nftables.SetElement, len(els))
-	copy(sorted, els)
-	// Ascending keys; at equal keys an interval end closes the previous
-	// range before a start opens the next.
-	sortElems(sorted)
-	var open *netip.Addr
-	for _, el := range sorted {
-		a, ok := netip.AddrFromSlice(el.Key)
-		if !ok || len(el.Key) != alen {
-			return nil, fmt.Errorf("element of %d bytes in a %d-byte address set", len(el.Key), alen)
-		}
-		if el.IntervalEnd {
-			if open != nil {
-				out[elem{Addrs: policy.AddrRange{From: *open, To: a.Prev()}}] = struct{}{}
-				open = nil
-			}
-			continue
-		}
-		if open != nil {
-			return nil, fmt.Errorf("address set: range from %s has no end before %s", *open, a)
-		}
-		open = &a
+	end := el.KeyEnd
+	if len(end) == 0 {
+		end = el.Key
 	}
-	if open != nil {
-		last := netip.AddrFrom16(lastBytes(16))
-		if alen == 4 {
-			last = netip.AddrFrom4([4]byte{255, 255, 255, 255})
-		}
-		out[elem{Addrs: policy.AddrRange{From: *open, To: last}}] = struct{}{}
+	if len(el.Key) != n || len(end) != n {
+		return elem{}, fmt.Errorf("element of %d bytes in a set of %d-byte keys", len(el.Key), n)
 	}
-	return out, nil
-}
-
-func lastBytes(n int) [16]byte {
-	var b [16]byte
-	for i := range n {
-		b[i] = 0xff
+	if !bytes.Equal(el.Key[:alen], end[:alen]) {
+		return elem{}, fmt.Errorf("element %x-%x: a range of pod addresses", el.Key, end)
 	}
-	return b
-}
-
-func sortElems(els []nftables.SetElement) {
-	less := func(a, b nftables.SetElement) int {
-		if c := bytes.Compare(a.Key, b.Key); c != 0 {
-			return c
+	pod, _ := netip.AddrFromSlice(el.Key[:alen])
+	from, _ := netip.AddrFromSlice(el.Key[alen : 2*alen])
+	to, _ := netip.AddrFromSlice(end[alen : 2*alen])
+	e := elem{Pod: pod, Addrs: policy.AddrRange{From: from, To: to}}
+	if kindPorts(k) {
+		p, q := el.Key[2*alen:], end[2*alen:]
+		if p[0] != q[0] {
+			return elem{}, fmt.Errorf("element %x-%x: a range of protocols", el.Key, end)
 		}
-		switch {
-		case a.IntervalEnd == b.IntervalEnd:
-			return 0
-		case a.IntervalEnd:
-			return -1
-		}
-		return 1
+		e.Proto = policy.Proto(p[0])
+		e.Ports = policy.PortRange{From: uint16(p[4])<<8 | uint16(p[5]), To: uint16(q[4])<<8 | uint16(q[5])}
 	}
-	slices.SortFunc(els, less)
+	return e, nil
 }
 
 // verdictChain returns the chain a vmap element jumps to ("" for any

@@ -149,7 +149,8 @@ func TestAdoption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.ChainsRemoved != 1 || st.SetsRemoved != 4 || st.ElementsRemoved != 4 || st.ChainsAdded != 0 {
+	// Its two map elements and its two ports boxes.
+	if st.ChainsRemoved != 1 || st.SetsRemoved != 0 || st.ElementsRemoved != 4 || st.ChainsAdded != 0 {
 		t.Errorf("removing C after adoption: %+v", st)
 	}
 	check(t, []flow{{"C unrestricted", A.path, C.v4, "tcp", 7000, false}, {"C unrestricted ingress", tp.pods[1].path, C.v4, "tcp", 7000, true}})
@@ -199,14 +200,21 @@ func TestRemoveEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.ChainsRemoved != 3 || st.SetsRemoved != 12 || st.ChainsAdded+st.SetsAdded+st.ElementsAdded != 0 {
+	// The shared sets holding elements are made again empty.
+	if st.ChainsRemoved != 3 || st.SetsRemoved != 6 || st.SetsAdded != 6 || st.ChainsAdded+st.ElementsAdded != 0 {
 		t.Errorf("removing everything: %+v", st)
 	}
 	chains, sets := tableContent(t, tp)
 	if !slices.Equal(chains, []string{"forward"}) {
 		t.Errorf("chains left: %v", chains)
 	}
-	if want := map[string]int{"ing4": 0, "ing6": 0, "egr4": 0, "egr6": 0}; fmt.Sprint(sets) != fmt.Sprint(want) {
+	want := map[string]int{"ing4": 0, "ing6": 0, "egr4": 0, "egr6": 0}
+	for _, d := range []string{"in-", "eg-"} {
+		for _, k := range []string{"a4", "p4", "a6", "p6"} {
+			want[d+k] = 0
+		}
+	}
+	if fmt.Sprint(sets) != fmt.Sprint(want) {
 		t.Errorf("sets left: %v", sets)
 	}
 	check(t, []flow{
@@ -234,8 +242,10 @@ func TestFailedBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p4 := &nftables.Set{Table: &nftables.Table{Family: nftables.TableFamilyINet, Name: policykernel.TableName}, Name: "in-" + idA + "-p4"}
-	key := func(port byte) []byte { return append(C.v4.AsSlice(), 6, 0, 0, 0, 0x1f, port, 0, 0) }
+	p4 := &nftables.Set{Table: &nftables.Table{Family: nftables.TableFamilyINet, Name: policykernel.TableName}, Name: "in-p4"}
+	key := func(port byte) []byte {
+		return append(append(A.v4.AsSlice(), C.v4.AsSlice()...), 6, 0, 0, 0, 0x1f, port, 0, 0)
+	}
 	if err := c.SetDeleteElements(p4, []nftables.SetElement{{Key: key(0x40), KeyEnd: key(0x4a)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -286,4 +296,75 @@ func TestOpenCallingThreadNamespace(t *testing.T) {
 		t.Errorf("chains in the node namespace: %v", chains)
 	}
 	check(t, []flow{{"programmed in the node namespace", C.path, A.v4, "tcp", 7001, false}})
+}
+
+// A table in the layout of the previous version (four sets per pod
+// chain) is converted by the first Apply: a batch that makes and fills the
+// shared sets, then one that rewrites the chains' rules to use them and
+// deletes the old sets. No packet sees the pod unfiltered, nor an allowed
+// peer dropped, and the old sets are gone after.
+func TestMigrateOldLayout(t *testing.T) {
+	tp := newTopo(t)
+	A, _, C := tp.pods[0], tp.pods[1], tp.pods[2]
+	rs := baseRuleset(tp)
+	// Neighbours resolved first (over TCP, which retries a lost SYN): a
+	// burst of first UDP packets while they are not sometimes loses one.
+	var warm []flow
+	for i, p := range tp.pods {
+		warm = append(warm, flow{"warm-up", tp.node, p.v4, "tcp", 7000, true}, flow{"warm-up", tp.node, p.v6, "tcp", 7000, true})
+		for j, q := range tp.pods {
+			if i != j {
+				warm = append(warm, flow{"warm-up", p.path, q.v4, "tcp", 7000, true}, flow{"warm-up", p.path, q.v6, "tcp", 7000, true})
+			}
+		}
+	}
+	check(t, warm)
+	if err := policykernel.WriteOldLayout(tp.nodeFd, rs); err != nil {
+		t.Fatal(err)
+	}
+	check(t, baseFlows(tp))
+	_, old := tableContent(t, tp)
+	if len(old) != 4+3*4 {
+		t.Fatalf("old layout: sets %v", old)
+	}
+
+	stops := []func() (int, []error){
+		background(flow{"denied during migration", C.path, A.v4, "tcp", 7001, false}),
+		background(flow{"allowed during migration", C.path, A.v4, "tcp", 7000, true}),
+		background(flow{"denied v6 during migration", C.path, A.v6, "tcp", 7001, false}),
+		background(flow{"allowed egress during migration", A.path, tp.pods[1].v4, "udp", 7000, true}),
+	}
+	w := tp.open(t)
+	st, err := w.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three chains' rules rewritten, twelve old sets for eight shared
+	// ones, the maps untouched.
+	if st.RulesAdded != 3*5 || st.SetsRemoved != 12 || st.SetsAdded != 8 || st.ChainsAdded+st.ChainsRemoved != 0 {
+		t.Errorf("migration: %+v", st)
+	}
+	for _, stop := range stops {
+		n, errs := stop()
+		if n == 0 {
+			t.Error("background prober never ran")
+		}
+		for _, err := range errs {
+			t.Error(err)
+		}
+	}
+	check(t, baseFlows(tp))
+	chains, sets := tableContent(t, tp)
+	if len(chains) != 4 || len(sets) != 4+8 {
+		t.Errorf("after migration: chains %v, sets %v", chains, sets)
+	}
+	for name := range sets {
+		if len(name) > len("in-a4") && name[:3] != "ing" && name[:3] != "egr" {
+			t.Errorf("old set %s left", name)
+		}
+	}
+	adoptsUnchanged(t, tp, rs)
+	if st, err := w.Apply(rs); err != nil || st.Changed() {
+		t.Errorf("after migration: %+v, %v", st, err)
+	}
 }

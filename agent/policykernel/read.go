@@ -106,15 +106,28 @@ func (w *Writer) readOnce() (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: list chains: %w", err)
 	}
+	var podChains []string
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == TableName && isPodChain(ch.Name) {
+			podChains = append(podChains, ch.Name)
+		}
+	}
+	dump, err := w.dumpRules(podChains)
+	if err != nil {
+		return nil, err
+	}
+	// Pod chains whose rules have the same shape are all right or all
+	// wrong: one of each shape is read and compared in full.
+	verified := map[string]bool{}
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name != TableName {
 			continue
 		}
-		rules, err := c.GetRules(table, ch)
-		if err != nil && !notFound(err) {
-			return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
-		}
 		if ch.Name == baseChain {
+			rules, err := c.GetRules(table, ch)
+			if err != nil && !notFound(err) {
+				return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
+			}
 			s.base = true
 			s.baseOK = rulesMatch(rules, baseRules())
 			s.baseBad = !baseChainOK(ch)
@@ -122,44 +135,92 @@ func (w *Writer) readOnce() (*state, error) {
 		}
 		cs := s.chain(ch.Name)
 		cs.exists = true
-		cs.rulesOK = isPodChain(ch.Name) && rulesMatch(rules, podRules(ch.Name, [numSets]uint32{}, w.logGroup))
+		if !isPodChain(ch.Name) {
+			continue
+		}
+		sh, ok := shape(ch.Name, dump[ch.Name])
+		if !ok {
+			continue
+		}
+		good, seen := verified[sh]
+		if !seen {
+			rules, err := c.GetRules(table, ch)
+			if err != nil && !notFound(err) {
+				return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
+			}
+			good = rulesMatch(rules, podRules(ch.Name, [numKinds]uint32{}, w.logGroup))
+			verified[sh] = good
+		}
+		cs.rulesOK = good
 	}
 
 	sets, err := c.GetSets(table)
 	if err != nil && !notFound(err) {
 		return nil, fmt.Errorf("nftables: list sets: %w", err)
 	}
+	// Maps first: they attribute the shared sets' elements to chains.
+	var shared []*nftables.Set
 	for _, set := range sets {
-		if i := mapIdx(set.Name); i >= 0 {
-			if err := s.readMap(c, i, set); err != nil {
+		switch {
+		case mapIdx(set.Name) >= 0:
+			if err := s.readMap(c, mapIdx(set.Name), set); err != nil {
 				return nil, err
 			}
-			continue
-		}
-		chain, idx, ok := podSetOwner(set.Name)
-		if !ok {
+		case setIdx(set.Name) >= 0:
+			shared = append(shared, set)
+		default:
 			s.stray = append(s.stray, set.Name)
-			continue
 		}
-		cs := s.chain(chain)
-		cs.sets[idx] = map[elem]struct{}{}
-		if !setTypeOK(set, podSet(chain, idx)) {
-			cs.setBad[idx] = true
-			continue
+	}
+	for _, set := range shared {
+		if err := w.readShared(c, s, set); err != nil {
+			return nil, err
 		}
-		els, err := c.GetSetElements(set)
-		if err != nil {
-			return nil, fmt.Errorf("nftables: list set %s: %w", set.Name, err)
-		}
-		m, err := decodeElems(idx, els)
-		if err != nil {
-			w.log.Warn("policy set has elements this writer does not make; it will be replaced", "set", set.Name, "err", err)
-			cs.setBad[idx] = true
-			continue
-		}
-		cs.sets[idx] = m
 	}
 	return s, nil
+}
+
+// readShared reads shared set set and gives each element to the chain
+// its pod address jumps to in the map of the set's direction and family;
+// the others are orphans.
+func (w *Writer) readShared(c *nftables.Conn, s *state, set *nftables.Set) error {
+	idx := setIdx(set.Name)
+	s.sets[idx] = true
+	if !setTypeOK(set, sharedSet(idx)) {
+		s.setBad[idx] = true
+		return nil
+	}
+	els, err := c.GetSetElements(set)
+	if err != nil {
+		return fmt.Errorf("nftables: list set %s: %w", set.Name, err)
+	}
+	in, k := setIn(idx), idx%numKinds
+	decoded := make([]elem, 0, len(els))
+	for _, el := range els {
+		e, err := decodeElem(k, el)
+		if err != nil {
+			w.log.Warn("policy set has elements this writer does not make; it will be replaced", "set", set.Name, "err", err)
+			s.setBad[idx] = true
+			return nil
+		}
+		decoded = append(decoded, e)
+	}
+	for _, e := range decoded {
+		name := s.maps[mapIndex(in, e.Pod)][e.Pod]
+		cs := s.chains[name]
+		if name == "" || cs == nil || !isPodChain(name) || chainIn(name) != in {
+			if s.orphans[idx] == nil {
+				s.orphans[idx] = map[elem]struct{}{}
+			}
+			s.orphans[idx][e] = struct{}{}
+			continue
+		}
+		if cs.sets[k] == nil {
+			cs.sets[k] = map[elem]struct{}{}
+		}
+		cs.sets[k][e] = struct{}{}
+	}
+	return nil
 }
 
 func baseChainOK(ch *nftables.Chain) bool {

@@ -22,21 +22,27 @@ type state struct {
 	// base: the forward chain exists; baseOK: with the right rules;
 	// baseBad: with another type, hook, priority or policy.
 	base, baseOK, baseBad bool
+	// sets: the shared set exists; setBad: with another type or
+	// elements this package does not make (it is made again).
+	sets, setBad [numSets]bool
 	// chains: the pod chains by name.
 	chains map[string]*chainState
-	// stray: other sets in the table (not a map, not of a pod chain).
+	// orphans: elements of the shared sets whose pod address no map
+	// entry of the set's direction leads to (they go).
+	orphans [numSets]map[elem]struct{}
+	// stray: other sets in the table (not a map, not a shared set: the
+	// per-pod sets of the old layout among them).
 	stray []string
 }
 
-// chainState is one pod chain and its four sets.
+// chainState is one pod chain and its elements in the shared sets of its
+// direction.
 type chainState struct {
-	// exists: the chain itself exists (an applied entry may stand for
-	// sets whose chain is gone); rulesOK: its rules are podRules'.
+	// exists: the chain itself exists; rulesOK: its rules are
+	// podRules'.
 	exists, rulesOK bool
-	// sets: the elements of each set; nil when the set is absent.
-	sets [numSets]map[elem]struct{}
-	// setBad: the set exists with another type or undecodable elements.
-	setBad [numSets]bool
+	// sets: the chain's elements in each kind of shared set (nil: none).
+	sets [numKinds]map[elem]struct{}
 }
 
 func newState() *state {
@@ -52,6 +58,9 @@ func desired(rs policy.Ruleset, prev *state, prevPods map[string]policy.PodRules
 	pods := make(map[string]policy.PodRules, len(rs.Pods))
 	s := newState()
 	s.table, s.base, s.baseOK = true, true, true
+	for i := range s.sets {
+		s.sets[i] = true
+	}
 	for i := range s.maps {
 		s.maps[i] = map[netip.Addr]string{}
 	}
@@ -65,6 +74,13 @@ func desired(rs policy.Ruleset, prev *state, prevPods map[string]policy.PodRules
 			pods[p.ID] = old
 		} else {
 			pods[p.ID] = podCopy(p)
+		}
+		ips := make([]netip.Addr, 0, len(p.IPs))
+		for _, a := range p.IPs {
+			if !a.IsValid() || a.Zone() != "" {
+				return nil, nil, fmt.Errorf("pod %s/%s: bad address %v", p.Namespace, p.Name, a)
+			}
+			ips = append(ips, a.Unmap())
 		}
 		for _, d := range []struct {
 			in bool
@@ -80,17 +96,13 @@ func desired(rs policy.Ruleset, prev *state, prevPods map[string]policy.PodRules
 			if cs := prev.reusable(name); same && cs != nil {
 				s.chains[name] = cs
 			} else {
-				cs, err := chainOf(d.c)
+				cs, err := chainOf(d.c, ips)
 				if err != nil {
 					return nil, nil, fmt.Errorf("pod %s/%s chain %s: %w", p.Namespace, p.Name, name, err)
 				}
 				s.chains[name] = cs
 			}
-			for _, a := range p.IPs {
-				if !a.IsValid() || a.Zone() != "" {
-					return nil, nil, fmt.Errorf("pod %s/%s: bad address %v", p.Namespace, p.Name, a)
-				}
-				a = a.Unmap()
+			for _, a := range ips {
 				m := s.maps[mapIndex(d.in, a)]
 				if other, dup := m[a]; dup && other != name {
 					return nil, nil, fmt.Errorf("address %s belongs to two pods (%s, %s)", a, other, name)
@@ -102,8 +114,8 @@ func desired(rs policy.Ruleset, prev *state, prevPods map[string]policy.PodRules
 	return s, pods, nil
 }
 
-// reusable returns the chain state of name if it is complete (chain, rules
-// and sets as built), for a desired state to share; nil otherwise.
+// reusable returns the chain state of name if it is complete (chain and
+// rules as built), for a desired state to share; nil otherwise.
 func (s *state) reusable(name string) *chainState {
 	if s == nil {
 		return nil
@@ -111,11 +123,6 @@ func (s *state) reusable(name string) *chainState {
 	cs := s.chains[name]
 	if cs == nil || !cs.exists || !cs.rulesOK {
 		return nil
-	}
-	for i := range numSets {
-		if cs.sets[i] == nil || cs.setBad[i] {
-			return nil
-		}
 	}
 	return cs
 }
@@ -158,20 +165,36 @@ func validID(id string) bool {
 	return true
 }
 
-func chainOf(c *policy.Chain) (*chainState, error) {
+// chainOf returns the chain state of c for a pod with addresses ips: each
+// peer range and ports box once per address of its family.
+func chainOf(c *policy.Chain, ips []netip.Addr) (*chainState, error) {
 	cs := &chainState{exists: true, rulesOK: true}
 	var err error
-	if cs.sets[setA4], err = anySet(c.Any4, true); err != nil {
+	var peers [numKinds][]elem
+	if peers[kindA4], err = anySet(c.Any4, true); err != nil {
 		return nil, fmt.Errorf("Any4: %w", err)
 	}
-	if cs.sets[setA6], err = anySet(c.Any6, false); err != nil {
+	if peers[kindA6], err = anySet(c.Any6, false); err != nil {
 		return nil, fmt.Errorf("Any6: %w", err)
 	}
-	if cs.sets[setP4], err = portSet(c.Ports4, true); err != nil {
+	if peers[kindP4], err = portSet(c.Ports4, true); err != nil {
 		return nil, fmt.Errorf("Ports4: %w", err)
 	}
-	if cs.sets[setP6], err = portSet(c.Ports6, false); err != nil {
+	if peers[kindP6], err = portSet(c.Ports6, false); err != nil {
 		return nil, fmt.Errorf("Ports6: %w", err)
+	}
+	for k, l := range peers {
+		m := map[elem]struct{}{}
+		for _, a := range ips {
+			if a.Is4() != kindV4(k) {
+				continue
+			}
+			for _, e := range l {
+				e.Pod = a
+				m[e] = struct{}{}
+			}
+		}
+		cs.sets[k] = m
 	}
 	return cs, nil
 }
@@ -187,9 +210,9 @@ func checkRange(r policy.AddrRange, v4 bool) error {
 }
 
 // anySet checks that rs are sorted and disjoint (an interval set rejects
-// overlaps) and returns them as elements.
-func anySet(rs []policy.AddrRange, v4 bool) (map[elem]struct{}, error) {
-	out := make(map[elem]struct{}, len(rs))
+// overlaps) and returns them as elements without a pod address.
+func anySet(rs []policy.AddrRange, v4 bool) ([]elem, error) {
+	out := make([]elem, 0, len(rs))
 	for i, r := range rs {
 		if err := checkRange(r, v4); err != nil {
 			return nil, err
@@ -197,13 +220,13 @@ func anySet(rs []policy.AddrRange, v4 bool) (map[elem]struct{}, error) {
 		if i > 0 && !rs[i-1].To.Less(r.From) {
 			return nil, fmt.Errorf("ranges %s-%s and %s-%s: not sorted and disjoint", rs[i-1].From, rs[i-1].To, r.From, r.To)
 		}
-		out[elem{Addrs: r}] = struct{}{}
+		out = append(out, elem{Addrs: r})
 	}
 	return out, nil
 }
 
-func portSet(bs []policy.PortBox, v4 bool) (map[elem]struct{}, error) {
-	out := make(map[elem]struct{}, len(bs))
+func portSet(bs []policy.PortBox, v4 bool) ([]elem, error) {
+	out := make([]elem, 0, len(bs))
 	for _, b := range bs {
 		if err := checkRange(b.Addrs, v4); err != nil {
 			return nil, err
@@ -211,7 +234,7 @@ func portSet(bs []policy.PortBox, v4 bool) (map[elem]struct{}, error) {
 		if b.Proto == 0 || b.Ports.To < b.Ports.From {
 			return nil, fmt.Errorf("box %s-%s proto %d ports %d-%d: bad protocol or port range", b.Addrs.From, b.Addrs.To, b.Proto, b.Ports.From, b.Ports.To)
 		}
-		out[elem{Addrs: b.Addrs, Proto: b.Proto, Ports: b.Ports}] = struct{}{}
+		out = append(out, elem{Addrs: b.Addrs, Proto: b.Proto, Ports: b.Ports})
 	}
 	return out, nil
 }
@@ -234,6 +257,19 @@ type Stats struct {
 	Messages int
 	// Duration is the wall time of Apply, batch included.
 	Duration time.Duration
+}
+
+// plus returns the sum of two batches' stats.
+func (s Stats) plus(o Stats) Stats {
+	s.ElementsAdded += o.ElementsAdded
+	s.ElementsRemoved += o.ElementsRemoved
+	s.ChainsAdded += o.ChainsAdded
+	s.ChainsRemoved += o.ChainsRemoved
+	s.SetsAdded += o.SetsAdded
+	s.SetsRemoved += o.SetsRemoved
+	s.RulesAdded += o.RulesAdded
+	s.Messages += o.Messages
+	return s
 }
 
 // Changed reports whether the Apply sent anything.

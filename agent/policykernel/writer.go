@@ -4,15 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"net/netip"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -134,41 +130,49 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 			return Stats{}, err
 		}
 	}
-	var sndBuf, rcvBuf int
-	c, err := nftables.New(nftables.WithNetNSFd(w.ns), nftables.WithSockOptions(func(nc *netlink.Conn) error {
-		return setBuffers(nc, sndBuf, rcvBuf)
-	}))
-	if err != nil {
-		return Stats{}, fmt.Errorf("nftables: %w", err)
+	// A table of the previous layout: the shared sets are made and
+	// filled in a batch of their own first, so that the one rewriting
+	// the chains' rules to use them finds them filled. (The kernel makes
+	// elements added to an interval set visible only after the batch's
+	// rules are live: sets created and filled in the rewriting batch
+	// would look empty to the first packets through the new rules.)
+	var pre Stats
+	if mid := prefill(w.applied, want); mid != nil {
+		b, err := w.newBatch()
+		if err != nil {
+			return Stats{}, err
+		}
+		b.prefill(w.applied, mid)
+		if err := w.send(b); err != nil {
+			return Stats{}, err
+		}
+		pre = b.st
+		w.applied, w.pods = mid, nil
 	}
-	b := &batch{c: c, log: w.log, logGroup: w.logGroup}
+	b, err := w.newBatch()
+	if err != nil {
+		return Stats{}, err
+	}
 	b.plan(w.applied, want)
-	st := b.st
 	if b.err != nil {
 		return Stats{}, b.err
 	}
-	if st.Messages == 0 {
+	st := b.st.plus(pre)
+	if b.st.Messages == 0 {
 		w.applied, w.pods = want, pods
 		st.Duration = time.Since(start)
 		return st, nil
 	}
-	sndBuf, rcvBuf = bufferSizes(st.Messages, b.bytes)
-	if err := c.Flush(); err != nil {
-		ferr := fmt.Errorf("nftables: apply table %s (%d messages): %w", TableName, st.Messages, err)
-		s, rerr := w.read()
-		w.applied, w.pods = s, nil
-		if rerr != nil {
-			return Stats{}, errors.Join(ferr, rerr)
-		}
+	if err := w.send(b); err != nil {
 		// An error after the commit (acks lost to a full socket buffer)
 		// leaves the table as wanted: then nothing is left to do.
-		if left, perr := w.pending(s, want); perr == nil && left == 0 {
-			w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
-			w.applied, w.pods = want, pods
-			st.Duration = time.Since(start)
-			return st, nil
+		if w.applied == nil {
+			return Stats{}, err
 		}
-		return Stats{}, ferr
+		if left, perr := w.pending(w.applied, want); perr != nil || left != 0 {
+			return Stats{}, err
+		}
+		w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
 	}
 	w.applied, w.pods = want, pods
 	st.Duration = time.Since(start)
@@ -176,6 +180,36 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 		"removed", st.ElementsRemoved, "chainsAdded", st.ChainsAdded, "chainsRemoved", st.ChainsRemoved,
 		"messages", st.Messages, "duration", st.Duration)
 	return st, nil
+}
+
+// newBatch returns an empty batch on a connection whose socket buffers
+// are sized for the batch when it is sent.
+func (w *Writer) newBatch() (*batch, error) {
+	b := &batch{log: w.log, logGroup: w.logGroup}
+	c, err := nftables.New(nftables.WithNetNSFd(w.ns), nftables.WithSockOptions(func(nc *netlink.Conn) error {
+		snd, rcv := bufferSizes(b.st.Messages, b.bytes)
+		return setBuffers(nc, snd, rcv)
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	b.c = c
+	return b, nil
+}
+
+// send sends b. On an error the table is read again (w.applied is what
+// the kernel holds, nil if that failed too).
+func (w *Writer) send(b *batch) error {
+	if b.err != nil {
+		return b.err
+	}
+	if err := b.c.Flush(); err != nil {
+		ferr := fmt.Errorf("nftables: apply table %s (%d messages): %w", TableName, b.st.Messages, err)
+		s, rerr := w.read()
+		w.applied, w.pods = s, nil
+		return errors.Join(ferr, rerr)
+	}
+	return nil
 }
 
 // pending returns how many messages a batch from have to want would
@@ -235,309 +269,15 @@ func (w *Writer) Dropped() (map[string]uint64, error) {
 			}
 		}
 	}
-	c, err := w.conn()
+	dump, err := w.dumpRules(names)
 	if err != nil {
 		return nil, err
 	}
-	defer c.CloseLasting()
 	out := make(map[string]uint64, len(names))
 	for _, n := range names {
-		rules, err := c.GetRules(table, podChainDef(n))
-		if notFound(err) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("nftables: list rules of %s: %w", n, err)
-		}
-		if len(rules) == 0 {
-			continue
-		}
-		for _, e := range rules[len(rules)-1].Exprs {
-			if ctr, ok := e.(*expr.Counter); ok {
-				out[n] = ctr.Packets
-			}
+		if p, ok := droppedBy(dump[n]); ok {
+			out[n] = p
 		}
 	}
 	return out, nil
-}
-
-// elemsPerMsg bounds the elements of one netlink message: the element list
-// is one attribute, whose length field has 16 bits.
-const elemsPerMsg = 256
-
-// batch accumulates one netlink batch and what it changes.
-type batch struct {
-	c     *nftables.Conn
-	log   *slog.Logger
-	st    Stats
-	bytes int    // estimate of the batch's size
-	id    uint32 // last batch-local set ID
-	err   error
-	// logGroup: as Writer.logGroup.
-	logGroup int
-}
-
-func (b *batch) msg(n int) {
-	b.st.Messages++
-	b.bytes += 128 + n
-}
-
-func (b *batch) setErr(err error) {
-	if err != nil && b.err == nil {
-		b.err = fmt.Errorf("nftables: %w", err)
-	}
-}
-
-// addSet creates s with els and returns its batch-local ID. Our own IDs:
-// with ID 0, AddSet bumps a package global without a lock.
-func (b *batch) addSet(s *nftables.Set, els []nftables.SetElement) uint32 {
-	b.id++
-	s.ID = b.id
-	b.setErr(b.c.AddSet(s, nil))
-	b.msg(0)
-	b.st.SetsAdded++
-	b.elems(s, els, true)
-	return s.ID
-}
-
-func (b *batch) delSet(name string) {
-	b.c.DelSet(&nftables.Set{Table: table, Name: name})
-	b.msg(0)
-	b.st.SetsRemoved++
-}
-
-func (b *batch) elems(s *nftables.Set, els []nftables.SetElement, add bool) {
-	for chunk := range slices.Chunk(els, elemsPerMsg) {
-		if add {
-			b.setErr(b.c.SetAddElements(s, chunk))
-		} else {
-			b.setErr(b.c.SetDeleteElements(s, chunk))
-		}
-		b.msg(len(chunk) * (64 + 2*len(chunk[0].Key)))
-	}
-}
-
-func (b *batch) rules(chain *nftables.Chain, rules [][]expr.Any) {
-	for _, r := range rules {
-		b.c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: r})
-		b.msg(64 * len(r))
-		b.st.RulesAdded++
-	}
-}
-
-// plan queues the messages that turn have into want, in an order the
-// kernel accepts inside one transaction: containers before what they
-// hold, a pod's sets and chain (with rules) before the map elements
-// jumping to it, map elements removed before the chains they jump to.
-func (b *batch) plan(have, want *state) {
-	if !have.table {
-		b.c.AddTable(table)
-		b.msg(0)
-	}
-	// The forward chain and the maps its rules look up. A map or chain
-	// that is not what we make is made again, in this same batch: the
-	// forward chain's rules are rewritten to let go of the old map.
-	base := baseChainDef()
-	rebase := !have.base || !have.baseOK || have.baseBad
-	for i := range numMaps {
-		rebase = rebase || have.mapBad[i]
-	}
-	if have.base && rebase {
-		b.c.FlushChain(base)
-		b.msg(0)
-	}
-	if have.baseBad {
-		b.log.Warn("policy forward chain has another type, hook, priority or policy; replacing it", "table", TableName)
-		b.c.DelChain(base)
-		b.msg(0)
-	}
-	var haveMaps [numMaps]map[netip.Addr]string
-	for i := range numMaps {
-		if have.mapBad[i] {
-			b.log.Warn("policy map has another type or foreign elements; replacing it", "map", mapNames[i])
-			b.delSet(mapNames[i])
-		} else {
-			haveMaps[i] = have.maps[i]
-		}
-		if haveMaps[i] == nil {
-			b.addSet(verdictMap(i), nil)
-		}
-	}
-	if !have.base || have.baseBad {
-		b.c.AddChain(base)
-		b.msg(0)
-		if !have.base {
-			b.st.ChainsAdded++
-		}
-	}
-	if rebase {
-		b.rules(base, baseRules())
-	}
-
-	// Map elements that go or change.
-	for i := range numMaps {
-		var del []nftables.SetElement
-		for _, a := range changedAddrs(haveMaps[i], want.maps[i]) {
-			del = append(del, nftables.SetElement{Key: a.AsSlice()})
-		}
-		b.elems(verdictMap(i), del, false)
-		b.st.ElementsRemoved += len(del)
-	}
-
-	// Chains that go: emptied first (their rules hold the sets), then
-	// removed with their sets.
-	var gone []string
-	for n := range have.chains {
-		if want.chains[n] == nil {
-			gone = append(gone, n)
-		}
-	}
-	slices.Sort(gone)
-	for _, n := range gone {
-		if have.chains[n].exists {
-			b.c.FlushChain(podChainDef(n))
-			b.msg(0)
-		}
-	}
-	for _, n := range have.stray {
-		b.delSet(n)
-	}
-	for _, n := range gone {
-		cs := have.chains[n]
-		if cs.exists {
-			b.c.DelChain(podChainDef(n))
-			b.msg(0)
-			b.st.ChainsRemoved++
-		}
-		for idx, els := range cs.sets {
-			if els != nil {
-				b.delSet(n + setSuffix[idx])
-				b.st.ElementsRemoved += len(els)
-			}
-		}
-	}
-
-	// Chains that come or change (a chain state desired shares with the
-	// applied one is unchanged).
-	var todo []string
-	for n, cs := range want.chains {
-		if have.chains[n] != cs {
-			todo = append(todo, n)
-		}
-	}
-	slices.Sort(todo)
-	for _, n := range todo {
-		b.chain(n, have.chains[n], want.chains[n])
-	}
-
-	// Map elements that come or change.
-	for i := range numMaps {
-		var add []nftables.SetElement
-		for _, a := range changedAddrs(want.maps[i], haveMaps[i]) {
-			add = append(add, nftables.SetElement{Key: a.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: want.maps[i][a]}})
-		}
-		b.elems(verdictMap(i), add, true)
-		b.st.ElementsAdded += len(add)
-	}
-}
-
-// changedAddrs returns, sorted, the addresses of from that other maps to
-// another chain or not at all.
-func changedAddrs(from, other map[netip.Addr]string) []netip.Addr {
-	var out []netip.Addr
-	for a, ch := range from {
-		if other[a] != ch {
-			out = append(out, a)
-		}
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
-}
-
-// chain makes pod chain n and its sets hold want; have is nil when
-// nothing of it exists.
-func (b *batch) chain(n string, have, want *chainState) {
-	if have == nil {
-		have = &chainState{}
-	}
-	rewrite := !have.exists || !have.rulesOK
-	for idx := range numSets {
-		if have.setBad[idx] {
-			rewrite = true // the rules must let go of the set first
-		}
-	}
-	ch := podChainDef(n)
-	if have.exists && rewrite {
-		b.c.FlushChain(ch)
-		b.msg(0)
-	}
-	var ids [numSets]uint32
-	for idx := range numSets {
-		w := want.sets[idx]
-		if have.setBad[idx] {
-			b.delSet(n + setSuffix[idx])
-		}
-		if have.sets[idx] == nil || have.setBad[idx] {
-			ids[idx] = b.addSet(podSet(n, idx), encodeAll(idx, w))
-			b.st.ElementsAdded += len(w)
-			continue
-		}
-		var del, add []elem
-		for e := range have.sets[idx] {
-			if _, ok := w[e]; !ok {
-				del = append(del, e)
-			}
-		}
-		for e := range w {
-			if _, ok := have.sets[idx][e]; !ok {
-				add = append(add, e)
-			}
-		}
-		// Deletions first: a changed range may overlap its old self.
-		s := podSet(n, idx)
-		b.elems(s, encodeAll(idx, setOf(del)), false)
-		b.elems(s, encodeAll(idx, setOf(add)), true)
-		b.st.ElementsRemoved += len(del)
-		b.st.ElementsAdded += len(add)
-	}
-	if !have.exists {
-		b.c.AddChain(ch)
-		b.msg(0)
-		b.st.ChainsAdded++
-	}
-	if rewrite {
-		b.rules(ch, podRules(n, ids, b.logGroup))
-	}
-}
-
-func setOf(l []elem) map[elem]struct{} {
-	m := make(map[elem]struct{}, len(l))
-	for _, e := range l {
-		m[e] = struct{}{}
-	}
-	return m
-}
-
-// encodeAll encodes the elements of set idx in a stable order.
-func encodeAll(idx int, m map[elem]struct{}) []nftables.SetElement {
-	l := slices.SortedFunc(maps.Keys(m), func(a, b elem) int {
-		if c := a.Addrs.From.Compare(b.Addrs.From); c != 0 {
-			return c
-		}
-		if c := a.Addrs.To.Compare(b.Addrs.To); c != 0 {
-			return c
-		}
-		if a.Proto != b.Proto {
-			return int(a.Proto) - int(b.Proto)
-		}
-		if a.Ports.From != b.Ports.From {
-			return int(a.Ports.From) - int(b.Ports.From)
-		}
-		return int(a.Ports.To) - int(b.Ports.To)
-	})
-	var out []nftables.SetElement
-	for _, e := range l {
-		out = append(out, e.encode(idx)...)
-	}
-	return out
 }
