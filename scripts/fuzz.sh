@@ -38,6 +38,7 @@ TARGETS="
 ./plugins/sbr FuzzParseConfig
 ./plugins/loopback FuzzParse
 ./agent/overlay FuzzCompute
+./agent/policy FuzzCompile
 "
 
 fail=0
