@@ -191,10 +191,12 @@ func (b *policyBench) listen() (func(), error) {
 // force on both nodes. It returns the time from the first write.
 func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Duration, error) {
 	var nodes []string
+	var avoid []netip.Prefix
 	for _, n := range b.l.Nodes {
 		nodes = append(nodes, n.Name)
+		avoid = append(avoid, n.Subnets...)
 	}
-	objs := genBenchObjects(b.l.ClusterCIDR, nodes, nPods, nPolicies)
+	objs := genBenchObjects(b.l.ClusterCIDR, avoid, nodes, nPods, nPolicies)
 	all := append(toObjects(objs.Namespaces), toObjects(objs.Pods)...)
 	all = append(all, toObjects(objs.Policies)...)
 	all = append(all, runtime.Object(flipPolicy(benchPortFlipA)))

@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -13,8 +14,8 @@ import (
 
 // The objects `lab bench-policy` loads into the lab's etcd: simulated pods
 // (Pod objects only, no netns) spread over the lab's nodes with addresses
-// in the upper half of the cluster CIDR (the nodes' IPAM hands out /24s
-// from the bottom, so they never collide with real pods), namespaces
+// in the upper half of the cluster CIDR outside the nodes' subnets (so
+// they never collide with real pods), namespaces
 // labelled team=tK, and policies. Most policies select simulated pods;
 // a few select the two measured pods (client and server in namespace
 // benchNS) with large peer sets: namespace selectors over many namespaces
@@ -46,7 +47,7 @@ type benchObjects struct {
 	Policies   []*networkingv1.NetworkPolicy
 }
 
-// simAddr is the i-th simulated pod's address: the upper half of cidr.
+// simAddr is the i-th address of the upper half of cidr.
 func simAddr(cidr netip.Prefix, i int) netip.Addr {
 	a := cidr.Masked().Addr().As4()
 	half := uint32(1) << (32 - cidr.Bits() - 1)
@@ -55,17 +56,35 @@ func simAddr(cidr netip.Prefix, i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
+// simAddrs are n addresses of the upper half of cidr outside avoid.
+func simAddrs(cidr netip.Prefix, avoid []netip.Prefix, n int) []netip.Addr {
+	var out []netip.Addr
+	for i := 0; len(out) < n; i++ {
+		a := simAddr(cidr, i)
+		if !cidr.Contains(a) {
+			break
+		}
+		if !slices.ContainsFunc(avoid, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func benchNamespaceCount(nPods int) int { return max(1, nPods/20) }
 
-func genBenchObjects(cidr netip.Prefix, nodes []string, nPods, nPolicies int) benchObjects {
+// genBenchObjects makes nPods simulated pods with addresses in cidr
+// outside avoid (the nodes' subnets) on nodes, and nPolicies policies.
+func genBenchObjects(cidr netip.Prefix, avoid []netip.Prefix, nodes []string, nPods, nPolicies int) benchObjects {
 	var o benchObjects
+	addrs := simAddrs(cidr, avoid, nPods)
 	nNS := benchNamespaceCount(nPods)
 	for i := range nNS {
 		o.Namespaces = append(o.Namespaces, namespaceObject(fmt.Sprintf("pb-%d", i), map[string]string{"team": fmt.Sprintf("t%d", i%benchTeams), "pbench": "1"}))
 	}
 	o.Namespaces = append(o.Namespaces, namespaceObject(benchNS, map[string]string{"team": "t0", "pbench": "1"}))
-	for i := range nPods {
-		ip := simAddr(cidr, i).String()
+	for i, a := range addrs {
+		ip := a.String()
 		o.Pods = append(o.Pods, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("pb-%d", i%nNS), Name: fmt.Sprintf("s%d", i), UID: types.UID(fmt.Sprintf("pbsim-%d", i)),
 				Labels: map[string]string{"app": fmt.Sprintf("a%d", i%benchApps), "tier": fmt.Sprintf("t%d", i%3)}},
