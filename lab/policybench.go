@@ -19,17 +19,17 @@ import (
 
 // PolicyBenchOptions sizes `podnet lab bench-policy` (docs/benchmark.md).
 type PolicyBenchOptions struct {
-	Pods      int      // simulated Pod objects
-	Policies  int      // NetworkPolicies (the "with" side)
-	Changes   int      // policy changes timed for the programming latency
-	Rounds    int      // interleaved rounds of 0 vs Policies (per-packet cost)
-	Seconds   int      // per RR and per iperf3 measurement
-	Adds      int      // CNI ADDs timed per side
-	ColdPods  int      // simulated pods for the cold start (0: skip)
-	Parts     []string // latency, packet, add, cold (nil: all)
-	MaxLoad   float64  // the 1-minute load average above which a run is noisy
-	MaxSpread float64  // (max-min)/median of a side above which a run is noisy
-	Out       io.Writer
+	Pods       int      // simulated Pod objects
+	Policies   int      // NetworkPolicies (the "with" side)
+	Changes    int      // policy changes timed for the programming latency
+	Rounds     int      // interleaved rounds of 0 vs Policies (per-packet cost)
+	Seconds    int      // per RR and per iperf3 measurement
+	Adds       int      // CNI ADDs timed per side
+	ColdPods   int      // simulated pods for the cold start (0: skip)
+	Parts      []string // latency, packet, add, cold (nil: all)
+	MaxForeign float64  // cores used by other processes above which a run is noisy
+	MaxSpread  float64  // (max-min)/median of a side above which a run is noisy
+	Out        io.Writer
 }
 
 func (o *PolicyBenchOptions) defaults() {
@@ -44,8 +44,8 @@ func (o *PolicyBenchOptions) defaults() {
 	def(&o.Rounds, 3)
 	def(&o.Seconds, 3)
 	def(&o.Adds, 30)
-	if o.MaxLoad <= 0 {
-		o.MaxLoad = 1.0
+	if o.MaxForeign <= 0 {
+		o.MaxForeign = 0.25
 	}
 	if o.MaxSpread <= 0 {
 		o.MaxSpread = 0.10
@@ -86,11 +86,20 @@ func (l *Lab) BenchPolicy(ctx context.Context, o PolicyBenchOptions) (err error)
 	if err != nil {
 		return err
 	}
-	b.say("noise rule: a run is NOISY when the 1-minute load average before it is > %.2f, or when any side's spread (max-min)/median > %.0f%%", o.MaxLoad, 100*o.MaxSpread)
-	b.say("load average (1 min) before the run: %.2f", load)
-	if load > o.MaxLoad {
-		b.noisy = append(b.noisy, fmt.Sprintf("load average %.2f > %.2f before the run", load, o.MaxLoad))
+	b.say("noise rule: a run is NOISY when processes other than the bench's (this tool and its children, the lab's agents and etcd)")
+	b.say("  used more than %.2f CPU cores on average (user+system, from /proc) in the 3 s before the run or during a part,", o.MaxForeign)
+	b.say("  or when any side's spread (max-min)/median > %.0f%%", 100*o.MaxSpread)
+	b.say("load average (1 min) before the run: %.2f (for the record; it counts the lab's own agents too)", load)
+	m0, err := b.cpu()
+	if err != nil {
+		return err
 	}
+	time.Sleep(3 * time.Second)
+	m1, err := b.cpu()
+	if err != nil {
+		return err
+	}
+	b.judge("the 3 s before the run", m0, m1)
 	if b.cli, err = l.etcdClient(); err != nil {
 		return err
 	}
@@ -111,9 +120,14 @@ func (l *Lab) BenchPolicy(ctx context.Context, o PolicyBenchOptions) (err error)
 	var errs []error
 	run := func(name string, f func(context.Context) error) {
 		if o.part(name) && ctx.Err() == nil {
+			m0, _ := b.cpu()
 			if err := f(ctx); err != nil {
 				b.say("%s: FAILED: %v", name, err)
 				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			if name != "cold" { // it restarts an agent: its CPU is not tracked
+				m1, _ := b.cpu()
+				b.judge("part "+name, m0, m1)
 			}
 		}
 	}
@@ -133,6 +147,25 @@ func (l *Lab) BenchPolicy(ctx context.Context, o PolicyBenchOptions) (err error)
 }
 
 func (b *policyBench) root() string { return filepath.Dir(b.l.Dir) }
+
+// cpu reads the CPU time of the machine and of the bench's processes.
+func (b *policyBench) cpu() (cpuMark, error) {
+	own := []int{b.l.Etcd.PID}
+	for _, n := range b.l.Nodes {
+		own = append(own, n.AgentPID)
+	}
+	return readCPU(own)
+}
+
+// judge prints the cores other processes used between m0 and m1 and
+// records a noisy run.
+func (b *policyBench) judge(what string, m0, m1 cpuMark) {
+	f := foreignCores(m0, m1)
+	b.say("  other processes used %.2f cores during %s (%.1f s)", f, what, m1.at.Sub(m0.at).Seconds())
+	if f > b.o.MaxForeign {
+		b.noisy = append(b.noisy, fmt.Sprintf("other processes used %.2f cores during %s", f, what))
+	}
+}
 
 // setup adds the measured pods (kept across runs) and a namespace
 // without policies.
@@ -186,10 +219,15 @@ func (b *policyBench) listen() (func(), error) {
 	return stop, nil
 }
 
-// load writes nPods simulated pods and nPolicies policies (the marker
-// last) and waits until the marker port connects: every policy is then in
-// force on both nodes. It returns the time from the first write.
+// load deletes the bench's policies (unload), writes nPods simulated pods
+// and nPolicies policies (the marker last), waits until the server is
+// isolated (a port no policy allows is dropped) and then until the marker
+// port connects: every policy is then in force on both nodes. It returns
+// the time from the first write.
 func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Duration, error) {
+	if err := b.unload(ctx); err != nil {
+		return 0, err
+	}
 	var nodes []string
 	var avoid []netip.Prefix
 	for _, n := range b.l.Nodes {
@@ -208,6 +246,19 @@ func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Dura
 		return 0, err
 	}
 	wrote := time.Since(t0)
+	for {
+		// An allowed connection across the lab takes well under a
+		// millisecond: 200 ms without an answer is a dropped SYN.
+		c, err := dialIn(b.clientNS(), b.addr(benchPortMarker+1), 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if wctx.Err() != nil {
+			return 0, fmt.Errorf("the server pod was never isolated: %w", wctx.Err())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	t, err := waitConnect(wctx, b.clientNS(), b.addr(benchPortMarker), 3*time.Minute)
 	if err != nil {
 		return 0, err
@@ -373,6 +424,11 @@ func (b *policyBench) cold(ctx context.Context) error {
 		return err
 	}
 	node := b.server.Node
+	l, err := Load(b.root(), b.l.Name) // the pod adds rewrote lab.json
+	if err != nil {
+		return err
+	}
+	b.l = l
 	if err := b.l.StopAgent(node, syscall.SIGTERM); err != nil {
 		return err
 	}
