@@ -29,7 +29,12 @@ type PolicyBenchOptions struct {
 	Parts      []string // latency, packet, add, cold (nil: all)
 	MaxForeign float64  // cores used by other processes above which a run is noisy
 	MaxSpread  float64  // (max-min)/median of a side above which a run is noisy
-	Out        io.Writer
+	// PauseAgents stops (SIGSTOP) the agents while the per-packet cost is
+	// measured: their resync recompiles (0.5 s a node every 2 s at 5,000
+	// policies) would otherwise compete with the measured traffic for
+	// the CPU, which is the control plane's cost, not the data path's.
+	PauseAgents bool
+	Out         io.Writer
 }
 
 func (o *PolicyBenchOptions) defaults() {
@@ -328,6 +333,18 @@ func (b *policyBench) mem(what string) {
 // and with o.Policies policies, the two sides interleaved per round.
 func (b *policyBench) packet(ctx context.Context) error {
 	b.say("\n[1] per-packet cost: client (%s) -> server (%s), %d rounds of 0 vs %d policies, %d s each", b.client.Node, b.server.Node, b.o.Rounds, b.o.Policies, b.o.Seconds)
+	if b.o.PauseAgents {
+		defer func() { // whatever happened, no agent stays stopped
+			for _, n := range b.l.Nodes {
+				if n.AgentPID > 0 {
+					_ = syscall.Kill(n.AgentPID, syscall.SIGCONT)
+				}
+			}
+		}()
+		b.say("  the agents are stopped (SIGSTOP) while traffic is measured: the data path alone")
+	} else {
+		b.say("  the agents run while traffic is measured: their resync compiles share the CPU")
+	}
 	type side struct {
 		rr, gbps []float64
 	}
@@ -343,11 +360,14 @@ func (b *policyBench) packet(ctx context.Context) error {
 				return err
 			}
 			time.Sleep(time.Second) // let the agents' last apply finish
+			resume := b.pause()
 			rr, err := requestResponse(b.clientNS(), b.addr(benchPortRR), d)
 			if err != nil {
+				resume()
 				return fmt.Errorf("round %d RR: %w", r, err)
 			}
 			g, err := b.l.iperf(ctx, b.client.Ref(), b.server.Ref(), benchPortIperf, b.o.Seconds)
+			resume()
 			if err != nil {
 				return fmt.Errorf("round %d iperf3: %w", r, err)
 			}
@@ -365,6 +385,25 @@ func (b *policyBench) packet(ctx context.Context) error {
 	g := median(sides[1].gbps) / median(sides[0].gbps)
 	b.say("  ratio with/without: RR %.3f, throughput %.3f (target >= 0.97: %s, %s)", rr, g, verdict(rr >= 0.97), verdict(g >= 0.97))
 	return nil
+}
+
+// pause stops the lab's agents when o.PauseAgents; the returned func
+// resumes them.
+func (b *policyBench) pause() func() {
+	if !b.o.PauseAgents {
+		return func() {}
+	}
+	var pids []int
+	for _, n := range b.l.Nodes {
+		if n.AgentPID > 0 && syscall.Kill(n.AgentPID, syscall.SIGSTOP) == nil {
+			pids = append(pids, n.AgentPID)
+		}
+	}
+	return func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
 }
 
 // spread formats (max-min)/median and records a noisy side.
