@@ -34,6 +34,7 @@ type PolicyBenchOptions struct {
 	// policies) would otherwise compete with the measured traffic for
 	// the CPU, which is the control plane's cost, not the data path's.
 	PauseAgents bool
+	MaxAgentRSS int // MiB: a load is aborted when an agent's RSS passes it
 	Out         io.Writer
 }
 
@@ -51,6 +52,9 @@ func (o *PolicyBenchOptions) defaults() {
 	def(&o.Adds, 30)
 	if o.MaxForeign <= 0 {
 		o.MaxForeign = 0.25
+	}
+	if o.MaxAgentRSS <= 0 {
+		o.MaxAgentRSS = 2048
 	}
 	if o.MaxSpread <= 0 {
 		o.MaxSpread = 0.10
@@ -246,9 +250,11 @@ func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Dura
 	slices.Reverse(all[len(all)-2:]) // the marker stays last
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	wctx, stopGuard := b.guard(wctx)
+	defer stopGuard()
 	t0 := time.Now()
 	if err := putObjects(wctx, b.cli, all); err != nil {
-		return 0, err
+		return 0, errors.Join(err, context.Cause(wctx))
 	}
 	wrote := time.Since(t0)
 	for {
@@ -260,16 +266,41 @@ func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Dura
 		}
 		c.Close()
 		if wctx.Err() != nil {
-			return 0, fmt.Errorf("the server pod was never isolated: %w", wctx.Err())
+			return 0, fmt.Errorf("the server pod was never isolated: %w", context.Cause(wctx))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	t, err := waitConnect(wctx, b.clientNS(), b.addr(benchPortMarker), 3*time.Minute)
 	if err != nil {
-		return 0, err
+		return 0, errors.Join(err, context.Cause(wctx))
 	}
 	b.say("  loaded %d pods, %d policies: written in %v, in force %v after the first write", nPods, nPolicies+1, wrote.Round(time.Millisecond), t.Sub(t0).Round(time.Millisecond))
 	return t.Sub(t0), nil
+}
+
+// guard cancels ctx when an agent's RSS passes o.MaxAgentRSS: on a
+// shared machine a load the agents cannot hold must not take its memory.
+func (b *policyBench) guard(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			for _, n := range b.l.Nodes {
+				if _, rss, err := procMemKiB(n.AgentPID); err == nil && rss/1024 > b.o.MaxAgentRSS {
+					cancel(fmt.Errorf("aborted: the agent of %s reached VmRSS %d MiB > --max-agent-rss %d MiB", n.Name, rss/1024, b.o.MaxAgentRSS))
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
 }
 
 // unload deletes every bench policy (one transaction) and waits until the
@@ -482,9 +513,11 @@ func (b *policyBench) cold(ctx context.Context) error {
 	if err := b.l.StartAgent(node, 0); err != nil {
 		return err
 	}
-	t, err := waitConnect(ctx, b.clientNS(), b.addr(benchPortFlipB), 2*time.Minute)
+	gctx, stopGuard := b.guard(ctx)
+	defer stopGuard()
+	t, err := waitConnect(gctx, b.clientNS(), b.addr(benchPortFlipB), 2*time.Minute)
 	if err != nil {
-		return err
+		return errors.Join(err, context.Cause(gctx))
 	}
 	took := t.Sub(t0)
 	b.say("  agent start -> first complete apply: %v (target < 2 s: %s)", took.Round(time.Millisecond), verdict(took < 2*time.Second))

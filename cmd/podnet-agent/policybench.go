@@ -36,5 +36,6 @@ func newBenchPolicyCmd(name, root *string) *cobra.Command {
 	f.Float64Var(&o.MaxForeign, "max-foreign-cpu", 0.25, "CPU cores used by other processes (before the run, or during a part) above which the run is reported noisy")
 	f.Float64Var(&o.MaxSpread, "max-spread", 0.10, "(max-min)/median of a side above which the run is reported noisy")
 	f.BoolVar(&o.PauseAgents, "pause-agents", true, "stop the agents (SIGSTOP) while the per-packet cost is measured, so their compiles do not share the CPU with the traffic")
+	f.IntVar(&o.MaxAgentRSS, "max-agent-rss", 2048, "MiB: abort a load (and report it) when an agent's RSS passes this, to spare a shared machine")
 	return c
 }
