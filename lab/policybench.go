@@ -282,8 +282,13 @@ func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Dura
 // shared machine a load the agents cannot hold must not take its memory.
 func (b *policyBench) guard(ctx context.Context) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	done := make(chan struct{})
+	pids := map[string]int{}
+	for _, n := range b.l.Nodes {
+		pids[n.Name] = n.AgentPID
+	}
+	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -292,15 +297,15 @@ func (b *policyBench) guard(ctx context.Context) (context.Context, func()) {
 				return
 			case <-t.C:
 			}
-			for _, n := range b.l.Nodes {
-				if _, rss, err := procMemKiB(n.AgentPID); err == nil && rss/1024 > b.o.MaxAgentRSS {
-					cancel(fmt.Errorf("aborted: the agent of %s reached VmRSS %d MiB > --max-agent-rss %d MiB", n.Name, rss/1024, b.o.MaxAgentRSS))
+			for node, pid := range pids {
+				if _, rss, err := procMemKiB(pid); err == nil && rss/1024 > b.o.MaxAgentRSS {
+					cancel(fmt.Errorf("aborted: the agent of %s reached VmRSS %d MiB > --max-agent-rss %d MiB", node, rss/1024, b.o.MaxAgentRSS))
 					return
 				}
 			}
 		}
 	}()
-	return ctx, func() { close(done); cancel(nil) }
+	return ctx, func() { close(done); <-exited; cancel(nil) }
 }
 
 // unload deletes every bench policy (one transaction) and waits until the
