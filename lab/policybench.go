@@ -257,16 +257,17 @@ func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Dura
 		return 0, errors.Join(err, context.Cause(wctx))
 	}
 	wrote := time.Since(t0)
-	for {
-		// An allowed connection across the lab takes well under a
-		// millisecond: 200 ms without an answer is a dropped SYN.
-		c, err := dialIn(b.clientNS(), b.addr(benchPortMarker+1), 200*time.Millisecond)
-		if err != nil {
-			break
-		}
-		c.Close()
+	// Each node on its own: the server's node isolates its ingress (the
+	// client's node sends to it: node traffic is not filtered at its
+	// source), the client's node isolates its egress (to the server's
+	// node address, where nothing listens: a refusal passed, silence was
+	// dropped). Only then does the marker's connection prove that both
+	// agents applied it.
+	srvNode, cliNode := b.l.Node(b.server.Node), b.l.Node(b.client.Node)
+	for !blocked(NetnsPath(cliNode.Netns), b.addr(benchPortMarker+1)) ||
+		!blocked(b.clientNS(), netip.AddrPortFrom(srvNode.IP, benchPortMarker+1).String()) {
 		if wctx.Err() != nil {
-			return 0, fmt.Errorf("the server pod was never isolated: %w", context.Cause(wctx))
+			return 0, fmt.Errorf("the measured pods were never isolated on both nodes: %w", context.Cause(wctx))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -276,6 +277,18 @@ func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Dura
 	}
 	b.say("  loaded %d pods, %d policies: written in %v, in force %v after the first write", nPods, nPolicies+1, wrote.Round(time.Millisecond), t.Sub(t0).Round(time.Millisecond))
 	return t.Sub(t0), nil
+}
+
+// blocked says whether a TCP connection to addr from nsPath goes
+// unanswered for 200 ms (an allowed one, even refused, is answered in well
+// under a millisecond here): its SYN was dropped.
+func blocked(nsPath, addr string) bool {
+	c, err := dialIn(nsPath, addr, 200*time.Millisecond)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return !errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // guard cancels ctx when an agent's RSS passes o.MaxAgentRSS: on a
