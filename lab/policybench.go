@@ -170,7 +170,7 @@ func (b *policyBench) cpu() (cpuMark, error) {
 // records a noisy run.
 func (b *policyBench) judge(what string, m0, m1 cpuMark) {
 	f := foreignCores(m0, m1)
-	b.say("  other processes used %.2f cores during %s (%.1f s)", f, what, m1.at.Sub(m0.at).Seconds())
+	b.say("  other processes used %.2f cores during %s (%.1f s); hypervisor steal %.2f cores (not in the rule)", f, what, m1.at.Sub(m0.at).Seconds(), stealCores(m0, m1))
 	if f > b.o.MaxForeign {
 		b.noisy = append(b.noisy, fmt.Sprintf("other processes used %.2f cores during %s", f, what))
 	}

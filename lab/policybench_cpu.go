@@ -16,6 +16,7 @@ import (
 type cpuMark struct {
 	at         time.Time
 	all, ours  float64 // seconds
+	steal      float64 // seconds the hypervisor gave this VM's CPUs to others
 	ownPIDs    []int
 	unreadable int
 }
@@ -38,6 +39,10 @@ func readCPU(own []int) (cpuMark, error) {
 		v, _ := strconv.ParseFloat(s, 64)
 		m.all += v / clkTck
 	}
+	if len(f) > 8 {
+		v, _ := strconv.ParseFloat(f[8], 64)
+		m.steal = v / clkTck
+	}
 	for _, pid := range append([]int{os.Getpid()}, own...) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -57,6 +62,16 @@ func readCPU(own []int) (cpuMark, error) {
 		}
 	}
 	return m, nil
+}
+
+// stealCores is the average number of cores the hypervisor took from this
+// VM between a and b: noise the rule cannot see per process.
+func stealCores(a, b cpuMark) float64 {
+	d := b.at.Sub(a.at).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return (b.steal - a.steal) / d
 }
 
 // foreignCores is the average number of cores processes other than the
