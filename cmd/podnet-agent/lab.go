@@ -183,7 +183,7 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 	serve.Flags().StringVar(&clientURL, "client-url", "", "etcd client URL of a previous run (restart)")
 	serve.Flags().StringVar(&peerURL, "peer-url", "", "etcd peer URL of a previous run (restart)")
 
-	cmd.AddCommand(up, demo, status, check, execCmd, down, bench, serve)
+	cmd.AddCommand(up, demo, status, check, execCmd, down, bench, serve, newBenchPolicyCmd(&name, &root))
 	cmd.AddCommand(labObjectCmds(&name, &root)...)
 	pol := &cobra.Command{Use: "policy", Short: "NetworkPolicy in the lab: explain a verdict, dump a node's compiled rules"}
 	pol.AddCommand(newPolicyCmds(func(ctx context.Context) (policy.Model, error) {

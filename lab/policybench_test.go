@@ -1,0 +1,86 @@
+package lab
+
+import (
+	"net/netip"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podnet/podnet/agent/datastore"
+	"github.com/podnet/podnet/agent/policy"
+)
+
+// The bench's objects are valid, its simulated addresses avoid the nodes'
+// subnets, and compiled as the agents compile them they allow the
+// measured ports (and the marker, written last) and deny others.
+func TestPolicyBenchObjects(t *testing.T) {
+	cidr := netip.MustParsePrefix("10.86.0.0/16")
+	avoid := []netip.Prefix{netip.MustParsePrefix("10.86.128.0/24"), netip.MustParsePrefix("10.86.185.0/24")}
+	o := genBenchObjects(cidr, avoid, []string{"n1", "n2"}, 300, 100)
+	if len(o.Pods) != 300 || len(o.Policies) != 100 {
+		t.Fatalf("%d pods, %d policies", len(o.Pods), len(o.Policies))
+	}
+	if last := o.Policies[len(o.Policies)-1]; last.Name != "pbm-marker" {
+		t.Fatalf("last policy %s, want the marker", last.Name)
+	}
+	for _, p := range o.Pods {
+		if err := datastore.ValidatePod(p); err != nil {
+			t.Fatal(err)
+		}
+		a := netip.MustParseAddr(p.Status.PodIP)
+		for _, s := range avoid {
+			if s.Contains(a) || !cidr.Contains(a) {
+				t.Fatalf("pod %s address %s: in %s or outside %s", p.Name, a, s, cidr)
+			}
+		}
+	}
+	pols := append(o.Policies, flipPolicy(benchPortFlipA))
+	for _, np := range pols {
+		if err := datastore.ValidatePolicy(np); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client, server := netip.MustParseAddr("10.86.0.2"), netip.MustParseAddr("10.86.185.2")
+	pods := append(o.Pods,
+		benchTestPod("client", "n1", client), benchTestPod("server", "n2", server))
+	m := policy.ModelFromObjects(o.Namespaces, pods, pols)
+	for port, want := range map[int]string{benchPortRR: "allow", benchPortIperf: "allow", benchPortMarker: "allow",
+		benchPortFlipA: "allow", benchPortFlipB: "deny", benchPortMarker + 1: "deny"} {
+		e := policy.ExplainModel(m, policy.Packet{Src: client, Dst: server, Proto: policy.TCP, Port: uint16(port)})
+		if e.Verdict != want {
+			t.Errorf("port %d: %s, want %s", port, e, want)
+		}
+	}
+}
+
+func benchTestPod(role, node string, a netip.Addr) *corev1.Pod {
+	p := genBenchObjects(netip.MustParsePrefix("10.86.0.0/16"), nil, []string{node}, 1, 0).Pods[0]
+	p.Namespace, p.Name = benchNS, role
+	p.Labels = map[string]string{"role": role, "tier": "t0"}
+	p.Status.PodIP, p.Status.PodIPs = a.String(), []corev1.PodIP{{IP: a.String()}}
+	return p
+}
+
+// BenchmarkPolicyBenchCompile compiles the bench's full-size load (1,000
+// simulated pods, 5,000 policies) for one node, as the agent does on
+// every change: the floor of `lab bench-policy`'s programming latency.
+func BenchmarkPolicyBenchCompile(b *testing.B) {
+	cidr := netip.MustParsePrefix("10.86.0.0/16")
+	o := genBenchObjects(cidr, nil, []string{"n1", "n2"}, 1000, 5000)
+	pods := append(o.Pods, benchTestPod("client", "n1", netip.MustParseAddr("10.86.0.2")), benchTestPod("server", "n2", netip.MustParseAddr("10.86.1.2")))
+	pols := append(o.Policies, flipPolicy(benchPortFlipA))
+	b.ReportAllocs()
+	for b.Loop() {
+		rs := policy.Compile(policy.ModelFromObjects(o.Namespaces, pods, pols), "n2")
+		elems := 0
+		for _, p := range rs.Pods {
+			for _, c := range []*policy.Chain{p.Ingress, p.Egress} {
+				if c != nil {
+					elems += len(c.Any4) + len(c.Ports4)
+				}
+			}
+		}
+		b.ReportMetric(float64(len(rs.Pods)), "pods")
+		b.ReportMetric(float64(elems), "elements")
+	}
+}
