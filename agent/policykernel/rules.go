@@ -1,7 +1,6 @@
 package policykernel
 
 import (
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/nft"
 )
 
 // errDumpInterrupted: the kernel flagged a listing as inconsistent (a
@@ -112,18 +113,9 @@ func dumpChain(c *netlink.Conn, chain string) ([]rawRule, error) {
 	}
 }
 
-func decoder(b []byte) (*netlink.AttributeDecoder, error) {
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return nil, err
-	}
-	ad.ByteOrder = binary.BigEndian
-	return ad, nil
-}
-
 func parseRule(b []byte) (rawRule, error) {
 	var r rawRule
-	ad, err := decoder(b)
+	ad, err := nft.Decoder(b)
 	if err != nil {
 		return r, err
 	}
@@ -132,12 +124,12 @@ func parseRule(b []byte) (rawRule, error) {
 		case unix.NFTA_RULE_CHAIN:
 			r.chain = ad.String()
 		case unix.NFTA_RULE_EXPRESSIONS:
-			list, err := decoder(ad.Bytes())
+			list, err := nft.Decoder(ad.Bytes())
 			if err != nil {
 				return r, err
 			}
 			for list.Next() {
-				ed, err := decoder(list.Bytes())
+				ed, err := nft.Decoder(list.Bytes())
 				if err != nil {
 					return r, err
 				}
@@ -178,7 +170,7 @@ func shape(name string, rules []rawRule) (string, bool) {
 			case "counter":
 				continue
 			case "log":
-				ad, err := decoder(e.data)
+				ad, err := nft.Decoder(e.data)
 				if err != nil {
 					return "", false
 				}
@@ -211,7 +203,7 @@ func droppedBy(rules []rawRule) (uint64, bool) {
 		if e.name != "counter" {
 			continue
 		}
-		ad, err := decoder(e.data)
+		ad, err := nft.Decoder(e.data)
 		if err != nil {
 			return 0, false
 		}

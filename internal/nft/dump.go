@@ -107,7 +107,7 @@ func SetElements(family nftables.TableFamily, table, set string) ([]SetElement, 
 
 // decodeElemList decodes the attributes of one NEWSETELEM message.
 func decodeElemList(b []byte) ([]SetElement, error) {
-	ad, err := decoder(b)
+	ad, err := Decoder(b)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,9 @@ func decodeElemList(b []byte) ([]SetElement, error) {
 	return out, ad.Err()
 }
 
-func decoder(b []byte) (*netlink.AttributeDecoder, error) {
+// Decoder is a netlink attribute decoder for nftables messages (big
+// endian attribute values).
+func Decoder(b []byte) (*netlink.AttributeDecoder, error) {
 	ad, err := netlink.NewAttributeDecoder(b)
 	if err != nil {
 		return nil, err
