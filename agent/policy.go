@@ -39,16 +39,17 @@ type policyEngine struct {
 
 	kick chan struct{}
 
-	mu      sync.Mutex
-	regs    map[string]podreg.Registration // containerID/ifName ->
-	gen     uint64                         // bumped by every change
-	applied uint64                         // gen in force in the kernel
-	known   map[string]bool                // pods (ns/name) the applied model had
-	lastErr error
-	done    chan struct{} // closed and replaced after every apply
-	nsList  []string      // namespaces with policies, as last written
-	wrote   bool
-	rs      policy.Ruleset // last applied
+	mu       sync.Mutex
+	regs     map[string]podreg.Registration // containerID/ifName ->
+	gen      uint64                         // bumped by every change
+	applied  uint64                         // gen in force in the kernel
+	known    map[string]bool                // pods (ns/name) the applied model had
+	lastErr  error
+	done     chan struct{} // closed and replaced after every apply
+	nsList   []string      // namespaces with policies, as last written
+	wrote    bool
+	rs       policy.Ruleset // last applied
+	compiled bool           // rs holds a compile of gen applied
 
 	// denied accumulates the per-pod drop counters into monotonic
 	// per-policy totals (a pod's chain, and its counter, may go and come).
@@ -113,6 +114,17 @@ func (e *policyEngine) sync() {
 	}
 	e.mu.Lock()
 	gen := e.gen
+	if e.compiled && gen == e.applied {
+		// A resync with nothing changed: apply what is in force again (the
+		// writer's diff is empty unless the kernel lost something) without
+		// compiling the whole node anew.
+		rs := e.rs
+		e.mu.Unlock()
+		if err := e.apply(rs); err != nil {
+			e.log.Warn("policy re-apply failed", "err", err)
+		}
+		return
+	}
 	regs := make([]podreg.Registration, 0, len(e.regs))
 	for _, r := range e.regs {
 		regs = append(regs, r)
@@ -136,7 +148,7 @@ func (e *policyEngine) sync() {
 	defer e.mu.Unlock()
 	e.lastErr = err
 	if err == nil {
-		e.rs = rs
+		e.rs, e.compiled = rs, true
 		e.applied = max(e.applied, gen)
 		e.known = map[string]bool{}
 		for _, p := range m.Pods {

@@ -161,6 +161,17 @@ func TestPolicyEngineRegistration(t *testing.T) {
 	if has, known, _ := podreg.HasPolicies(dir, "ns1"); has || !known {
 		t.Errorf("namespaces file after the policy went: %v %v", has, known)
 	}
+
+	// A resync with nothing changed applies again without compiling.
+	mu.Lock()
+	n = len(applied)
+	mu.Unlock()
+	e.sync()
+	mu.Lock()
+	if len(applied) != n {
+		t.Errorf("a resync without changes compiled again (%d compiles, was %d)", len(applied), n)
+	}
+	mu.Unlock()
 }
 
 // TestDeniedTotals: per-chain drop counters fold into monotonic totals per
