@@ -189,8 +189,11 @@ func AddPod(ctx context.Context, root, name string, spec PodSpec) (*Pod, error) 
 	return p, nil
 }
 
-// unwire undoes wire: CNI DEL, netns, object, lab.json record.
+// unwire undoes wire: CNI DEL, netns, object, lab.json record. It runs
+// even when the caller's ctx has ended (a rollback after a timed-out ADD):
+// each step keeps its own bound.
 func (l *Lab) unwire(ctx context.Context, cli *clientv3.Client, p *Pod) error {
+	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	if n := l.Node(p.Node); n != nil && netns.Exists(NetnsPath(n.Netns)) && netns.Exists(NetnsPath(p.Netns)) {
 		c := l.cni(n)
