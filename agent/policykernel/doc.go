@@ -3,8 +3,7 @@
 // given and touches nothing else: no other table, no other namespace, no
 // link, route or sysctl.
 //
-// The table (this supersedes the per-pod sets described in agent/policy's
-// package comment; the Ruleset itself is unchanged):
+// The table (as in agent/policy's package comment):
 //
 //	table inet podnet-policy
 //	  map ing4 { type ipv4_addr : verdict }  pod address -> jump in-<ID>
