@@ -59,8 +59,14 @@ type Config struct {
 	NetNS string
 	// ResyncInterval: full reconcile even without events (default 5s).
 	ResyncInterval time.Duration
+	// PolicyLogGroup is the NFLOG group policy drops are logged to
+	// (rate-limited; read by `podnet policy log`); negative: none.
+	PolicyLogGroup int
 	Datastore      DatastoreConfig
 }
+
+// DefaultPolicyLogGroup is the NFLOG group of policy drops.
+const DefaultPolicyLogGroup = 8272
 
 // DatastoreConfig selects and configures the datastore.
 type DatastoreConfig struct {
@@ -118,6 +124,9 @@ func fieldErr(field, format string, a ...any) error {
 func (c Config) Validate() error {
 	var errs []error
 	add := func(field, format string, a ...any) { errs = append(errs, fieldErr(field, format, a...)) }
+	if c.PolicyLogGroup > 65535 {
+		add("policy-log-group", "%d: an NFLOG group is 0-65535 (negative: none)", c.PolicyLogGroup)
+	}
 
 	switch {
 	case c.NodeName == "":

@@ -281,7 +281,11 @@ func (e *policyEngine) observe(o datastore.Objects, rs policy.Ruleset, took time
 // startPolicy opens the policy table writer (adopting what a previous agent
 // programmed: nothing is flushed) and starts the policy loop.
 func (a *Agent) startPolicy(ctx context.Context) error {
-	w, err := policykernel.Open(a.node.NSFd(), a.log.With("part", "policy-kernel"))
+	var opts []policykernel.Option
+	if g := a.cfg.PolicyLogGroup; g >= 0 && g <= 65535 {
+		opts = append(opts, policykernel.WithNFLOG(uint16(g)))
+	}
+	w, err := policykernel.Open(a.node.NSFd(), a.log.With("part", "policy-kernel"), opts...)
 	if err != nil {
 		return fmt.Errorf("network policy: %w", err)
 	}

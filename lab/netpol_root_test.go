@@ -5,16 +5,20 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	vns "github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/podnet/podnet/agent"
 	"github.com/podnet/podnet/agent/datastore/etcd"
 	"github.com/podnet/podnet/agent/policy"
+	"github.com/podnet/podnet/agent/policykernel"
 	"github.com/podnet/podnet/internal/probe"
 )
 
@@ -266,6 +270,39 @@ spec:
 		w.expectMatrix("updated to from y", func(f, to npPod, _ string, _ int) bool { return to != xa || f.ns == "y" })
 		w.delete(from("y"))
 		w.expectMatrix("deleted", npAll)
+	})
+
+	t.Run("policy-log", func(t *testing.T) {
+		w.t = t
+		deny := w.expand(npCases[0]) // default-deny-ingress in x
+		w.apply(deny)
+		defer w.delete(deny)
+		w.expectMatrix("deny x", npCases[0].allow)
+		ns, err := vns.GetFromPath(NetnsPath(w.l.Node(w.pods[xa].Node).Netns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ns.Close()
+		r, err := policykernel.ListenLog(int(ns), agent.DefaultPolicyLogGroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		want := policykernel.LoggedDrop{Chain: "in-" + policy.PodID("x", "a"), Src: w.pods[yb].IPv4(), Dst: w.pods[xa].IPv4(), Proto: 6, Port: 80}
+		w.probeAll([]npCell{{yb, xa, "tcp", 80}})
+		var seen []policykernel.LoggedDrop
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+			_ = r.SetDeadline(deadline)
+			ds, err := r.Read()
+			if err != nil {
+				break
+			}
+			seen = append(seen, ds...)
+			if slices.Contains(ds, want) {
+				return
+			}
+		}
+		t.Errorf("NFLOG: want %+v among %+v", want, seen)
 	})
 
 	t.Run("fail-closed-pod-creation", func(t *testing.T) {

@@ -1,77 +1,52 @@
 package policykernel_test
 
 import (
-	"encoding/binary"
-	"strings"
+	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/agent/policykernel"
 )
 
-// nfnetlink_log (linux/netfilter/nfnetlink_log.h); x/sys/unix lacks them.
-const (
-	nfulnlMsgPacket  = 0
-	nfulnlMsgConfig  = 1
-	nfulaCfgCmd      = 1
-	nfulnlCfgCmdBind = 1
-	nfulaPrefix      = 10
-)
-
-// nflogListen binds NFLOG group in the namespace nsFd and returns the
-// prefixes of the packets logged there until d passes or want is seen.
-func nflogListen(t *testing.T, nsFd int, group uint16) func(want string, d time.Duration) []string {
+// nflogListen binds NFLOG group in the namespace nsFd and returns a
+// function that reads logged drops until d passes or one of chain want is
+// seen; it returns what it saw.
+func nflogListen(t *testing.T, nsFd int, group uint16) func(want string, d time.Duration) []policykernel.LoggedDrop {
 	t.Helper()
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: nsFd})
+	r, err := policykernel.ListenLog(nsFd, group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	hdr := []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, byte(group >> 8), byte(group)}
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfulaCfgCmd, Data: []byte{nfulnlCfgCmdBind}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_ULOG<<8 | nfulnlMsgConfig), Flags: netlink.Request | netlink.Acknowledge},
-		Data:   append(hdr, attrs...),
-	}); err != nil {
-		t.Fatalf("bind NFLOG group %d: %v", group, err)
-	}
-	return func(want string, d time.Duration) []string {
-		var seen []string
+	t.Cleanup(func() { r.Close() })
+	return func(want string, d time.Duration) []policykernel.LoggedDrop {
+		var seen []policykernel.LoggedDrop
 		deadline := time.Now().Add(d)
 		for time.Now().Before(deadline) {
-			_ = c.SetReadDeadline(deadline)
-			msgs, err := c.Receive()
+			_ = r.SetDeadline(deadline)
+			ds, err := r.Read()
 			if err != nil {
 				break
 			}
-			for _, m := range msgs {
-				if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_ULOG<<8|nfulnlMsgPacket) || len(m.Data) < 4 {
-					continue
-				}
-				ad, err := netlink.NewAttributeDecoder(m.Data[4:])
-				if err != nil {
-					continue
-				}
-				ad.ByteOrder = binary.BigEndian
-				for ad.Next() {
-					if ad.Type() == nfulaPrefix {
-						p := strings.TrimRight(ad.String(), "\x00")
-						seen = append(seen, p)
-						if p == want {
-							return seen
-						}
-					}
+			seen = append(seen, ds...)
+			for _, x := range ds {
+				if x.Chain == want {
+					return seen
 				}
 			}
 		}
 		return seen
 	}
+}
+
+// lastIs says whether seen ends with a drop of chain from src to dst:port.
+func lastIs(seen []policykernel.LoggedDrop, chain string, src, dst netip.Addr, proto uint8, port uint16) bool {
+	if len(seen) == 0 {
+		return false
+	}
+	l := seen[len(seen)-1]
+	return l.Chain == chain && l.Src == src && l.Dst == dst && l.Proto == proto && l.Port == port
 }
 
 func TestNFLOG(t *testing.T) {
@@ -96,12 +71,12 @@ func TestNFLOG(t *testing.T) {
 		{"logged drop", C.path, A.v4, "tcp", 7001, false},
 		{"not logged", B.path, A.v4, "tcp", 7001, true},
 	})
-	if seen := next("in-"+idA, 3*time.Second); len(seen) == 0 || seen[len(seen)-1] != "in-"+idA {
-		t.Errorf("NFLOG group %d: prefixes %q, want in-%s", group, seen, idA)
+	if seen := next("in-"+idA, 3*time.Second); !lastIs(seen, "in-"+idA, C.v4, A.v4, unix.IPPROTO_TCP, 7001) {
+		t.Errorf("NFLOG group %d: %+v, want in-%s %s -> %s tcp/7001", group, seen, idA, C.v4, A.v4)
 	}
 	check(t, []flow{{"logged egress drop", A.path, B.v4, "udp", 7001, false}})
-	if seen := next("eg-"+idA, 3*time.Second); len(seen) == 0 || seen[len(seen)-1] != "eg-"+idA {
-		t.Errorf("NFLOG group %d: prefixes %q, want eg-%s", group, seen, idA)
+	if seen := next("eg-"+idA, 3*time.Second); !lastIs(seen, "eg-"+idA, A.v4, B.v4, unix.IPPROTO_UDP, 7001) {
+		t.Errorf("NFLOG group %d: %+v, want eg-%s %s -> %s udp/7001", group, seen, idA, A.v4, B.v4)
 	}
 	if d, err := w.Dropped(); err != nil || d["in-"+idA] == 0 || d["eg-"+idA] == 0 {
 		t.Errorf("Dropped with NFLOG: %v, %v", d, err)
@@ -120,7 +95,7 @@ func TestNFLOG(t *testing.T) {
 	}
 	check(t, []flow{{"unlogged drop", C.path, A.v4, "tcp", 7001, false}})
 	if seen := next("in-"+idA, time.Second); len(seen) != 0 {
-		t.Errorf("logged without NFLOG: %q", seen)
+		t.Errorf("logged without NFLOG: %+v", seen)
 	}
 	check(t, baseFlows(tp))
 }

@@ -192,6 +192,16 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 			return policy.Model{}, err
 		}
 		return l.PolicyModel(ctx)
+	}, func(node string) (string, error) {
+		l, err := lab.Load(root, name)
+		if err != nil {
+			return "", err
+		}
+		n := l.Node(node)
+		if n == nil {
+			return "", fmt.Errorf("--node %q: not a node of lab %s", node, name)
+		}
+		return lab.NetnsPath(n.Netns), nil
 	})...)
 	cmd.AddCommand(pol)
 	return cmd

@@ -6,13 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"time"
+
+	vns "github.com/vishvananda/netns"
 
 	"github.com/spf13/cobra"
 
 	"github.com/podnet/podnet/agent"
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/policy"
+	"github.com/podnet/podnet/agent/policykernel"
 )
 
 // policyQueryFlags are explain's and dump's own flags.
@@ -20,8 +25,10 @@ type policyQueryFlags struct {
 	from, to, port, output, node string
 }
 
-// newPolicyCmds are `explain` and `dump`, reading the model from model().
-func newPolicyCmds(model func(context.Context) (policy.Model, error)) []*cobra.Command {
+// newPolicyCmds are `explain`, `dump` and `log`, reading the model from
+// model(); netnsOf gives the network namespace (path, "" = this process's)
+// of a node, where `log` listens.
+func newPolicyCmds(model func(context.Context) (policy.Model, error), netnsOf func(node string) (string, error)) []*cobra.Command {
 	var q policyQueryFlags
 	explain := &cobra.Command{
 		Use:   "explain --from NS/POD|IP --to NS/POD|IP --port PROTO/PORT",
@@ -58,7 +65,80 @@ func newPolicyCmds(model func(context.Context) (policy.Model, error)) []*cobra.C
 	}
 	dump.Flags().StringVar(&node, "node", "", "the node whose rules to print")
 	_ = dump.MarkFlagRequired("node")
-	return []*cobra.Command{explain, dump}
+
+	var logNode string
+	var group int
+	logCmd := &cobra.Command{
+		Use:   "log",
+		Short: "stream the packets network policy drops on a node (NFLOG, at most 10/s per pod chain), with the pod they were dropped for",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if group < 0 || group > 65535 {
+				return fmt.Errorf("--group %d: an NFLOG group is 0-65535", group)
+			}
+			path, err := netnsOf(logNode)
+			if err != nil {
+				return err
+			}
+			pods := map[string]string{} // chain ID -> namespace/name
+			if m, err := model(cmd.Context()); err == nil {
+				for _, p := range m.Pods {
+					pods[policy.PodID(p.Namespace, p.Name)] = p.Key()
+				}
+			}
+			return streamLog(cmd.Context(), cmd.OutOrStdout(), path, uint16(group), pods)
+		},
+	}
+	logCmd.Flags().StringVar(&logNode, "node", "", "the node whose drops to stream")
+	logCmd.Flags().IntVar(&group, "group", agent.DefaultPolicyLogGroup, "the agents' --policy-log-group")
+	return []*cobra.Command{explain, dump, logCmd}
+}
+
+// streamLog prints every logged drop until ctx ends.
+func streamLog(ctx context.Context, out io.Writer, nsPath string, group uint16, pods map[string]string) error {
+	fd := -1
+	if nsPath != "" {
+		ns, err := vns.GetFromPath(nsPath)
+		if err != nil {
+			return fmt.Errorf("netns %s: %w", nsPath, err)
+		}
+		defer ns.Close()
+		fd = int(ns)
+	}
+	r, err := policykernel.ListenLog(fd, group)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	go func() {
+		<-ctx.Done()
+		_ = r.SetDeadline(time.Now())
+	}()
+	for {
+		ds, err := r.Read()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, d := range ds {
+			dir, id, _ := strings.Cut(d.Chain, "-")
+			dirName := map[string]string{"in": "ingress", "eg": "egress"}[dir]
+			pod := pods[id]
+			if pod == "" {
+				pod = "pod " + id
+			}
+			proto := policy.Proto(d.Proto).String()
+			dst := d.Dst.String()
+			if d.Port != 0 {
+				dst = netip.AddrPortFrom(d.Dst, d.Port).String()
+			}
+			if _, err := fmt.Fprintf(out, "%s deny %s %s: %s %s -> %s\n", time.Now().Format(time.TimeOnly), dirName, pod, proto, d.Src, dst); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 func runExplain(out io.Writer, m policy.Model, q policyQueryFlags) error {
@@ -128,6 +208,11 @@ func newPolicyCmd() *cobra.Command {
 	f.StringVar(&ds.KeyFile, "etcd-key", "", "etcd client key (PEM)")
 	f.StringVar(&ds.CAFile, "etcd-ca", "", "CA bundle to verify etcd (PEM)")
 	f.StringVar(&ds.Prefix, "etcd-prefix", "/podnet/v1", "etcd key prefix")
-	cmd.AddCommand(newPolicyCmds(model)...)
+	cmd.AddCommand(newPolicyCmds(model, func(node string) (string, error) {
+		if node != "" {
+			return "", fmt.Errorf("--node: run `podnet policy log` on the node itself (it listens in its own network namespace)")
+		}
+		return "", nil
+	})...)
 	return cmd
 }

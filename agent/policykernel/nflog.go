@@ -1,0 +1,130 @@
+package policykernel
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/nft"
+)
+
+// nfnetlink_log (linux/netfilter/nfnetlink_log.h); x/sys/unix lacks them.
+const (
+	nfulnlMsgPacket  = 0
+	nfulnlMsgConfig  = 1
+	nfulaCfgCmd      = 1
+	nfulnlCfgCmdBind = 1
+	nfulaPayload     = 9
+	nfulaPrefix      = 10
+)
+
+// LoggedDrop is one packet a pod chain dropped and logged (WithNFLOG): the
+// chain (in-<ID> or eg-<ID>, the log prefix) and the packet's addresses,
+// protocol and destination port (0 for protocols without ports).
+type LoggedDrop struct {
+	Chain    string
+	Src, Dst netip.Addr
+	Proto    uint8
+	Port     uint16
+}
+
+// LogReader reads the drops the pod chains log to one NFLOG group.
+type LogReader struct{ c *netlink.Conn }
+
+// ListenLog binds NFLOG group in the namespace nsFd (-1: the calling
+// thread's). Only one listener per group and namespace gets the packets.
+func ListenLog(nsFd int, group uint16) (*LogReader, error) {
+	cfg := &netlink.Config{}
+	if nsFd >= 0 {
+		cfg.NetNS = nsFd
+	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("nflog: %w", err)
+	}
+	hdr := []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, byte(group >> 8), byte(group)}
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfulaCfgCmd, Data: []byte{nfulnlCfgCmdBind}}})
+	if err == nil {
+		_, err = c.Execute(netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_ULOG<<8 | nfulnlMsgConfig), Flags: netlink.Request | netlink.Acknowledge},
+			Data:   append(hdr, attrs...),
+		})
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nflog: bind group %d: %w", group, err)
+	}
+	return &LogReader{c: c}, nil
+}
+
+// Read blocks until logged packets arrive (or the deadline passes) and
+// returns those of podnet's pod chains.
+func (r *LogReader) Read() ([]LoggedDrop, error) {
+	msgs, err := r.c.Receive()
+	if err != nil {
+		return nil, err
+	}
+	var out []LoggedDrop
+	for _, m := range msgs {
+		if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_ULOG<<8|nfulnlMsgPacket) || len(m.Data) < 4 {
+			continue
+		}
+		if d, ok := parseLogged(m.Data[4:]); ok && isPodChain(d.Chain) {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// SetDeadline bounds the next Read.
+func (r *LogReader) SetDeadline(t time.Time) error { return r.c.SetReadDeadline(t) }
+
+// Close unbinds.
+func (r *LogReader) Close() error { return r.c.Close() }
+
+func parseLogged(b []byte) (LoggedDrop, bool) {
+	var d LoggedDrop
+	ad, err := nft.Decoder(b)
+	if err != nil {
+		return d, false
+	}
+	var payload []byte
+	for ad.Next() {
+		switch ad.Type() {
+		case nfulaPrefix:
+			d.Chain = strings.TrimRight(ad.String(), "\x00")
+		case nfulaPayload:
+			payload = ad.Bytes()
+		}
+	}
+	if ad.Err() != nil {
+		return d, false
+	}
+	var l4 []byte
+	switch {
+	case len(payload) >= 20 && payload[0]>>4 == 4:
+		ihl := int(payload[0]&0x0f) * 4
+		d.Proto = payload[9]
+		d.Src = netip.AddrFrom4([4]byte(payload[12:16]))
+		d.Dst = netip.AddrFrom4([4]byte(payload[16:20]))
+		if ihl >= 20 && len(payload) > ihl {
+			l4 = payload[ihl:]
+		}
+	case len(payload) >= 40 && payload[0]>>4 == 6:
+		d.Proto = payload[6]
+		d.Src = netip.AddrFrom16([16]byte(payload[8:24]))
+		d.Dst = netip.AddrFrom16([16]byte(payload[24:40]))
+		l4 = payload[40:]
+	default:
+		return d, d.Chain != ""
+	}
+	if (d.Proto == unix.IPPROTO_TCP || d.Proto == unix.IPPROTO_UDP || d.Proto == unix.IPPROTO_SCTP) && len(l4) >= 4 {
+		d.Port = binary.BigEndian.Uint16(l4[2:4])
+	}
+	return d, true
+}
