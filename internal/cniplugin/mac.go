@@ -23,17 +23,20 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 	return m, nil
 }
 
-// MACFromEnvArgs returns MAC=... from CNI_ARGS ("K=V;K=V"), tolerating
-// unknown keys (runtimes pass K8S_POD_NAME and friends).
-func MACFromEnvArgs(envArgs string) string {
+// EnvArg returns key's value in CNI_ARGS ("K=V;K=V"), "" when absent;
+// other keys are ignored (runtimes pass K8S_POD_NAME and friends).
+func EnvArg(envArgs, key string) string {
 	for _, kv := range strings.Split(envArgs, ";") {
 		k, v, ok := strings.Cut(kv, "=")
-		if ok && strings.TrimSpace(k) == "MAC" {
+		if ok && strings.TrimSpace(k) == key {
 			return strings.TrimSpace(v)
 		}
 	}
 	return ""
 }
+
+// MACFromEnvArgs returns MAC=... from CNI_ARGS.
+func MACFromEnvArgs(envArgs string) string { return EnvArg(envArgs, "MAC") }
 
 // MACSource is one place a pod's MAC can come from.
 type MACSource struct {

@@ -38,7 +38,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -203,30 +202,30 @@ func withStdin(args *skel.CmdArgs, stdin []byte) *skel.CmdArgs {
 
 // prepare parses, reads node.json and builds ptp's arguments. For DEL and
 // GC (cleanup) the config is only decoded and node.json is optional.
-func prepare(args *skel.CmdArgs, cleanup bool) (*skel.CmdArgs, error) {
+func prepare(args *skel.CmdArgs, cleanup bool) (*skel.CmdArgs, *Conf, error) {
 	c, err := Decode(args.StdinData)
 	if err == nil && !cleanup {
 		err = c.Validate()
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := ReadState(c)
 	if err != nil {
 		if !cleanup {
-			return nil, err
+			return nil, nil, err
 		}
 		st = nil
 	}
 	b, err := PtpConf(args.StdinData, c, st)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return withStdin(args, b), nil
+	return withStdin(args, b), c, nil
 }
 
 func add(args *skel.CmdArgs) (types.Result, error) {
-	a, err := prepare(args, false)
+	a, c, err := prepare(args, false)
 	if err != nil {
 		return nil, err
 	}
@@ -234,10 +233,6 @@ func add(args *skel.CmdArgs) (types.Result, error) {
 	if !ok {
 		// Not a Kubernetes pod (podman, cnitool): no policy can select it.
 		return ptp.Plugin.Add(a)
-	}
-	c, err := Decode(args.StdinData)
-	if err != nil {
-		return nil, err
 	}
 	return ptp.AddWith(a, func(res *current.Result) error {
 		reg := podreg.Registration{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: ns, Name: pod}
@@ -285,20 +280,12 @@ func register(stateDir string, reg podreg.Registration) error {
 
 // podIdentity reads K8S_POD_NAMESPACE and K8S_POD_NAME from CNI_ARGS.
 func podIdentity(cniArgs string) (namespace, pod string, ok bool) {
-	for _, kv := range strings.Split(cniArgs, ";") {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "K8S_POD_NAMESPACE":
-			namespace = v
-		case "K8S_POD_NAME":
-			pod = v
-		}
-	}
+	namespace, pod = cniplugin.EnvArg(cniArgs, "K8S_POD_NAMESPACE"), cniplugin.EnvArg(cniArgs, "K8S_POD_NAME")
 	return namespace, pod, namespace != "" && pod != ""
 }
 
 func check(args *skel.CmdArgs) error {
-	a, err := prepare(args, false)
+	a, _, err := prepare(args, false)
 	if err != nil {
 		return err
 	}
@@ -306,7 +293,7 @@ func check(args *skel.CmdArgs) error {
 }
 
 func del(args *skel.CmdArgs) error {
-	a, err := prepare(args, true)
+	a, c, err := prepare(args, true)
 	if err != nil {
 		return err
 	}
@@ -315,17 +302,15 @@ func del(args *skel.CmdArgs) error {
 	}
 	if _, _, ok := podIdentity(args.Args); ok {
 		// Best effort: the agent also learns it from the datastore.
-		if c, err := Decode(args.StdinData); err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), registerWait)
-			_ = podreg.Unregister(ctx, c.StateDir, args.ContainerID, args.IfName)
-			cancel()
-		}
+		ctx, cancel := context.WithTimeout(context.Background(), registerWait)
+		_ = podreg.Unregister(ctx, c.StateDir, args.ContainerID, args.IfName)
+		cancel()
 	}
 	return nil
 }
 
 func gc(args *skel.CmdArgs) error {
-	a, err := prepare(args, true)
+	a, _, err := prepare(args, true)
 	if err != nil {
 		return err
 	}
