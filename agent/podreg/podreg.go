@@ -179,11 +179,16 @@ func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go func() {
-			// The client sends nothing more: a read returns when it
+			// The client sends nothing more (a stray byte, such as the
+			// request's newline, is skipped): the read fails when it
 			// closes (gave up), which cancels the wait.
-			var b [1]byte
-			_, _ = conn.Read(b[:])
-			cancel()
+			var b [64]byte
+			for {
+				if _, err := conn.Read(b[:]); err != nil {
+					cancel()
+					return
+				}
+			}
 		}()
 		switch req.Op {
 		case "register":
