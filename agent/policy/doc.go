@@ -19,9 +19,9 @@
 // The table layout the Ruleset describes (docs/policy.md):
 //
 //	table inet podnet-policy
-//	  map ing4 { type ipv4_addr : verdict }  pod address -> jump in-<ID>
+//	  map ing4 { type ipv4_addr : verdict }  pod address -> jump ingress-<H>
 //	  map ing6 { type ipv6_addr : verdict }
-//	  map egr4 { type ipv4_addr : verdict }  pod address -> jump eg-<ID>
+//	  map egr4 { type ipv4_addr : verdict }  pod address -> jump egress-<H>
 //	  map egr6 { type ipv6_addr : verdict }
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    ct state established,related accept
@@ -30,30 +30,34 @@
 //	    ip saddr vmap @egr4
 //	    ip6 saddr vmap @egr6
 //	  }
-//	  eight shared sets, keyed first by the isolated pod's own address:
-//	  set in-a4 { type ipv4_addr . ipv4_addr; flags interval }
-//	      pod . peer range                      (peers allowed on every port)
-//	  set in-p4 { type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval }
-//	      pod . peer range . protocol . port range
-//	  set in-a6, in-p6 likewise for IPv6; eg-a4, eg-p4, eg-a6, eg-p6 for egress
-//	  per isolated pod and direction (K = daddr . saddr for in, saddr . daddr
-//	  for eg: the pod's own address first):
-//	  chain in-<ID> {
-//	    ip K @in-a4 return
-//	    ip K . meta l4proto . th dport @in-p4 return
-//	    ip6 K @in-a6 return
-//	    ip6 K . meta l4proto . th dport @in-p6 return
+//	  peer sets, one per distinct peer (AddrSet), shared by every rule naming it:
+//	  set pods4-<H> { type ipv4_addr }                  pods a peer selector matches
+//	  set pods6-<H> { type ipv6_addr }
+//	  set cidr4-<H> { type ipv4_addr; flags interval }  an ipBlock: cidr minus except
+//	  set cidr6-<H> { type ipv6_addr; flags interval }
+//	  port sets, one per distinct list of exact ports (PortSet):
+//	  set ports-<H> { type inet_proto . inet_service }
+//	  one chain per distinct profile (Profile): the pods with the same
+//	  resolved rules share it; P = saddr for ingress, daddr for egress:
+//	  chain ingress-<H> {
+//	    ip P @pods4-<H> meta l4proto . th dport @ports-<H> return
+//	    ip P @cidr4-<H> meta l4proto tcp th dport 30000-32767 return
+//	    ip6 P @pods6-<H> return
+//	    meta l4proto udp return
 //	    counter drop
 //	  }
 //
-// The sets are shared, not per pod, because the kernel finds a set by
-// name in a list: per-pod sets made programming cost grow with the square
-// of the number of pods. Chains are hashed, so the per-pod chain (for its
-// drop counter and log prefix) costs nothing per lookup.
+// Nothing is multiplied by the number of pods a policy selects: a peer's
+// members are in one set however many pods and rules use it, and pods
+// with the same rules share one chain, so the table grows with the pods
+// plus the policies' peers and ports, not with their product.
 //
-// Each packet costs one established check, at most four map lookups, and at
-// most four set lookups in one pod's chain: nothing grows with the number of
-// pods or policies. Traffic between a pod and its own node uses the input
-// and output hooks and is never filtered; pods no policy selects have no map
-// entry and pass.
+// Each packet of an established connection costs one conntrack check.
+// The first packet of a connection costs at most two map lookups and, in
+// each isolated pod's profile chain, one rule per rule of the policies
+// that isolate that pod (each at most two set lookups): it grows with the
+// policies that select the pod in question, never with the number of
+// pods or of other policies. Traffic between a pod and its own node uses
+// the input and output hooks and is never filtered; pods no policy
+// selects have no map entry and pass.
 package policy

@@ -13,6 +13,12 @@ type Ruleset struct {
 	// Pods are the pods on Node that some policy isolates in at least one
 	// direction, sorted by ID.
 	Pods []PodRules
+	// Profiles (sorted by Name) are the chains the pods' map entries
+	// jump to; AddrSets and PortSets (sorted by Name) the sets their
+	// rules name. Every set a profile names is here, and no other.
+	Profiles []Profile
+	AddrSets []AddrSet
+	PortSets []PortSet
 	// Problems are the parts of the input that could not be compiled as
 	// written (invalid selectors, CIDRs, ports, protocols; an address two
 	// pods on Node share), each naming the object. They fail closed: a
@@ -34,6 +40,10 @@ type PodRules struct {
 	// Ingress and Egress are nil when no policy isolates the pod in that
 	// direction (then no map entry is made for it in that direction).
 	Ingress, Egress *Chain
+	// IngressChain and EgressChain are the names of the pod's Profiles;
+	// "" when no policy isolates the pod in that direction (then no map
+	// entry is made for it in that direction).
+	IngressChain, EgressChain string
 }
 
 // Chain is what one isolated pod allows in one direction: the union of
