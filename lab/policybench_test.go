@@ -64,23 +64,26 @@ func benchTestPod(role, node string, a netip.Addr) *corev1.Pod {
 // BenchmarkPolicyBenchCompile compiles the bench's full-size load (1,000
 // simulated pods, 5,000 policies) for one node, as the agent does on
 // every change: the floor of `lab bench-policy`'s programming latency.
-func BenchmarkPolicyBenchCompile(b *testing.B) {
+func BenchmarkPolicyBenchCompile(b *testing.B) { benchPolicyCompile(b, 1000) }
+
+// BenchmarkPolicyBenchCompile10k is the cold-start size: 10,000 pods.
+func BenchmarkPolicyBenchCompile10k(b *testing.B) { benchPolicyCompile(b, 10000) }
+
+func benchPolicyCompile(b *testing.B, nPods int) {
 	cidr := netip.MustParsePrefix("10.86.0.0/16")
-	o := genBenchObjects(cidr, nil, []string{"n1", "n2"}, 1000, 5000)
+	o := genBenchObjects(cidr, nil, []string{"n1", "n2"}, nPods, 5000)
 	pods := append(o.Pods, benchTestPod("client", "n1", netip.MustParseAddr("10.86.0.2")), benchTestPod("server", "n2", netip.MustParseAddr("10.86.1.2")))
 	pols := append(o.Policies, flipPolicy(benchPortFlipA))
 	b.ReportAllocs()
 	for b.Loop() {
 		rs := policy.Compile(policy.ModelFromObjects(o.Namespaces, pods, pols), "n2")
-		elems := 0
-		for _, p := range rs.Pods {
-			for _, c := range []*policy.Chain{p.Ingress, p.Egress} {
-				if c != nil {
-					elems += len(c.Any4) + len(c.Ports4)
-				}
-			}
+		rules := 0
+		for _, p := range rs.Profiles {
+			rules += len(p.Rules)
 		}
 		b.ReportMetric(float64(len(rs.Pods)), "pods")
-		b.ReportMetric(float64(elems), "elements")
+		b.ReportMetric(float64(len(rs.Profiles)), "profiles")
+		b.ReportMetric(float64(rules), "rules")
+		b.ReportMetric(float64(rs.Elements()), "elements")
 	}
 }

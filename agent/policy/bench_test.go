@@ -101,16 +101,14 @@ func benchCompile(b *testing.B, pods, policies, nodes, namespaces int) {
 		rs = Compile(m, "n0")
 	}
 	b.StopTimer()
-	elems := 0
-	for _, p := range rs.Pods {
-		for _, ch := range []*Chain{p.Ingress, p.Egress} {
-			if ch != nil {
-				elems += len(ch.Any4) + len(ch.Any6) + len(ch.Ports4) + len(ch.Ports6)
-			}
-		}
+	rules := 0
+	for _, p := range rs.Profiles {
+		rules += len(p.Rules)
 	}
 	b.ReportMetric(float64(len(rs.Pods)), "pods")
-	b.ReportMetric(float64(elems), "elements")
+	b.ReportMetric(float64(len(rs.Profiles)), "profiles")
+	b.ReportMetric(float64(rules), "rules")
+	b.ReportMetric(float64(rs.Elements()), "elements")
 	if errs := invariantErrors(rs); errs != nil {
 		b.Fatal(errs[0])
 	}

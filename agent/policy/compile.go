@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -34,6 +35,11 @@ import (
 //     selectors match (egress: an ipBlock peer gets none; a rule without
 //     peers covers every pod having that port), so one egress rule can
 //     allow different ports to different peers.
+//
+// Each distinct peer becomes one set, each distinct list of exact ports
+// one set, and pods isolated by the same resolved rules share one profile
+// (the layout is in the package comment), so the output grows with the
+// pods plus the policies' peers and ports, not their product.
 //
 // Input the API server would reject fails closed and is listed in
 // Ruleset.Problems. The output is deterministic: it does not depend on
@@ -68,27 +74,47 @@ type compiler struct {
 	local    map[string][]int // namespace -> pods on node
 	nsNames  []string         // namespaces having pods, sorted
 	nsCache  map[string][]string
-	peers    map[string]*peerPods
+	groups   map[string]*group // peer key -> the pods it matches
+	cidrs    map[string]*group // ranges key -> ipBlock sets
 	states   map[int]*podState
-	flat     map[string]*Chain // flatten's memo
-	runs     map[runKey][2][]ubox
+	blocks   map[string]*block // ingress blocks with named ports, by resolution
+	nblocks  int
+	profiles map[string]*Profile // profile key -> profile
+	allSets  map[string]*AddrSet // every peer set made, by name
+	sets     map[string]*AddrSet // the ones a profile uses
+	ports    map[string]*PortSet
 	problems []string
 }
 
-// peerPods are the pods a (podSelector, namespaceSelector) pair matches.
-type peerPods struct {
+// group is one peer: the pods a (podSelector, namespaceSelector) pair
+// matches, or an ipBlock's ranges; its sets are made when a rule uses it.
+type group struct {
+	key    string
 	pods   []int
-	ranges []AddrRange
+	ranges []AddrRange // ipBlock
+	cidr   bool
+	sets   []string // names of its non-empty sets, made on first use
+	made   bool
 }
 
-type podState struct{ in, eg *Chain }
+// block is the kernel rules one policy gives a pod in one direction;
+// pods with the same blocks share a profile.
+type block struct {
+	id     int
+	policy string
+	rules  []Rule
+}
+
+type podState struct{ in, eg []*block }
 
 func newCompiler(m Model, node string) *compiler {
 	c := &compiler{
 		m: m, node: node,
 		byNs: map[string][]int{}, byLabel: map[string][]int{}, byPort: map[string][]int{},
 		local: map[string][]int{}, nsCache: map[string][]string{},
-		peers: map[string]*peerPods{}, states: map[int]*podState{}, flat: map[string]*Chain{}, runs: map[runKey][2][]ubox{},
+		groups: map[string]*group{}, cidrs: map[string]*group{}, states: map[int]*podState{},
+		blocks: map[string]*block{}, profiles: map[string]*Profile{},
+		allSets: map[string]*AddrSet{}, sets: map[string]*AddrSet{}, ports: map[string]*PortSet{},
 	}
 	for i := range m.Pods {
 		if p := &m.Pods[i]; !p.HostNetwork && len(p.IPs) > 0 {
@@ -120,6 +146,11 @@ func newCompiler(m Model, node string) *compiler {
 
 func (c *compiler) problem(format string, args ...any) {
 	c.problems = append(c.problems, fmt.Sprintf(format, args...))
+}
+
+func (c *compiler) newBlock(policy string, rules []Rule) *block {
+	c.nblocks++
+	return &block{id: c.nblocks, policy: policy, rules: rules}
 }
 
 func (c *compiler) addPolicy(np *networkingv1.NetworkPolicy) {
@@ -160,57 +191,85 @@ func (c *compiler) addPolicy(np *networkingv1.NetworkPolicy) {
 				rules = append(rules, c.resolveRule(key, np.Namespace, "ingress", i, r.From, r.Ports))
 			}
 		}
+		named := slices.ContainsFunc(rules, func(r *rule) bool { return len(r.named) > 0 })
+		var shared *block
 		for _, pi := range selected {
-			ch := c.chain(pi, true)
-			ch.Policies = append(ch.Policies, key)
-			for _, r := range rules {
-				ch.Rules = append(ch.Rules, r.ingressAllows(c.pods[pi])...)
+			var b *block
+			switch {
+			case !named && shared != nil:
+				b = shared
+			case !named:
+				var out []Rule
+				for _, r := range rules {
+					out = c.ingressRules(out, r, nil)
+				}
+				shared = c.newBlock(key, out)
+				b = shared
+			default:
+				b = c.namedIngressBlock(key, rules, c.pods[pi])
 			}
+			st := c.state(pi)
+			st.in = append(st.in, b)
 		}
 	}
 	if egress {
-		var allows []Allow
+		var out []Rule
 		if !broken {
 			for i, r := range np.Spec.Egress {
-				allows = append(allows, c.egressAllows(c.resolveRule(key, np.Namespace, "egress", i, r.To, r.Ports))...)
+				out = c.egressRules(out, c.resolveRule(key, np.Namespace, "egress", i, r.To, r.Ports))
 			}
 		}
+		b := c.newBlock(key, out)
 		for _, pi := range selected {
-			ch := c.chain(pi, false)
-			ch.Policies = append(ch.Policies, key)
-			ch.Rules = append(ch.Rules, allows...)
+			st := c.state(pi)
+			st.eg = append(st.eg, b)
 		}
 	}
 }
 
-func (c *compiler) chain(pi int, ingress bool) *Chain {
+// namedIngressBlock is the block of rules for pod p, whose named ports
+// decide some of them; pods resolving them alike share it.
+func (c *compiler) namedIngressBlock(key string, rules []*rule, p *Pod) *block {
+	var kb strings.Builder
+	kb.WriteString(key)
+	for _, r := range rules {
+		for _, pp := range r.resolveNamed(nil, p) {
+			fmt.Fprintf(&kb, "\x00%d:%d/%d-%d", r.index, pp.Proto, pp.Ports.From, pp.Ports.To)
+		}
+	}
+	if b, ok := c.blocks[kb.String()]; ok {
+		return b
+	}
+	var out []Rule
+	for _, r := range rules {
+		out = c.ingressRules(out, r, p)
+	}
+	b := c.newBlock(key, out)
+	c.blocks[kb.String()] = b
+	return b
+}
+
+func (c *compiler) state(pi int) *podState {
 	st := c.states[pi]
 	if st == nil {
 		st = &podState{}
 		c.states[pi] = st
 	}
-	p := &st.eg
-	if ingress {
-		p = &st.in
-	}
-	if *p == nil {
-		*p = &Chain{}
-	}
-	return *p
+	return st
 }
 
-// ruleset flattens the chains of the isolated pods.
+// ruleset builds the profiles of the isolated pods.
 func (c *compiler) ruleset() Ruleset {
 	rs := Ruleset{Node: c.node}
 	for pi, st := range c.states {
 		p := c.pods[pi]
-		pr := PodRules{ID: PodID(p.Namespace, p.Name), Namespace: p.Namespace, Name: p.Name,
-			IPs: slices.Clone(p.IPs), Ingress: st.in, Egress: st.eg}
+		pr := PodRules{ID: PodID(p.Namespace, p.Name), Namespace: p.Namespace, Name: p.Name, IPs: slices.Clone(p.IPs)}
 		slices.SortFunc(pr.IPs, netip.Addr.Compare)
-		for _, ch := range []*Chain{pr.Ingress, pr.Egress} {
-			if ch != nil {
-				c.flatten(ch)
-			}
+		if st.in != nil {
+			pr.IngressChain = c.profile(st.in, false).Name
+		}
+		if st.eg != nil {
+			pr.EgressChain = c.profile(st.eg, true).Name
 		}
 		rs.Pods = append(rs.Pods, pr)
 	}
@@ -229,98 +288,82 @@ func (c *compiler) ruleset() Ruleset {
 			return false
 		})
 	}
+	for _, p := range c.profiles {
+		rs.Profiles = append(rs.Profiles, *p)
+		for _, r := range p.Rules {
+			if r.Peers != "" {
+				c.useSet(r.Peers)
+			}
+		}
+	}
+	for _, s := range c.sets {
+		rs.AddrSets = append(rs.AddrSets, *s)
+	}
+	for _, s := range c.ports {
+		rs.PortSets = append(rs.PortSets, *s)
+	}
+	slices.SortFunc(rs.Profiles, func(a, b Profile) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(rs.AddrSets, func(a, b AddrSet) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(rs.PortSets, func(a, b PortSet) int { return strings.Compare(a.Name, b.Name) })
 	rs.Problems = c.problems
 	return rs
 }
 
-// PodID is the ID of the pod's chains and sets: the first 12 hex digits
-// of the SHA-256 of "namespace/name".
-func PodID(namespace, name string) string {
-	sum := sha256.Sum256([]byte(namespace + "/" + name))
-	return hex.EncodeToString(sum[:6])
-}
-
-// runKey identifies the boxes of shared peers with one protocol and port
-// range.
-type runKey struct {
-	peers *AddrRange
-	n     int
-	ports ProtoPorts
-}
-
-// flatten fills ch's sets from ch.Rules. Pods with the same rules (the
-// same resolved peers, shared, and ports) share the result.
-func (c *compiler) flatten(ch *Chain) {
-	slices.Sort(ch.Policies)
-	ch.Policies = slices.Compact(ch.Policies)
+// profile is the profile of a pod whose policies gave it blocks (in
+// policy order) in one direction.
+func (c *compiler) profile(blocks []*block, egress bool) *Profile {
 	var kb strings.Builder
-	for _, a := range ch.Rules {
-		fmt.Fprintf(&kb, "%d %p %d %t:", len(a.Peers), sliceID(a.Peers), len(a.Ports), a.Ports == nil)
-		for _, pp := range a.Ports {
-			fmt.Fprintf(&kb, "%d/%d-%d,", pp.Proto, pp.Ports.From, pp.Ports.To)
+	kb.WriteString(map[bool]string{false: "in", true: "eg"}[egress])
+	for _, b := range blocks {
+		kb.WriteString(":" + strconv.Itoa(b.id))
+	}
+	if p, ok := c.profiles[kb.String()]; ok {
+		return p
+	}
+	p := &Profile{Egress: egress}
+	seen := map[Rule]bool{}
+	all := false
+	for _, b := range blocks {
+		p.Policies = append(p.Policies, b.policy)
+		for _, r := range b.rules {
+			k := Rule{Peers: r.Peers, Ports: r.Ports, Proto: r.Proto, Range: r.Range}
+			if all || seen[k] {
+				continue // an earlier rule decides every packet this one matches
+			}
+			seen[k] = true
+			all = k == Rule{}
+			p.Rules = append(p.Rules, r)
 		}
-		kb.WriteByte(';')
 	}
-	key := kb.String()
-	if f, ok := c.flat[key]; ok {
-		ch.Any4, ch.Any6, ch.Ports4, ch.Ports6 = f.Any4, f.Any6, f.Ports4, f.Ports6
-		return
+	slices.Sort(p.Policies)
+	p.Policies = slices.Compact(p.Policies)
+	var hb strings.Builder
+	hb.WriteString(strings.Join(p.Policies, ","))
+	for _, r := range p.Rules {
+		fmt.Fprintf(&hb, "\x00%s\x00%d\x00%s\x00%s\x00%d\x00%d-%d", r.Policy, r.Index, r.Peers, r.Ports, r.Proto, r.Range.From, r.Range.To)
 	}
-	c.flattenRules(ch)
-	c.flat[key] = ch
+	prefix := "ingress-"
+	if egress {
+		prefix = "egress-"
+	}
+	p.Name = prefix + hash12(hb.String())
+	c.profiles[kb.String()] = p
+	return p
 }
 
-// sliceID identifies a shared slice (the compiler keeps every resolved
-// slice alive, so no address is reused during a compile).
-func sliceID(rs []AddrRange) *AddrRange {
-	if len(rs) == 0 {
-		return nil
+// useSet puts the named peer set in the output.
+func (c *compiler) useSet(name string) {
+	if s, ok := c.allSets[name]; ok {
+		c.sets[name] = s
 	}
-	return &rs[0]
 }
 
-func (c *compiler) flattenRules(ch *Chain) {
-	var any []AddrRange
-	for _, a := range ch.Rules {
-		if a.Ports == nil {
-			if a.Peers == nil {
-				any = append(any, full4, full6)
-			} else {
-				any = append(any, a.Peers...)
-			}
-		}
-	}
-	any = mergeRanges(any)
-	s4, s6 := newBoxSet(true), newBoxSet(false)
-	for _, a := range ch.Rules {
-		if a.Ports == nil {
-			continue
-		}
-		peers := a.Peers
-		if peers == nil {
-			peers = []AddrRange{full4, full6}
-		}
-		if len(any) == 0 && a.Peers != nil {
-			// The usual case: the runs depend on the shared peers only.
-			for _, pp := range a.Ports {
-				k := runKey{sliceID(a.Peers), len(a.Peers), pp}
-				r, ok := c.runs[k]
-				if !ok {
-					v4, v6 := splitFamilies(a.Peers)
-					r = [2][]ubox{toRun(v4, pp.Ports), toRun(v6, pp.Ports)}
-					c.runs[k] = r
-				}
-				s4.add(pp.Proto, r[0])
-				s6.add(pp.Proto, r[1])
-			}
-			continue
-		}
-		v4, v6 := splitFamilies(subtractRanges(peers, any))
-		for _, pp := range a.Ports {
-			s4.addRun(v4, pp.Proto, pp.Ports)
-			s6.addRun(v6, pp.Proto, pp.Ports)
-		}
-	}
-	ch.Any4, ch.Any6 = splitFamilies(any)
-	ch.Ports4, ch.Ports6 = s4.disjoint(), s6.disjoint()
+// PodID is the ID of the pod (dumps, logs): the first 12 hex digits of
+// the SHA-256 of "namespace/name".
+func PodID(namespace, name string) string { return hash12(namespace + "/" + name) }
+
+// hash12 is the first 12 hex digits of the SHA-256 of s.
+func hash12(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:6])
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -13,6 +14,7 @@ func invariantErrors(rs Ruleset) []string {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	owner := map[netip.Addr]string{}
+	usedProfiles, usedSets, usedPorts := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for i, p := range rs.Pods {
 		if i > 0 && rs.Pods[i-1].ID >= p.ID {
 			bad("pods not sorted by ID at %d", i)
@@ -20,7 +22,7 @@ func invariantErrors(rs Ruleset) []string {
 		if p.ID != PodID(p.Namespace, p.Name) {
 			bad("%s/%s: ID %s", p.Namespace, p.Name, p.ID)
 		}
-		if p.Ingress == nil && p.Egress == nil {
+		if p.IngressChain == "" && p.EgressChain == "" {
 			bad("%s: not isolated", p.ID)
 		}
 		for _, a := range p.IPs {
@@ -29,17 +31,92 @@ func invariantErrors(rs Ruleset) []string {
 			}
 			owner[a] = p.ID
 		}
-		for _, ch := range []*Chain{p.Ingress, p.Egress} {
-			if ch == nil {
+		for _, ch := range []struct {
+			name   string
+			egress bool
+		}{{p.IngressChain, false}, {p.EgressChain, true}} {
+			if ch.name == "" {
 				continue
 			}
-			if !slices.IsSorted(ch.Policies) || len(slices.Compact(slices.Clone(ch.Policies))) != len(ch.Policies) {
-				bad("%s: policies %v", p.ID, ch.Policies)
+			usedProfiles[ch.name] = true
+			if pr := rs.FindProfile(ch.name); pr == nil || pr.Egress != ch.egress {
+				bad("%s: chain %s missing or of the other direction", p.ID, ch.name)
 			}
-			checkRanges(bad, p.ID+" any4", ch.Any4, true)
-			checkRanges(bad, p.ID+" any6", ch.Any6, false)
-			checkBoxes(bad, p.ID+" ports4", ch.Ports4, true)
-			checkBoxes(bad, p.ID+" ports6", ch.Ports6, false)
+		}
+	}
+	for i, pr := range rs.Profiles {
+		if i > 0 && rs.Profiles[i-1].Name >= pr.Name {
+			bad("profiles not sorted at %s", pr.Name)
+		}
+		if !usedProfiles[pr.Name] {
+			bad("profile %s: no pod uses it", pr.Name)
+		}
+		if prefix := map[bool]string{false: "ingress-", true: "egress-"}[pr.Egress]; !strings.HasPrefix(pr.Name, prefix) || len(pr.Name) != len(prefix)+12 {
+			bad("profile %s: bad name", pr.Name)
+		}
+		if !slices.IsSorted(pr.Policies) || len(slices.Compact(slices.Clone(pr.Policies))) != len(pr.Policies) {
+			bad("%s: policies %v", pr.Name, pr.Policies)
+		}
+		for _, r := range pr.Rules {
+			if !slices.Contains(pr.Policies, r.Policy) {
+				bad("%s: rule of %s, not among its policies", pr.Name, r.Policy)
+			}
+			if r.Peers != "" {
+				usedSets[r.Peers] = true
+				if rs.FindAddrSet(r.Peers) == nil {
+					bad("%s: set %s missing", pr.Name, r.Peers)
+				}
+			}
+			switch {
+			case r.Ports != "":
+				usedPorts[r.Ports] = true
+				if rs.FindPortSet(r.Ports) == nil || r.Proto != 0 || r.Range != (PortRange{}) {
+					bad("%s: port set %s missing or with a protocol", pr.Name, r.Ports)
+				}
+			case r.Proto == 0 && r.Range != (PortRange{}):
+				bad("%s: range without protocol", pr.Name)
+			case r.Proto != 0 && r.Range.To < r.Range.From:
+				bad("%s: bad range %v", pr.Name, r.Range)
+			}
+		}
+	}
+	for i, s := range rs.AddrSets {
+		if i > 0 && rs.AddrSets[i-1].Name >= s.Name {
+			bad("sets not sorted at %s", s.Name)
+		}
+		if !usedSets[s.Name] {
+			bad("set %s: no rule uses it", s.Name)
+		}
+		fam := map[bool]string{false: "4", true: "6"}[s.V6]
+		kind := map[bool]string{false: "pods", true: "cidr"}[s.Interval]
+		if !strings.HasPrefix(s.Name, kind+fam+"-") {
+			bad("set %s: bad name", s.Name)
+		}
+		if s.Interval {
+			checkRanges(bad, s.Name, s.Ranges, !s.V6)
+			if len(s.Addrs) > 0 || len(s.Ranges) == 0 {
+				bad("set %s: interval set with addresses or empty", s.Name)
+			}
+			continue
+		}
+		if len(s.Ranges) > 0 || len(s.Addrs) == 0 {
+			bad("set %s: hash set with ranges or empty", s.Name)
+		}
+		for j, a := range s.Addrs {
+			if !a.IsValid() || a.Is4() == s.V6 || (j > 0 && s.Addrs[j-1].Compare(a) >= 0) {
+				bad("set %s: address %v bad or not sorted", s.Name, a)
+			}
+		}
+	}
+	for i, s := range rs.PortSets {
+		if i > 0 && rs.PortSets[i-1].Name >= s.Name {
+			bad("port sets not sorted at %s", s.Name)
+		}
+		if !usedPorts[s.Name] {
+			bad("port set %s: no rule uses it", s.Name)
+		}
+		if len(s.Ports) < 2 || !slices.IsSortedFunc(s.Ports, compareProtoPort) || len(slices.Compact(slices.Clone(s.Ports))) != len(s.Ports) {
+			bad("port set %s: %v", s.Name, s.Ports)
 		}
 	}
 	return errs
@@ -54,32 +131,6 @@ func checkRanges(bad func(string, ...any), what string, rs []AddrRange, v4 bool)
 			bad("%s: %v and %v overlap or touch", what, rs[i-1], r)
 		}
 	}
-}
-
-func checkBoxes(bad func(string, ...any), what string, bs []PortBox, v4 bool) {
-	for i, b := range bs {
-		if !b.Addrs.From.IsValid() || b.Addrs.From.Is4() != v4 || b.Addrs.To.Is4() != v4 ||
-			b.Addrs.To.Less(b.Addrs.From) || b.Ports.To < b.Ports.From {
-			bad("%s: bad box %v", what, b)
-		}
-		if i > 0 && comparePortBox(bs[i-1], b) >= 0 {
-			bad("%s: not sorted at %d", what, i)
-		}
-	}
-	// Sorted by From: only boxes starting before bs[i] ends can overlap it.
-	for i := range bs {
-		for j := i + 1; j < len(bs) && bs[j].Addrs.From.Compare(bs[i].Addrs.To) <= 0; j++ {
-			if boxesOverlap(bs[i], bs[j]) {
-				bad("%s: %v and %v overlap", what, bs[i], bs[j])
-			}
-		}
-	}
-}
-
-func boxesOverlap(a, b PortBox) bool {
-	return a.Proto == b.Proto &&
-		a.Addrs.From.Compare(b.Addrs.To) <= 0 && b.Addrs.From.Compare(a.Addrs.To) <= 0 &&
-		a.Ports.From <= b.Ports.To && b.Ports.From <= a.Ports.To
 }
 
 func checkInvariants(t testing.TB, rs Ruleset) {

@@ -80,53 +80,6 @@ func TestRangeOps(t *testing.T) {
 	}
 }
 
-// TestDisjointBoxes: random boxes; a point is in the union of the input
-// iff it is in the output; the output is sorted and pairwise disjoint.
-func TestDisjointBoxes(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 6))
-	for i := range 5000 {
-		v4 := r.IntN(2) == 0
-		var in []PortBox
-		for range 1 + r.IntN(8) {
-			in = append(in, PortBox{randRange(r, v4), []Proto{TCP, UDP}[r.IntN(2)], randPorts(r)})
-		}
-		out := disjointBoxes(slices.Clone(in))
-		var bad []string
-		checkBoxes(func(f string, args ...any) { bad = append(bad, f) }, "out", out, v4)
-		if bad != nil {
-			t.Fatalf("case %d: %v\nin  %v\nout %v", i, bad, in, out)
-		}
-		contains := func(bs []PortBox, a netip.Addr, proto Proto, port uint16) bool {
-			return slices.ContainsFunc(bs, func(b PortBox) bool { return b.Contains(a, proto, port) })
-		}
-		for range 200 {
-			a, proto, port := randAddr(r, v4), []Proto{TCP, UDP}[r.IntN(2)], randPorts(r).From
-			if contains(in, a, proto, port) != contains(out, a, proto, port) {
-				t.Fatalf("case %d: (%s, %s, %d)\nin  %v\nout %v", i, a, proto, port, in, out)
-			}
-		}
-	}
-}
-
-func TestDisjointBoxesMerges(t *testing.T) {
-	a := netip.MustParseAddr
-	in := []PortBox{
-		{AddrRange{a("10.0.0.1"), a("10.0.0.1")}, TCP, PortRange{80, 80}},
-		{AddrRange{a("10.0.0.2"), a("10.0.0.3")}, TCP, PortRange{80, 80}},
-		{AddrRange{a("10.0.0.0"), a("10.0.0.3")}, TCP, PortRange{81, 90}},
-		{AddrRange{a("10.0.0.3"), a("10.0.0.3")}, UDP, PortRange{53, 53}},
-	}
-	got := boxStrings(disjointBoxes(in))
-	want := []string{
-		"10.0.0.0 . tcp . 81-90",
-		"10.0.0.1-10.0.0.3 . tcp . 80-90",
-		"10.0.0.3 . udp . 53",
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("got %q, want %q", got, want)
-	}
-}
-
 func TestRangeString(t *testing.T) {
 	a := netip.MustParseAddr
 	for _, tc := range []struct {

@@ -20,8 +20,7 @@ type rule struct {
 	index    int
 	broken   bool
 	allPeers bool
-	peers    []AddrRange // merged
-	peerPods []int       // the selector peers, sorted
+	peers    []*group // pod groups and ipBlocks, in the rule's order
 	allPorts bool
 	numeric  []ProtoPorts // merged
 	named    []namedRef
@@ -41,7 +40,6 @@ func (c *compiler) resolveRule(key, ns, dir string, i int, peers []networkingv1.
 		return r
 	}
 	r.allPeers = len(peers) == 0
-	var podSets [][]int
 	for j, p := range peers {
 		switch {
 		case p.IPBlock != nil && (p.PodSelector != nil || p.NamespaceSelector != nil):
@@ -51,27 +49,16 @@ func (c *compiler) resolveRule(key, ns, dir string, i int, peers []networkingv1.
 			if err != nil {
 				return fail("peer %d: %v", j, err)
 			}
-			r.peers = append(r.peers, rs...)
+			r.peers = append(r.peers, c.cidrGroup(rs))
 		case p.PodSelector != nil || p.NamespaceSelector != nil:
-			pp, err := c.selectPeers(ns, p.PodSelector, p.NamespaceSelector)
+			g, err := c.selectPeers(ns, p.PodSelector, p.NamespaceSelector)
 			if err != nil {
 				return fail("peer %d: %v", j, err)
 			}
-			r.peers = append(r.peers, pp.ranges...)
-			podSets = append(podSets, pp.pods)
+			r.peers = append(r.peers, g)
 		default:
 			return fail("peer %d: empty", j)
 		}
-	}
-	r.peers = mergeRanges(r.peers)
-	switch len(podSets) {
-	case 0:
-	case 1:
-		r.peerPods = podSets[0]
-	default:
-		r.peerPods = slices.Concat(podSets...)
-		slices.Sort(r.peerPods)
-		r.peerPods = slices.Compact(r.peerPods)
 	}
 	r.allPorts = len(ports) == 0
 	for j, p := range ports {
@@ -120,86 +107,203 @@ func (r *rule) resolveNamed(ports []ProtoPorts, p *Pod) []ProtoPorts {
 	return mergePorts(ports)
 }
 
-// ingressAllows is what r allows into the isolated pod p.
-func (r *rule) ingressAllows(p *Pod) []Allow {
-	if r.broken || (!r.allPeers && len(r.peers) == 0) {
-		return nil
+// peerSets are the set names a rule's peers match on ("" for every
+// address).
+func (c *compiler) peerSets(r *rule) []string {
+	if r.allPeers {
+		return []string{""}
 	}
-	var peers []AddrRange
-	if !r.allPeers {
-		peers = r.peers
+	var out []string
+	for _, g := range r.peers {
+		out = append(out, c.groupSets(g)...)
 	}
-	if r.allPorts {
-		return []Allow{{Policy: r.policy, Rule: r.index, Peers: peers}}
-	}
-	ports := r.numeric
-	if len(r.named) > 0 {
-		ports = r.resolveNamed(slices.Clone(r.numeric), p)
-	}
-	if len(ports) == 0 {
-		return nil
-	}
-	return []Allow{{Policy: r.policy, Rule: r.index, Peers: peers, Ports: ports}}
+	return out
 }
 
-// egressAllows is what r allows out of the pods its policy isolates.
-func (c *compiler) egressAllows(r *rule) []Allow {
+// ingressRules appends what r allows into the isolated pod p (nil when r
+// has no named ports).
+func (c *compiler) ingressRules(out []Rule, r *rule, p *Pod) []Rule {
 	if r.broken {
-		return nil
+		return out
 	}
-	var peers []AddrRange
-	if !r.allPeers {
-		if len(r.peers) == 0 {
-			return nil
-		}
-		peers = r.peers
+	var ports []Rule
+	switch {
+	case r.allPorts:
+		ports = []Rule{{}}
+	case len(r.named) > 0 && p != nil:
+		ports = c.portRules(r.resolveNamed(slices.Clone(r.numeric), p))
+	default:
+		ports = c.portRules(r.numeric)
+	}
+	return appendRules(out, r, c.peerSets(r), ports)
+}
+
+// egressRules appends what r allows out of the pods its policy isolates.
+func (c *compiler) egressRules(out []Rule, r *rule) []Rule {
+	if r.broken {
+		return out
 	}
 	if r.allPorts {
-		return []Allow{{Policy: r.policy, Rule: r.index, Peers: peers}}
+		return appendRules(out, r, c.peerSets(r), []Rule{{}})
 	}
-	var out []Allow
 	if len(r.numeric) > 0 {
-		out = append(out, Allow{Policy: r.policy, Rule: r.index, Peers: peers, Ports: r.numeric})
+		out = appendRules(out, r, c.peerSets(r), c.portRules(r.numeric))
 	}
 	if len(r.named) == 0 {
 		return out
 	}
-	cands := r.peerPods
+	var names strings.Builder
+	for _, n := range r.named {
+		fmt.Fprintf(&names, "%s/%d,", n.name, n.proto)
+	}
+	peers := r.peers
 	if r.allPeers {
-		cands = nil
+		var cands []int
 		for _, n := range r.named {
 			cands = append(cands, c.byPort[n.name]...)
 		}
 		slices.Sort(cands)
-		cands = slices.Compact(cands)
+		peers = []*group{{key: "all", pods: slices.Compact(cands)}}
 	}
-	first := len(out)
-	group := map[string]int{}
-	var sb strings.Builder
-	for _, pi := range cands {
-		p := c.pods[pi]
-		ports := r.resolveNamed(nil, p)
-		if len(ports) == 0 {
-			continue
+	for _, g := range peers {
+		if g.cidr {
+			continue // an ipBlock peer has no named ports
 		}
-		sb.Reset()
-		for _, pp := range ports {
-			fmt.Fprintf(&sb, "%d/%d-%d,", pp.Proto, pp.Ports.From, pp.Ports.To)
+		// The peer's pods, by how they resolve the rule's named ports.
+		var order []string
+		split := map[string][]int{}
+		resolved := map[string][]ProtoPorts{}
+		var sb strings.Builder
+		for _, pi := range g.pods {
+			ports := r.resolveNamed(nil, c.pods[pi])
+			if len(ports) == 0 {
+				continue
+			}
+			sb.Reset()
+			for _, pp := range ports {
+				fmt.Fprintf(&sb, "%d/%d-%d,", pp.Proto, pp.Ports.From, pp.Ports.To)
+			}
+			k := sb.String()
+			if _, ok := split[k]; !ok {
+				order = append(order, k)
+				resolved[k] = ports
+			}
+			split[k] = append(split[k], pi)
 		}
-		gi, ok := group[sb.String()]
-		if !ok {
-			gi = len(out)
-			group[sb.String()] = gi
-			out = append(out, Allow{Policy: r.policy, Rule: r.index, Ports: ports})
+		for _, k := range order {
+			sub := c.subGroup(g.key+"\x00named "+names.String()+"\x00"+k, split[k])
+			out = appendRules(out, r, c.groupSets(sub), c.portRules(resolved[k]))
 		}
-		for _, a := range p.IPs {
-			out[gi].Peers = append(out[gi].Peers, addrRange(a))
-		}
-	}
-	for i := first; i < len(out); i++ {
-		out[i].Peers = mergeRanges(out[i].Peers)
 	}
 	return out
+}
+
+// appendRules appends one Rule of r per peer set and port match.
+func appendRules(out []Rule, r *rule, peers []string, ports []Rule) []Rule {
+	for _, s := range peers {
+		for _, pm := range ports {
+			pm.Policy, pm.Index, pm.Peers = r.policy, r.index, s
+			out = append(out, pm)
+		}
+	}
+	return out
+}
+
+// portRules are the port matches of merged ports: a port set for two or
+// more exact ports, one match per range or single port otherwise.
+func (c *compiler) portRules(ports []ProtoPorts) []Rule {
+	var out []Rule
+	var exact []ProtoPort
+	for _, pp := range ports {
+		if pp.Ports.From == pp.Ports.To {
+			exact = append(exact, ProtoPort{pp.Proto, pp.Ports.From})
+		}
+	}
+	if len(exact) >= 2 {
+		out = append(out, Rule{Ports: c.portSet(exact)})
+	}
+	for _, pp := range ports {
+		if pp.Ports.From != pp.Ports.To || len(exact) < 2 {
+			out = append(out, Rule{Proto: pp.Proto, Range: pp.Ports})
+		}
+	}
+	return out
+}
+
+// portSet is the name of the port set holding exact (sorted, distinct).
+func (c *compiler) portSet(exact []ProtoPort) string {
+	var kb strings.Builder
+	for _, p := range exact {
+		fmt.Fprintf(&kb, "%d/%d,", p.Proto, p.Port)
+	}
+	name := "ports-" + hash12(kb.String())
+	if _, ok := c.ports[name]; !ok {
+		c.ports[name] = &PortSet{Name: name, Ports: exact}
+	}
+	return name
+}
+
+// subGroup is the group of some of a peer's pods (those resolving named
+// ports alike), made once per key.
+func (c *compiler) subGroup(key string, pods []int) *group {
+	if g, ok := c.groups[key]; ok {
+		return g
+	}
+	g := &group{key: key, pods: pods}
+	c.groups[key] = g
+	return g
+}
+
+// cidrGroup is the group of an ipBlock's ranges (one family).
+func (c *compiler) cidrGroup(rs []AddrRange) *group {
+	var kb strings.Builder
+	for _, r := range rs {
+		kb.WriteString(r.From.String() + "-" + r.To.String() + ",")
+	}
+	if g, ok := c.cidrs[kb.String()]; ok {
+		return g
+	}
+	g := &group{key: kb.String(), ranges: rs, cidr: true}
+	c.cidrs[kb.String()] = g
+	return g
+}
+
+// groupSets makes g's sets (once) and names its non-empty ones.
+func (c *compiler) groupSets(g *group) []string {
+	if g.made {
+		return g.sets
+	}
+	g.made = true
+	h := hash12(g.key)
+	if g.cidr {
+		if len(g.ranges) > 0 {
+			v6 := g.ranges[0].From.Is6()
+			s := &AddrSet{Name: fmt.Sprintf("cidr%d-%s", map[bool]int{false: 4, true: 6}[v6], h), V6: v6, Interval: true, Ranges: g.ranges}
+			c.allSets[s.Name] = s
+			g.sets = []string{s.Name}
+		}
+		return g.sets
+	}
+	var v4, v6 []netip.Addr
+	for _, pi := range g.pods {
+		for _, a := range c.pods[pi].IPs {
+			if a.Is4() {
+				v4 = append(v4, a)
+			} else {
+				v6 = append(v6, a)
+			}
+		}
+	}
+	for i, addrs := range [][]netip.Addr{v4, v6} {
+		if len(addrs) == 0 {
+			continue
+		}
+		slices.SortFunc(addrs, netip.Addr.Compare)
+		s := &AddrSet{Name: fmt.Sprintf("pods%d-%s", 4+2*i, h), V6: i == 1, Addrs: slices.Compact(addrs)}
+		c.allSets[s.Name] = s
+		g.sets = append(g.sets, s.Name)
+	}
+	return g.sets
 }
 
 // ipBlockRanges is cidr minus except, of cidr's family.
@@ -224,7 +328,7 @@ func ipBlockRanges(b *networkingv1.IPBlock) ([]AddrRange, error) {
 // selectPeers resolves a peer's selectors (not both nil): pods of ns
 // matching podSel when nsSel is nil; else pods matching podSel (nil: all)
 // in the namespaces matching nsSel.
-func (c *compiler) selectPeers(ns string, podSel, nsSel *metav1.LabelSelector) (*peerPods, error) {
+func (c *compiler) selectPeers(ns string, podSel, nsSel *metav1.LabelSelector) (*group, error) {
 	ps := labels.Everything()
 	if podSel != nil {
 		var err error
@@ -242,22 +346,16 @@ func (c *compiler) selectPeers(ns string, podSel, nsSel *metav1.LabelSelector) (
 		nsKey = "~" + nss.String()
 	}
 	key := nsKey + "\x00" + ps.String()
-	if pp, ok := c.peers[key]; ok {
-		return pp, nil
+	if g, ok := c.groups[key]; ok {
+		return g, nil
 	}
 	namespaces := []string{ns}
 	if nss != nil {
 		namespaces = c.matchNamespaces(nsKey, nss)
 	}
-	pp := &peerPods{pods: c.matchPods(ps, namespaces)}
-	for _, pi := range pp.pods {
-		for _, a := range c.pods[pi].IPs {
-			pp.ranges = append(pp.ranges, addrRange(a))
-		}
-	}
-	pp.ranges = mergeRanges(pp.ranges)
-	c.peers[key] = pp
-	return pp, nil
+	g := &group{key: key, pods: c.matchPods(ps, namespaces)}
+	c.groups[key] = g
+	return g, nil
 }
 
 // matchNamespaces is the namespaces having pods that sel matches (a
