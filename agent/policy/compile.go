@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
@@ -158,7 +157,7 @@ func (c *compiler) addPolicy(np *networkingv1.NetworkPolicy) {
 		return // selects nothing here
 	}
 	key := np.Namespace + "/" + np.Name
-	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	sel, err := parseSelector(&np.Spec.PodSelector)
 	broken := false
 	if err != nil {
 		c.problem("%s: podSelector: %v: selects every pod of %s and allows nothing", key, err, np.Namespace)

@@ -332,7 +332,7 @@ func (c *compiler) selectPeers(ns string, podSel, nsSel *metav1.LabelSelector) (
 	ps := labels.Everything()
 	if podSel != nil {
 		var err error
-		if ps, err = metav1.LabelSelectorAsSelector(podSel); err != nil {
+		if ps, err = parseSelector(podSel); err != nil {
 			return nil, fmt.Errorf("podSelector: %v", err)
 		}
 	}
@@ -340,7 +340,7 @@ func (c *compiler) selectPeers(ns string, podSel, nsSel *metav1.LabelSelector) (
 	nsKey := "=" + ns
 	if nsSel != nil {
 		var err error
-		if nss, err = metav1.LabelSelectorAsSelector(nsSel); err != nil {
+		if nss, err = parseSelector(nsSel); err != nil {
 			return nil, fmt.Errorf("namespaceSelector: %v", err)
 		}
 		nsKey = "~" + nss.String()
