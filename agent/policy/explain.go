@@ -29,8 +29,9 @@ type Explanation struct {
 // Direction is one direction's part of an Explanation: egress is decided
 // on the source pod's node, ingress on the destination pod's.
 type Direction struct {
-	// Pod is the "namespace/name" of the pod whose chain applies ("" when
-	// no PodRules has the address in this direction).
+	// Pod is the "namespace/name" of the pod whose map entry applies (""
+	// when no PodRules has the address in this direction); its profile
+	// chain may be shared with other pods.
 	Pod string `json:"pod,omitempty"`
 	// Isolated: a policy selects the pod for this direction.
 	Isolated bool `json:"isolated"`
@@ -52,10 +53,10 @@ type Direction struct {
 // Explain evaluates p as the kernel does with the compiled Rulesets: src
 // is the Ruleset of the node the source pod runs on (nil when the source
 // is not a pod of a podnet node), dst the destination pod's (likewise).
-// Egress is checked in the profile src's egress map gives p.Src, ingress
-// in the one dst's ingress map gives p.Dst: its rules in order, the first
-// that matches deciding, none matching a drop. An address no PodRules of
-// the direction has is not isolated.
+// Egress is checked in src's profile chain for p.Src (the one its egress
+// map jumps to), ingress in dst's for p.Dst: the profile's rules in
+// order, the first that matches deciding, none matching a drop. An
+// address no PodRules of the direction has is not isolated.
 func Explain(src, dst *Ruleset, p Packet) Explanation {
 	e := Explanation{Packet: p}
 	e.Egress = explainDir(src, p.Src, p.Dst, p, false)
