@@ -259,23 +259,18 @@ func (e *policyEngine) observe(o datastore.Objects, rs policy.Ruleset, took time
 	m.Objects.WithLabelValues("namespaces").Set(float64(len(o.Namespaces)))
 	m.Objects.WithLabelValues("pods").Set(float64(len(o.Pods)))
 	m.Objects.WithLabelValues("networkpolicies").Set(float64(len(o.Policies)))
-	in, eg, elems := 0, 0, 0
-	count := func(c *policy.Chain) int {
-		return len(c.Any4) + len(c.Any6) + len(c.Ports4) + len(c.Ports6)
-	}
+	in, eg := 0, 0
 	for _, p := range rs.Pods {
-		if p.Ingress != nil {
+		if p.IngressChain != "" {
 			in++
-			elems += count(p.Ingress)
 		}
-		if p.Egress != nil {
+		if p.EgressChain != "" {
 			eg++
-			elems += count(p.Egress)
 		}
 	}
 	m.IsolatedPods.WithLabelValues("ingress").Set(float64(in))
 	m.IsolatedPods.WithLabelValues("egress").Set(float64(eg))
-	m.SetElements.Set(float64(elems))
+	m.SetElements.Set(float64(rs.Elements()))
 }
 
 // startPolicy opens the policy table writer (adopting what a previous agent
@@ -314,18 +309,15 @@ func (a *Agent) startPolicy(ctx context.Context) error {
 	return nil
 }
 
-// denied folds the kernel's per-chain drop counters (chain name -> packets)
-// into monotonic totals per isolating policy and direction.
+// denied folds the kernel's per-chain drop counters (profile chain name ->
+// packets; a profile's counter counts the drops of every pod sharing it)
+// into monotonic totals per isolating policy and direction (from the
+// chain's "ingress-" or "egress-" prefix).
 func (e *policyEngine) denied(drops map[string]uint64) []metrics.Denied {
 	e.mu.Lock()
-	owners := map[string][]string{} // chain -> isolating policies
-	for _, p := range e.rs.Pods {
-		if p.Ingress != nil {
-			owners["in-"+p.ID] = p.Ingress.Policies
-		}
-		if p.Egress != nil {
-			owners["eg-"+p.ID] = p.Egress.Policies
-		}
+	owners := map[string][]string{} // profile chain -> isolating policies
+	for _, p := range e.rs.Profiles {
+		owners[p.Name] = p.Policies
 	}
 	e.mu.Unlock()
 	e.deniedMu.Lock()
@@ -340,7 +332,7 @@ func (e *policyEngine) denied(drops map[string]uint64) []metrics.Denied {
 		}
 		e.lastDrops[chain] = n
 		dir := "ingress"
-		if strings.HasPrefix(chain, "eg-") {
+		if strings.HasPrefix(chain, "egress-") {
 			dir = "egress"
 		}
 		for _, pol := range owners[chain] {

@@ -11,8 +11,9 @@ type Packet struct {
 	Src   netip.Addr `json:"src"`
 	Dst   netip.Addr `json:"dst"`
 	Proto Proto      `json:"proto"`
-	// Port is the destination port (ignored by sets for protocols other
-	// than TCP, UDP and SCTP, which no ports set holds).
+	// Port is the destination port (ignored for protocols other than TCP,
+	// UDP and SCTP: every port match names one of those, so only the
+	// rules without a port match can match them).
 	Port uint16 `json:"port"`
 }
 
@@ -28,16 +29,18 @@ type Explanation struct {
 // Direction is one direction's part of an Explanation: egress is decided
 // on the source pod's node, ingress on the destination pod's.
 type Direction struct {
-	// Pod is the "namespace/name" of the pod whose chain applies ("" when
-	// no PodRules has the address in this direction).
+	// Pod is the "namespace/name" of the pod whose map entry applies (""
+	// when no PodRules has the address in this direction); its profile
+	// chain may be shared with other pods.
 	Pod string `json:"pod,omitempty"`
 	// Isolated: a policy selects the pod for this direction.
 	Isolated bool `json:"isolated"`
 	// Allowed: the packet passes this direction (always when not
 	// isolated).
 	Allowed bool `json:"allowed"`
-	// Policy and Rule are the first rule (in Chain.Rules order) that
-	// allows the packet, when isolated and allowed.
+	// Policy and Rule are the policy rule of the first rule of the pod's
+	// Profile (in Profile.Rules order) that matches the packet, when
+	// isolated and allowed.
 	Policy string `json:"policy,omitempty"`
 	Rule   *int   `json:"rule,omitempty"`
 	// Policies are the policies isolating the pod, when isolated.
@@ -50,8 +53,10 @@ type Direction struct {
 // Explain evaluates p as the kernel does with the compiled Rulesets: src
 // is the Ruleset of the node the source pod runs on (nil when the source
 // is not a pod of a podnet node), dst the destination pod's (likewise).
-// Egress is checked in src's chain for p.Src, ingress in dst's for p.Dst;
-// an address no PodRules of the direction has is not isolated.
+// Egress is checked in src's profile chain for p.Src (the one its egress
+// map jumps to), ingress in dst's for p.Dst: the profile's rules in
+// order, the first that matches deciding, none matching a drop. An
+// address no PodRules of the direction has is not isolated.
 func Explain(src, dst *Ruleset, p Packet) Explanation {
 	e := Explanation{Packet: p}
 	e.Egress = explainDir(src, p.Src, p.Dst, p, false)
@@ -63,78 +68,53 @@ func Explain(src, dst *Ruleset, p Packet) Explanation {
 	return e
 }
 
+// explainDir evaluates one direction in rs: self is the address whose map
+// entry applies, peer the other end's.
 func explainDir(rs *Ruleset, self, peer netip.Addr, p Packet, ingress bool) Direction {
 	name := "egress"
 	if ingress {
 		name = "ingress"
 	}
 	var pr *PodRules
-	var ch *Chain
+	var chain string
 	if rs != nil {
 		for i := range rs.Pods {
-			c := rs.Pods[i].Egress
+			c := rs.Pods[i].EgressChain
 			if ingress {
-				c = rs.Pods[i].Ingress
+				c = rs.Pods[i].IngressChain
 			}
-			if c != nil && containsAddr(rs.Pods[i].IPs, self) {
-				pr, ch = &rs.Pods[i], c
+			if c != "" && containsAddr(rs.Pods[i].IPs, self) {
+				pr, chain = &rs.Pods[i], c
 				break
 			}
 		}
 	}
-	if ch == nil {
+	if pr == nil {
 		return Direction{Allowed: true, Reason: fmt.Sprintf("no policy selects %s for %s", self, name)}
 	}
-	d := Direction{Pod: pr.Namespace + "/" + pr.Name, Isolated: true, Policies: ch.Policies}
-	d.Allowed = chainAllows(ch, peer, p.Proto, p.Port)
-	if !d.Allowed {
-		d.Reason = "default deny: selected by " + strings.Join(ch.Policies, ", ")
+	d := Direction{Pod: pr.Namespace + "/" + pr.Name, Isolated: true}
+	prof := rs.FindProfile(chain)
+	if prof == nil {
+		d.Reason = "default deny: chain " + chain + " missing (inconsistent Ruleset)"
 		return d
 	}
-	for _, a := range ch.Rules {
-		if allowMatches(a, peer, p.Proto, p.Port) {
-			d.Policy = a.Policy
-			rule := a.Rule
-			d.Rule = &rule
-			d.Reason = fmt.Sprintf("allowed by %s %s[%d]", a.Policy, name, a.Rule)
+	d.Policies = prof.Policies
+	port := p.Port
+	if p.Proto != TCP && p.Proto != UDP && p.Proto != SCTP {
+		port = 0
+	}
+	for _, r := range prof.Rules {
+		if rs.Matches(r, peer, p.Proto, port) {
+			d.Allowed = true
+			d.Policy = r.Policy
+			idx := r.Index
+			d.Rule = &idx
+			d.Reason = fmt.Sprintf("allowed by %s %s[%d]", r.Policy, name, r.Index)
 			return d
 		}
 	}
-	d.Reason = "allowed by the sets, no rule matches (inconsistent Ruleset)"
+	d.Reason = "default deny: selected by " + strings.Join(prof.Policies, ", ")
 	return d
-}
-
-// chainAllows is what the pod's chain does: peer in an any set, or the
-// (peer, proto, port) tuple in a ports set.
-func chainAllows(ch *Chain, peer netip.Addr, proto Proto, port uint16) bool {
-	any, boxes := ch.Any4, ch.Ports4
-	if !peer.Is4() {
-		any, boxes = ch.Any6, ch.Ports6
-	}
-	if rangesContain(any, peer) {
-		return true
-	}
-	for _, b := range boxes {
-		if b.Contains(peer, proto, port) {
-			return true
-		}
-	}
-	return false
-}
-
-func allowMatches(a Allow, peer netip.Addr, proto Proto, port uint16) bool {
-	if a.Peers != nil && !rangesContain(a.Peers, peer) {
-		return false
-	}
-	if a.Ports == nil {
-		return true
-	}
-	for _, pp := range a.Ports {
-		if pp.Proto == proto && pp.Ports.Contains(port) {
-			return true
-		}
-	}
-	return false
 }
 
 // String is one line starting with the verdict, e.g. "allow tcp

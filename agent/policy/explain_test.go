@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -74,12 +75,16 @@ func ruleHasPorts(d Direction, rss ...*Ruleset) bool {
 			continue
 		}
 		for _, p := range rs.Pods {
-			for _, ch := range []*Chain{p.Ingress, p.Egress} {
-				if ch == nil || p.Namespace+"/"+p.Name != d.Pod {
+			if p.Namespace+"/"+p.Name != d.Pod {
+				continue
+			}
+			for _, chain := range []string{p.IngressChain, p.EgressChain} {
+				prof := rs.FindProfile(chain)
+				if prof == nil {
 					continue
 				}
-				for _, a := range ch.Rules {
-					if a.Policy == d.Policy && a.Rule == *d.Rule && a.Ports != nil {
+				for _, r := range prof.Rules {
+					if r.Policy == d.Policy && r.Index == *d.Rule && (r.Ports != "" || r.Proto != 0) {
 						return true
 					}
 				}
@@ -175,5 +180,199 @@ func TestExplain(t *testing.T) {
 	var back Explanation
 	if err := json.Unmarshal(b, &back); err != nil || back.String() != e.String() {
 		t.Errorf("JSON round trip: %v, %s", err, back)
+	}
+}
+
+// handRuleset is a node's Ruleset built by hand in the profile layout (no
+// Compile): app/web and app/web-2 share an ingress profile of five rules
+// (a port set, a cidr with a hole and a TCP range, an IPv6 pods set, an
+// IPv6 cidr with a hole and UDP only, a pods set with every port); app/db
+// has an ingress profile without rules and an egress one (UDP 53 to
+// anywhere, anything to the cidr).
+func handRuleset() Ruleset {
+	a := netip.MustParseAddr
+	return Ruleset{
+		Node: "n1",
+		Pods: []PodRules{
+			{ID: "0000000000db", Namespace: "app", Name: "db", IPs: []netip.Addr{a("10.0.0.2")},
+				IngressChain: "ingress-bbbbbbbbbbbb", EgressChain: "egress-cccccccccccc"},
+			{ID: "00000000web1", Namespace: "app", Name: "web", IPs: []netip.Addr{a("10.0.0.1"), a("fd00::1")},
+				IngressChain: "ingress-aaaaaaaaaaaa"},
+			{ID: "00000000web2", Namespace: "app", Name: "web-2", IPs: []netip.Addr{a("10.0.0.3")},
+				IngressChain: "ingress-aaaaaaaaaaaa"},
+		},
+		Profiles: []Profile{
+			{Name: "egress-cccccccccccc", Egress: true, Policies: []string{"app/db-egress"}, Rules: []Rule{
+				{Policy: "app/db-egress", Index: 0, Proto: UDP, Range: PortRange{53, 53}},
+				{Policy: "app/db-egress", Index: 1, Peers: "cidr4-c1c1c1c1c1c1"},
+			}},
+			{Name: "ingress-aaaaaaaaaaaa", Policies: []string{"app/a", "app/b"}, Rules: []Rule{
+				{Policy: "app/a", Index: 0, Peers: "pods4-p1p1p1p1p1p1", Ports: "ports-xxxxxxxxxxxx"},
+				{Policy: "app/a", Index: 1, Peers: "cidr4-c1c1c1c1c1c1", Proto: TCP, Range: PortRange{30000, 32767}},
+				{Policy: "app/b", Index: 0, Peers: "pods6-p2p2p2p2p2p2"},
+				{Policy: "app/b", Index: 2, Peers: "cidr6-c2c2c2c2c2c2", Proto: UDP, Range: PortRange{0, 65535}},
+				{Policy: "app/b", Index: 1, Peers: "pods4-p3p3p3p3p3p3"},
+			}},
+			{Name: "ingress-bbbbbbbbbbbb", Policies: []string{"app/deny-all"}},
+		},
+		AddrSets: []AddrSet{
+			// 10.1.0.0/16 except 10.1.2.0/24
+			{Name: "cidr4-c1c1c1c1c1c1", Interval: true, Ranges: []AddrRange{
+				{a("10.1.0.0"), a("10.1.1.255")}, {a("10.1.3.0"), a("10.1.255.255")}}},
+			// fd00:1::/64 except fd00:1::8/125
+			{Name: "cidr6-c2c2c2c2c2c2", V6: true, Interval: true, Ranges: []AddrRange{
+				{a("fd00:1::"), a("fd00:1::7")}, {a("fd00:1::10"), a("fd00:1::ffff:ffff:ffff:ffff")}}},
+			{Name: "pods4-p1p1p1p1p1p1", Addrs: []netip.Addr{a("10.0.1.1"), a("10.0.1.2")}},
+			{Name: "pods4-p3p3p3p3p3p3", Addrs: []netip.Addr{a("10.0.1.1")}},
+			{Name: "pods6-p2p2p2p2p2p2", V6: true, Addrs: []netip.Addr{a("fd00::10")}},
+		},
+		PortSets: []PortSet{
+			{Name: "ports-xxxxxxxxxxxx", Ports: []ProtoPort{{TCP, 80}, {TCP, 443}, {UDP, 53}}},
+		},
+	}
+}
+
+func TestExplainProfiles(t *testing.T) {
+	rs := handRuleset()
+	ip := netip.MustParseAddr
+	const icmp, icmp6 Proto = 1, 58
+	for _, tc := range []struct {
+		name     string
+		src, dst string
+		proto    Proto
+		port     uint16
+		srcRS    bool // the source is on rs's node
+		want     string
+	}{
+		// provenance: the first matching rule decides, whatever the policy order
+		{"port set", "10.0.1.2", "10.0.0.1", TCP, 80, false,
+			"allow tcp 10.0.1.2 -> 10.0.0.1:80: egress: no policy selects 10.0.1.2 for egress; ingress: allowed by app/a ingress[0] (pod app/web)"},
+		{"first match of two", "10.0.1.1", "10.0.0.1", TCP, 443, false,
+			"allow tcp 10.0.1.1 -> 10.0.0.1:443: egress: no policy selects 10.0.1.1 for egress; ingress: allowed by app/a ingress[0] (pod app/web)"},
+		{"later rule, shared profile", "10.0.1.1", "10.0.0.3", TCP, 22, false,
+			"allow tcp 10.0.1.1 -> 10.0.0.3:22: egress: no policy selects 10.0.1.1 for egress; ingress: allowed by app/b ingress[1] (pod app/web-2)"},
+		{"port set: udp 53", "10.0.1.2", "10.0.0.1", UDP, 53, false,
+			"allow udp 10.0.1.2 -> 10.0.0.1:53: egress: no policy selects 10.0.1.2 for egress; ingress: allowed by app/a ingress[0] (pod app/web)"},
+		{"port set: udp 80 is not in it", "10.0.1.2", "10.0.0.1", UDP, 80, false,
+			"deny udp 10.0.1.2 -> 10.0.0.1:80: egress: no policy selects 10.0.1.2 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		// cidr interval set with a hole, TCP range
+		{"range start", "10.1.0.0", "10.0.0.1", TCP, 30000, false,
+			"allow tcp 10.1.0.0 -> 10.0.0.1:30000: egress: no policy selects 10.1.0.0 for egress; ingress: allowed by app/a ingress[1] (pod app/web)"},
+		{"range end, before the hole", "10.1.1.255", "10.0.0.1", TCP, 32767, false,
+			"allow tcp 10.1.1.255 -> 10.0.0.1:32767: egress: no policy selects 10.1.1.255 for egress; ingress: allowed by app/a ingress[1] (pod app/web)"},
+		{"past the range", "10.1.0.5", "10.0.0.1", TCP, 32768, false,
+			"deny tcp 10.1.0.5 -> 10.0.0.1:32768: egress: no policy selects 10.1.0.5 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		{"range is tcp only", "10.1.0.5", "10.0.0.1", UDP, 30000, false,
+			"deny udp 10.1.0.5 -> 10.0.0.1:30000: egress: no policy selects 10.1.0.5 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		{"in the hole", "10.1.2.0", "10.0.0.1", TCP, 30000, false,
+			"deny tcp 10.1.2.0 -> 10.0.0.1:30000: egress: no policy selects 10.1.2.0 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		{"end of the hole", "10.1.2.255", "10.0.0.1", TCP, 30000, false,
+			"deny tcp 10.1.2.255 -> 10.0.0.1:30000: egress: no policy selects 10.1.2.255 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		{"after the hole", "10.1.3.0", "10.0.0.1", TCP, 31000, false,
+			"allow tcp 10.1.3.0 -> 10.0.0.1:31000: egress: no policy selects 10.1.3.0 for egress; ingress: allowed by app/a ingress[1] (pod app/web)"},
+		{"past the cidr", "10.2.0.0", "10.0.0.1", TCP, 31000, false,
+			"deny tcp 10.2.0.0 -> 10.0.0.1:31000: egress: no policy selects 10.2.0.0 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		// IPv6 sets
+		{"v6 pods set, any port", "fd00::10", "fd00::1", SCTP, 9, false,
+			"allow sctp fd00::10 -> [fd00::1]:9: egress: no policy selects fd00::10 for egress; ingress: allowed by app/b ingress[0] (pod app/web)"},
+		{"v6 not in the pods set", "fd00::11", "fd00::1", TCP, 80, false,
+			"deny tcp fd00::11 -> [fd00::1]:80: egress: no policy selects fd00::11 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		{"v6 cidr, proto only", "fd00:1::7", "fd00::1", UDP, 5353, false,
+			"allow udp fd00:1::7 -> [fd00::1]:5353: egress: no policy selects fd00:1::7 for egress; ingress: allowed by app/b ingress[2] (pod app/web)"},
+		{"v6 cidr, other proto", "fd00:1::7", "fd00::1", TCP, 5353, false,
+			"deny tcp fd00:1::7 -> [fd00::1]:5353: egress: no policy selects fd00:1::7 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		{"v6 cidr hole", "fd00:1::8", "fd00::1", UDP, 5353, false,
+			"deny udp fd00:1::8 -> [fd00::1]:5353: egress: no policy selects fd00:1::8 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		{"v6 cidr after the hole", "fd00:1::10", "fd00::1", UDP, 1, false,
+			"allow udp fd00:1::10 -> [fd00::1]:1: egress: no policy selects fd00:1::10 for egress; ingress: allowed by app/b ingress[2] (pod app/web)"},
+		// protocols without ports: only rules without a port match
+		{"icmp, any-port rule", "10.0.1.1", "10.0.0.1", icmp, 0, false,
+			"allow 1 10.0.1.1 -> 10.0.0.1:0: egress: no policy selects 10.0.1.1 for egress; ingress: allowed by app/b ingress[1] (pod app/web)"},
+		{"icmp with a port is not in a port set", "10.0.1.2", "10.0.0.1", icmp, 80, false,
+			"deny 1 10.0.1.2 -> 10.0.0.1:80: egress: no policy selects 10.0.1.2 for egress; ingress: default deny: selected by app/a, app/b (pod app/web)"},
+		{"icmpv6, v6 any rule", "fd00::10", "fd00::1", icmp6, 0, false,
+			"allow 58 fd00::10 -> [fd00::1]:0: egress: no policy selects fd00::10 for egress; ingress: allowed by app/b ingress[0] (pod app/web)"},
+		// egress, default deny without rules, not isolated
+		{"egress any peer udp 53", "10.0.0.2", "192.0.2.1", UDP, 53, true,
+			"allow udp 10.0.0.2 -> 192.0.2.1:53: egress: allowed by app/db-egress egress[0] (pod app/db); ingress: no policy selects 192.0.2.1 for ingress"},
+		{"egress tcp 53 denied", "10.0.0.2", "192.0.2.1", TCP, 53, true,
+			"deny tcp 10.0.0.2 -> 192.0.2.1:53: egress: default deny: selected by app/db-egress (pod app/db); ingress: no policy selects 192.0.2.1 for ingress"},
+		{"egress icmp to the cidr", "10.0.0.2", "10.1.0.1", icmp, 0, true,
+			"allow 1 10.0.0.2 -> 10.1.0.1:0: egress: allowed by app/db-egress egress[1] (pod app/db); ingress: no policy selects 10.1.0.1 for ingress"},
+		{"profile without rules", "10.0.1.1", "10.0.0.2", TCP, 80, false,
+			"deny tcp 10.0.1.1 -> 10.0.0.2:80: egress: no policy selects 10.0.1.1 for egress; ingress: default deny: selected by app/deny-all (pod app/db)"},
+		{"pod to pod on the node", "10.0.0.1", "10.0.0.2", UDP, 53, true,
+			"deny udp 10.0.0.1 -> 10.0.0.2:53: egress: no policy selects 10.0.0.1 for egress; ingress: default deny: selected by app/deny-all (pod app/db)"},
+		{"not isolated for ingress", "10.0.0.2", "10.0.0.9", UDP, 53, true,
+			"allow udp 10.0.0.2 -> 10.0.0.9:53: egress: allowed by app/db-egress egress[0] (pod app/db); ingress: no policy selects 10.0.0.9 for ingress"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var src *Ruleset
+			if tc.srcRS {
+				src = &rs
+			}
+			e := Explain(src, &rs, Packet{ip(tc.src), ip(tc.dst), tc.proto, tc.port})
+			if e.String() != tc.want {
+				t.Errorf("\n got %s\nwant %s", e, tc.want)
+			}
+			for _, d := range []Direction{e.Egress, e.Ingress} {
+				checkDirection(t, d)
+			}
+		})
+	}
+}
+
+// checkDirection checks that d's fields agree with its Reason.
+func checkDirection(t *testing.T, d Direction) {
+	t.Helper()
+	switch {
+	case !d.Isolated:
+		if !d.Allowed || d.Pod != "" || d.Policy != "" || d.Rule != nil || d.Policies != nil {
+			t.Errorf("not isolated: %+v", d)
+		}
+	case d.Allowed:
+		if d.Rule == nil || !strings.HasPrefix(d.Reason, "allowed by "+d.Policy+" ") ||
+			!strings.HasSuffix(d.Reason, fmt.Sprintf("[%d]", *d.Rule)) || len(d.Policies) == 0 {
+			t.Errorf("allowed: %+v", d)
+		}
+	default:
+		if d.Rule != nil || d.Policy != "" || d.Reason != "default deny: selected by "+strings.Join(d.Policies, ", ") {
+			t.Errorf("denied: %+v", d)
+		}
+	}
+}
+
+func TestExplainProfilesJSON(t *testing.T) {
+	rs := handRuleset()
+	ip := netip.MustParseAddr
+	zero := 0
+	e := Explain(&rs, &rs, Packet{ip("10.0.0.2"), ip("10.0.0.3"), UDP, 53})
+	want := Explanation{Verdict: "deny", Packet: Packet{ip("10.0.0.2"), ip("10.0.0.3"), UDP, 53},
+		Egress: Direction{Pod: "app/db", Isolated: true, Allowed: true, Policy: "app/db-egress", Rule: &zero,
+			Policies: []string{"app/db-egress"}, Reason: "allowed by app/db-egress egress[0]"},
+		Ingress: Direction{Pod: "app/web-2", Isolated: true, Policies: []string{"app/a", "app/b"},
+			Reason: "default deny: selected by app/a, app/b"},
+	}
+	g, _ := json.Marshal(e)
+	w, _ := json.Marshal(want)
+	if string(g) != string(w) {
+		t.Errorf("\n got %s\nwant %s", g, w)
+	}
+	if !strings.HasPrefix(string(g), `{"verdict":"deny","packet":{"src":"10.0.0.2","dst":"10.0.0.3","proto":"udp","port":53}`) {
+		t.Errorf("JSON: %s", g)
+	}
+	var back Explanation
+	if err := json.Unmarshal(g, &back); err != nil || back.String() != e.String() {
+		t.Errorf("JSON round trip: %v, %s", err, back)
+	}
+}
+
+func TestExplainProfilesInconsistent(t *testing.T) {
+	rs := handRuleset()
+	rs.Pods[1].IngressChain = "ingress-000000000000"
+	e := Explain(nil, &rs, Packet{netip.MustParseAddr("10.0.1.1"), netip.MustParseAddr("10.0.0.1"), TCP, 80})
+	if e.Verdict != "deny" || !e.Ingress.Isolated || e.Ingress.Pod != "app/web" ||
+		e.Ingress.Reason != "default deny: chain ingress-000000000000 missing (inconsistent Ruleset)" {
+		t.Errorf("%+v", e.Ingress)
 	}
 }

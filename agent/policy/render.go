@@ -9,50 +9,19 @@ import (
 
 // Render prints rs as the nft script of table inet podnet-policy (the
 // layout in the package comment), deterministically: a header naming the
-// node and any problems; the four maps; the forward chain; the eight
-// shared sets with their elements; then per pod, a comment naming it, its
-// selecting policies and its resolved rules, and its chains. `podnet policy dump` prints
-// it; the golden files hold it.
+// node and any problems; the four maps (each element commented with its
+// pod); the forward chain; the peer address sets and the port sets with
+// their elements; then every profile chain, preceded by a comment naming
+// the policies it is made of, each rule commented with the policy rule it
+// comes from. `podnet policy dump` prints it; the golden files hold it.
 func Render(rs Ruleset) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# node %s: %d isolated pods\n", rs.Node, len(rs.Pods))
+	fmt.Fprintf(&b, "# node %s: %d isolated pods, %d profiles\n", rs.Node, len(rs.Pods), len(rs.Profiles))
 	for _, p := range rs.Problems {
 		fmt.Fprintf(&b, "# problem: %s\n", strings.ReplaceAll(p, "\n", " "))
 	}
 	b.WriteString("table inet podnet-policy {\n")
-	for _, m := range []struct {
-		name, typ, prefix string
-		v4, ingress       bool
-	}{
-		{"ing4", "ipv4_addr", "in", true, true},
-		{"ing6", "ipv6_addr", "in", false, true},
-		{"egr4", "ipv4_addr", "eg", true, false},
-		{"egr6", "ipv6_addr", "eg", false, false},
-	} {
-		type elem struct {
-			a  netip.Addr
-			id string
-		}
-		var elems []elem
-		for _, p := range rs.Pods {
-			if (m.ingress && p.Ingress == nil) || (!m.ingress && p.Egress == nil) {
-				continue
-			}
-			for _, a := range p.IPs {
-				if a.Is4() == m.v4 {
-					elems = append(elems, elem{a, p.ID})
-				}
-			}
-		}
-		slices.SortFunc(elems, func(x, y elem) int { return x.a.Compare(y.a) })
-		lines := make([]string, len(elems))
-		for i, e := range elems {
-			lines[i] = fmt.Sprintf("%s : jump %s-%s", e.a, m.prefix, e.id)
-		}
-		fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n", m.name, m.typ)
-		writeElements(&b, lines)
-		b.WriteString("\t}\n")
-	}
+	renderMaps(&b, rs)
 	b.WriteString("\tchain forward {\n" +
 		"\t\ttype filter hook forward priority filter; policy accept;\n" +
 		"\t\tct state established,related accept\n" +
@@ -61,150 +30,166 @@ func Render(rs Ruleset) string {
 		"\t\tip saddr vmap @egr4\n" +
 		"\t\tip6 saddr vmap @egr6\n" +
 		"\t}\n")
-	renderSets(&b, rs)
-	for _, p := range rs.Pods {
-		renderPod(&b, p)
+	for _, s := range rs.AddrSets {
+		renderAddrSet(&b, s)
+	}
+	for _, s := range rs.PortSets {
+		elems := make([]element, len(s.Ports))
+		for i, p := range s.Ports {
+			elems[i] = element{text: fmt.Sprintf("%s . %d", p.Proto, p.Port)}
+		}
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype inet_proto . inet_service\n", s.Name)
+		writeElements(&b, elems)
+		b.WriteString("\t}\n")
+	}
+	for _, p := range rs.Profiles {
+		renderProfile(&b, &rs, p)
 	}
 	b.WriteString("}\n")
 	return b.String()
 }
 
-// renderSets prints the eight shared sets: each element is an isolated
-// pod's own address, then what it allows (peer range, or peer range,
-// protocol and port range), in address order.
-func renderSets(b *strings.Builder, rs Ruleset) {
-	type row struct {
-		a     netip.Addr
-		elems []string
-	}
-	for _, d := range []struct {
-		prefix  string
-		ingress bool
-	}{{"in", true}, {"eg", false}} {
-		for _, s := range []struct {
-			suffix, typ string
-			v4, ports   bool
-		}{
-			{"a4", "ipv4_addr . ipv4_addr", true, false},
-			{"p4", "ipv4_addr . ipv4_addr . inet_proto . inet_service", true, true},
-			{"a6", "ipv6_addr . ipv6_addr", false, false},
-			{"p6", "ipv6_addr . ipv6_addr . inet_proto . inet_service", false, true},
-		} {
-			var rows []row
-			for _, p := range rs.Pods {
-				ch := p.Egress
-				if d.ingress {
-					ch = p.Ingress
-				}
-				if ch == nil {
-					continue
-				}
-				var own []string
-				switch {
-				case s.v4 && !s.ports:
-					own = rangeStrings(ch.Any4)
-				case s.v4:
-					own = boxStrings(ch.Ports4)
-				case !s.ports:
-					own = rangeStrings(ch.Any6)
-				default:
-					own = boxStrings(ch.Ports6)
-				}
-				for _, a := range p.IPs {
-					if a.Is4() == s.v4 && len(own) > 0 {
-						rows = append(rows, row{a, own})
-					}
-				}
-			}
-			slices.SortStableFunc(rows, func(x, y row) int { return x.a.Compare(y.a) })
-			var elems []string
-			for _, r := range rows {
-				for _, e := range r.elems {
-					elems = append(elems, r.a.String()+" . "+e)
-				}
-			}
-			fmt.Fprintf(b, "\tset %s-%s {\n\t\ttype %s\n\t\tflags interval\n", d.prefix, s.suffix, s.typ)
-			writeElements(b, elems)
-			b.WriteString("\t}\n")
-		}
-	}
-}
-
-func renderPod(b *strings.Builder, p PodRules) {
-	ips := make([]string, len(p.IPs))
-	for i, a := range p.IPs {
-		ips[i] = a.String()
-	}
-	fmt.Fprintf(b, "\n\t# pod %s/%s %s [%s]\n", p.Namespace, p.Name, p.ID, strings.Join(ips, " "))
-	for _, d := range []struct {
-		ch           *Chain
-		name, prefix string
-		key4, key6   string
+// renderMaps prints ing4, ing6, egr4 and egr6: every isolated pod address
+// of the family and direction, in address order, jumping to the pod's
+// profile chain.
+func renderMaps(b *strings.Builder, rs Ruleset) {
+	for _, m := range []struct {
+		name, typ   string
+		v4, ingress bool
 	}{
-		{p.Ingress, "ingress", "in", "ip daddr . ip saddr", "ip6 daddr . ip6 saddr"},
-		{p.Egress, "egress", "eg", "ip saddr . ip daddr", "ip6 saddr . ip6 daddr"},
+		{"ing4", "ipv4_addr", true, true},
+		{"ing6", "ipv6_addr", false, true},
+		{"egr4", "ipv4_addr", true, false},
+		{"egr6", "ipv6_addr", false, false},
 	} {
-		if d.ch == nil {
-			continue
+		type entry struct {
+			a          netip.Addr
+			chain, pod string
 		}
-		fmt.Fprintf(b, "\t# %s isolated by %s\n", d.name, strings.Join(d.ch.Policies, ", "))
-		if len(d.ch.Rules) == 0 {
-			fmt.Fprintf(b, "\t#   (no rule allows anything)\n")
+		var entries []entry
+		for _, p := range rs.Pods {
+			chain := p.EgressChain
+			if m.ingress {
+				chain = p.IngressChain
+			}
+			if chain == "" {
+				continue
+			}
+			for _, a := range p.IPs {
+				if a.Is4() == m.v4 {
+					entries = append(entries, entry{a, chain, p.Namespace + "/" + p.Name})
+				}
+			}
 		}
-		for _, a := range d.ch.Rules {
-			fmt.Fprintf(b, "\t#   %s %s[%d]: %s\n", a.Policy, d.name, a.Rule, allowString(a))
+		slices.SortFunc(entries, func(x, y entry) int { return x.a.Compare(y.a) })
+		elems := make([]element, len(entries))
+		for i, e := range entries {
+			elems[i] = element{fmt.Sprintf("%s : jump %s", e.a, e.chain), e.pod}
 		}
-		fmt.Fprintf(b, "\tchain %s-%s {\n", d.prefix, p.ID)
-		fmt.Fprintf(b, "\t\t%s @%s-a4 return\n", d.key4, d.prefix)
-		fmt.Fprintf(b, "\t\t%s . meta l4proto . th dport @%s-p4 return\n", d.key4, d.prefix)
-		fmt.Fprintf(b, "\t\t%s @%s-a6 return\n", d.key6, d.prefix)
-		fmt.Fprintf(b, "\t\t%s . meta l4proto . th dport @%s-p6 return\n", d.key6, d.prefix)
-		b.WriteString("\t\tcounter drop\n\t}\n")
+		fmt.Fprintf(b, "\tmap %s {\n\t\ttype %s : verdict\n", m.name, m.typ)
+		writeElements(b, elems)
+		b.WriteString("\t}\n")
 	}
 }
 
-func writeElements(b *strings.Builder, elems []string) {
+// renderAddrSet prints a peer set: addresses, or for an interval set
+// ranges written as an address, a prefix or from-to.
+func renderAddrSet(b *strings.Builder, s AddrSet) {
+	typ := "ipv4_addr"
+	if s.V6 {
+		typ = "ipv6_addr"
+	}
+	fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n", s.Name, typ)
+	var elems []element
+	if s.Interval {
+		b.WriteString("\t\tflags interval\n")
+		for _, r := range s.Ranges {
+			elems = append(elems, element{text: r.String()})
+		}
+	} else {
+		for _, a := range s.Addrs {
+			elems = append(elems, element{text: a.String()})
+		}
+	}
+	writeElements(b, elems)
+	b.WriteString("\t}\n")
+}
+
+// renderProfile prints a profile chain: a comment naming its policies,
+// then its rules in order, each commented with the policy rule it comes
+// from, then the drop every packet no rule returns reaches.
+func renderProfile(b *strings.Builder, rs *Ruleset, p Profile) {
+	dir := "ingress"
+	if p.Egress {
+		dir = "egress"
+	}
+	fmt.Fprintf(b, "\n\t# policies: %s\n", strings.Join(p.Policies, ", "))
+	fmt.Fprintf(b, "\tchain %s {\n", p.Name)
+	for _, r := range p.Rules {
+		fmt.Fprintf(b, "\t\t%s  # %s %s[%d]\n", ruleString(rs, r, p.Egress), r.Policy, dir, r.Index)
+	}
+	b.WriteString("\t\tcounter drop\n\t}\n")
+}
+
+// ruleString is r as an nft rule of a profile chain: the peer match (the
+// source address for ingress, the destination for egress), the port
+// match, and return.
+func ruleString(rs *Ruleset, r Rule, egress bool) string {
+	var parts []string
+	if r.Peers != "" {
+		fam, key := "ip", "saddr"
+		if peersV6(rs, r.Peers) {
+			fam = "ip6"
+		}
+		if egress {
+			key = "daddr"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s @%s", fam, key, r.Peers))
+	}
+	switch {
+	case r.Ports != "":
+		parts = append(parts, "meta l4proto . th dport @"+r.Ports)
+	case r.Proto == 0:
+	case r.Range == PortRange{0, 65535}:
+		parts = append(parts, "meta l4proto "+r.Proto.String())
+	default:
+		parts = append(parts, fmt.Sprintf("meta l4proto %s th dport %s", r.Proto, portString(r.Range)))
+	}
+	return strings.Join(append(parts, "return"), " ")
+}
+
+// peersV6 reports whether the peer set named name is of IPv6 addresses
+// (from its name when rs lacks it).
+func peersV6(rs *Ruleset, name string) bool {
+	if s := rs.FindAddrSet(name); s != nil {
+		return s.V6
+	}
+	return strings.HasPrefix(name, "pods6-") || strings.HasPrefix(name, "cidr6-")
+}
+
+// element is one line of a set's or map's elements, with an optional
+// comment.
+type element struct{ text, comment string }
+
+// writeElements prints elements one per line.
+func writeElements(b *strings.Builder, elems []element) {
 	if len(elems) == 0 {
 		return
 	}
 	b.WriteString("\t\telements = {\n")
 	for i, e := range elems {
 		b.WriteString("\t\t\t")
-		b.WriteString(e)
+		b.WriteString(e.text)
 		if i < len(elems)-1 {
 			b.WriteByte(',')
+		}
+		if e.comment != "" {
+			b.WriteString("  # ")
+			b.WriteString(e.comment)
 		}
 		b.WriteByte('\n')
 	}
 	b.WriteString("\t\t}\n")
-}
-
-// maxCommentPeers bounds the peer ranges a rule's comment lists (the sets
-// list them all).
-const maxCommentPeers = 16
-
-// allowString is a one-line description of an Allow: its peers and ports.
-func allowString(a Allow) string {
-	peers := "all addresses"
-	if a.Peers != nil {
-		rs := a.Peers
-		if len(rs) > maxCommentPeers {
-			rs = rs[:maxCommentPeers]
-		}
-		peers = strings.Join(rangeStrings(rs), ", ")
-		if n := len(a.Peers) - len(rs); n > 0 {
-			peers += fmt.Sprintf(" and %d more", n)
-		}
-	}
-	ports := "all ports"
-	if a.Ports != nil {
-		ps := make([]string, len(a.Ports))
-		for i, p := range a.Ports {
-			ps[i] = p.Proto.String() + " " + portString(p.Ports)
-		}
-		ports = strings.Join(ps, ", ")
-	}
-	return "peers " + peers + "; " + ports
 }
 
 // String is the range as nft writes it: an address, a prefix, or from-to.
@@ -229,25 +214,4 @@ func portString(r PortRange) string {
 		return fmt.Sprint(r.From)
 	}
 	return fmt.Sprintf("%d-%d", r.From, r.To)
-}
-
-// String is the box as an nft set element: addresses . protocol . ports.
-func (b PortBox) String() string {
-	return b.Addrs.String() + " . " + b.Proto.String() + " . " + portString(b.Ports)
-}
-
-func rangeStrings(rs []AddrRange) []string {
-	out := make([]string, len(rs))
-	for i, r := range rs {
-		out[i] = r.String()
-	}
-	return out
-}
-
-func boxStrings(bs []PortBox) []string {
-	out := make([]string, len(bs))
-	for i, b := range bs {
-		out[i] = b.String()
-	}
-	return out
 }

@@ -70,7 +70,7 @@ func newPolicyCmds(model func(context.Context) (policy.Model, error), netnsOf fu
 	var group int
 	logCmd := &cobra.Command{
 		Use:   "log",
-		Short: "stream the packets network policy drops on a node (NFLOG, at most 10/s per pod chain), with the pod they were dropped for",
+		Short: "stream the packets network policy drops on a node (NFLOG, rate-limited), with the pod they were dropped for",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if group < 0 || group > 65535 {
@@ -80,10 +80,15 @@ func newPolicyCmds(model func(context.Context) (policy.Model, error), netnsOf fu
 			if err != nil {
 				return err
 			}
-			pods := map[string]string{} // chain ID -> namespace/name
+			pods := map[netip.Addr]string{} // pod address -> namespace/name
 			if m, err := model(cmd.Context()); err == nil {
 				for _, p := range m.Pods {
-					pods[policy.PodID(p.Namespace, p.Name)] = p.Key()
+					if p.HostNetwork {
+						continue
+					}
+					for _, a := range p.IPs {
+						pods[a] = p.Key()
+					}
 				}
 			}
 			return streamLog(cmd.Context(), cmd.OutOrStdout(), path, uint16(group), pods)
@@ -94,8 +99,9 @@ func newPolicyCmds(model func(context.Context) (policy.Model, error), netnsOf fu
 	return []*cobra.Command{explain, dump, logCmd}
 }
 
-// streamLog prints every logged drop until ctx ends.
-func streamLog(ctx context.Context, out io.Writer, nsPath string, group uint16, pods map[string]string) error {
+// streamLog prints every logged drop until ctx ends; pods names the pods
+// by address.
+func streamLog(ctx context.Context, out io.Writer, nsPath string, group uint16, pods map[netip.Addr]string) error {
 	fd := -1
 	if nsPath != "" {
 		ns, err := vns.GetFromPath(nsPath)
@@ -123,22 +129,32 @@ func streamLog(ctx context.Context, out io.Writer, nsPath string, group uint16, 
 			return err
 		}
 		for _, d := range ds {
-			dir, id, _ := strings.Cut(d.Chain, "-")
-			dirName := map[string]string{"in": "ingress", "eg": "egress"}[dir]
-			pod := pods[id]
-			if pod == "" {
-				pod = "pod " + id
-			}
-			proto := policy.Proto(d.Proto).String()
-			dst := d.Dst.String()
-			if d.Port != 0 {
-				dst = netip.AddrPortFrom(d.Dst, d.Port).String()
-			}
-			if _, err := fmt.Fprintf(out, "%s deny %s %s: %s %s -> %s\n", time.Now().Format(time.TimeOnly), dirName, pod, proto, d.Src, dst); err != nil {
+			if _, err := fmt.Fprintf(out, "%s %s\n", time.Now().Format(time.TimeOnly), dropString(d, pods)); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// dropString describes a logged drop: "deny DIRECTION POD: PROTO SRC ->
+// DST". The chain is a profile's ("ingress-<H>" or "egress-<H>"), shared
+// by the pods with the same rules, so the pod is the one the drop was for
+// by address: the destination's for ingress, the source's for egress
+// ("pod ADDRESS" when pods does not know it).
+func dropString(d policykernel.LoggedDrop, pods map[netip.Addr]string) string {
+	dir, self := "ingress", d.Dst
+	if strings.HasPrefix(d.Chain, "egress-") {
+		dir, self = "egress", d.Src
+	}
+	pod := pods[self]
+	if pod == "" {
+		pod = "pod " + self.String()
+	}
+	dst := d.Dst.String()
+	if d.Port != 0 {
+		dst = netip.AddrPortFrom(d.Dst, d.Port).String()
+	}
+	return fmt.Sprintf("deny %s %s: %s %s -> %s", dir, pod, policy.Proto(d.Proto), d.Src, dst)
 }
 
 func runExplain(out io.Writer, m policy.Model, q policyQueryFlags) error {
