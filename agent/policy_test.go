@@ -178,9 +178,13 @@ func TestPolicyEngineRegistration(t *testing.T) {
 // isolating policy and direction, across a chain that is made again.
 func TestDeniedTotals(t *testing.T) {
 	e := newPolicyEngine("n1", t.TempDir(), &fakeObjects{}, nil, nil, slog.New(slog.DiscardHandler))
-	e.rs = policy.Ruleset{Pods: []policy.PodRules{
-		{ID: "aaa", Ingress: &policy.Chain{Policies: []string{"x/p1", "x/p2"}}, Egress: &policy.Chain{Policies: []string{"x/p2"}}},
-	}}
+	e.rs = policy.Ruleset{
+		Pods: []policy.PodRules{{ID: "aaa", IngressChain: "ingress-aaa", EgressChain: "egress-bbb"}},
+		Profiles: []policy.Profile{
+			{Name: "egress-bbb", Egress: true, Policies: []string{"x/p2"}},
+			{Name: "ingress-aaa", Policies: []string{"x/p1", "x/p2"}},
+		},
+	}
 	get := func(drops map[string]uint64) map[string]uint64 {
 		out := map[string]uint64{}
 		for _, d := range e.denied(drops) {
@@ -188,16 +192,16 @@ func TestDeniedTotals(t *testing.T) {
 		}
 		return out
 	}
-	got := get(map[string]uint64{"in-aaa": 5, "eg-aaa": 2})
+	got := get(map[string]uint64{"ingress-aaa": 5, "egress-bbb": 2})
 	if got["x/p1 ingress"] != 5 || got["x/p2 ingress"] != 5 || got["x/p2 egress"] != 2 {
 		t.Fatalf("first read: %v", got)
 	}
-	got = get(map[string]uint64{"in-aaa": 7, "eg-aaa": 2})
+	got = get(map[string]uint64{"ingress-aaa": 7, "egress-bbb": 2})
 	if got["x/p1 ingress"] != 7 || got["x/p2 egress"] != 2 {
 		t.Fatalf("second read: %v", got)
 	}
 	// The chain was made again (counter restarted at 1): totals grow on.
-	got = get(map[string]uint64{"in-aaa": 1})
+	got = get(map[string]uint64{"ingress-aaa": 1})
 	if got["x/p1 ingress"] != 8 || got["x/p2 egress"] != 2 {
 		t.Fatalf("after the chain was remade: %v", got)
 	}

@@ -287,19 +287,29 @@ func (c *compiler) ruleset() Ruleset {
 			return false
 		})
 	}
+	// Different blocks can give the same profile (same name): keep one.
+	byName := map[string]*Profile{}
+	usedPorts := map[string]bool{}
 	for _, p := range c.profiles {
+		if byName[p.Name] != nil {
+			continue
+		}
+		byName[p.Name] = p
 		rs.Profiles = append(rs.Profiles, *p)
 		for _, r := range p.Rules {
 			if r.Peers != "" {
 				c.useSet(r.Peers)
 			}
+			usedPorts[r.Ports] = true
 		}
 	}
 	for _, s := range c.sets {
 		rs.AddrSets = append(rs.AddrSets, *s)
 	}
 	for _, s := range c.ports {
-		rs.PortSets = append(rs.PortSets, *s)
+		if usedPorts[s.Name] {
+			rs.PortSets = append(rs.PortSets, *s)
+		}
 	}
 	slices.SortFunc(rs.Profiles, func(a, b Profile) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(rs.AddrSets, func(a, b AddrSet) int { return strings.Compare(a.Name, b.Name) })

@@ -24,11 +24,6 @@ func (r AddrRange) Contains(a netip.Addr) bool {
 // Contains reports whether port is in r.
 func (r PortRange) Contains(port uint16) bool { return r.From <= port && port <= r.To }
 
-// Contains reports whether (a, proto, port) is in b.
-func (b PortBox) Contains(a netip.Addr, proto Proto, port uint16) bool {
-	return b.Proto == proto && b.Addrs.Contains(a) && b.Ports.Contains(port)
-}
-
 func compareRange(a, b AddrRange) int {
 	if c := a.From.Compare(b.From); c != 0 {
 		return c

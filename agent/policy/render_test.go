@@ -1,19 +1,6 @@
 package policy
 
-import (
-	"fmt"
-	"testing"
-)
-
-// boxStrings formats ports boxes as the old layout's set elements, for
-// ranges_test.go's boxes test. Transition only: it goes with PortBox.
-func boxStrings(bs []PortBox) []string {
-	out := make([]string, len(bs))
-	for i, b := range bs {
-		out[i] = fmt.Sprintf("%s . %s . %s", b.Addrs, b.Proto, portString(b.Ports))
-	}
-	return out
-}
+import "testing"
 
 func TestRenderProfiles(t *testing.T) {
 	rs := handRuleset()

@@ -107,8 +107,7 @@ func (rs *Ruleset) FindPortSet(name string) *PortSet {
 
 // Contains reports whether a is in s.
 func (s *AddrSet) Contains(a netip.Addr) bool {
-	a = a.Unmap()
-	if a.Is6() != s.V6 {
+	if a.Is6() != s.V6 { // an IPv4-mapped IPv6 address is IPv6, as in the kernel
 		return false
 	}
 	if !s.Interval {

@@ -113,7 +113,7 @@ SIGINT and leaves the datapath in place when it stops.`,
 	f.DurationVar(&cfg.Datastore.LeaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "lease TTL: a dead node's subnet is freed this long after its last renewal")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&policyOn, "network-policy", true, "enforce Kubernetes NetworkPolicy (table inet podnet-policy; docs/policy.md)")
-	f.IntVar(&cfg.PolicyLogGroup, "policy-log-group", agent.DefaultPolicyLogGroup, "NFLOG group of policy drops (10/s per pod chain, read by `podnet policy log`); -1 = none")
+	f.IntVar(&cfg.PolicyLogGroup, "policy-log-group", agent.DefaultPolicyLogGroup, "NFLOG group of policy drops (at most 10/s per profile chain, read by `podnet policy log`); -1 = none")
 	f.StringVar(&metricsAddr, "metrics-address", "", "serve /metrics, /healthz and /readyz on this host:port (e.g. :9490); \"\" = off")
 	return cmd
 }
