@@ -1,6 +1,8 @@
 // Package delegate runs a plugin's IPAM (or any delegated plugin type):
-// in-process when the type is one of podnet's own, otherwise by exec from
-// CNI_PATH exactly as the reference plugins do. In-process calls receive the
+// in-process when the type is one of podnet's own that registered itself
+// (Register; the IPAM packages do at init, so any binary that links them
+// runs them in-process), otherwise by exec from CNI_PATH exactly as the
+// reference plugins do. It imports no plugin: it is below them. In-process calls receive the
 // same stdin and CNI_* values an exec would and return the same result, minus
 // a process start and a JSON round trip per ADD and DEL.
 package delegate
@@ -8,6 +10,7 @@ package delegate
 import (
 	"context"
 	"os"
+	"sync"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -15,22 +18,30 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/podnet/podnet/internal/cniplugin"
-	"github.com/podnet/podnet/ipam/hostlocal"
-	"github.com/podnet/podnet/ipam/static"
 )
 
 // builtin are the delegated types run in-process. Setting
 // PODNET_EXEC_IPAM=1 forces exec for all of them (used to measure the
 // difference and to test exec compatibility).
-var builtin = map[string]*cniplugin.Plugin{
-	hostlocal.Plugin.Type: hostlocal.Plugin,
-	static.Plugin.Type:    static.Plugin,
+var (
+	builtinMu sync.RWMutex
+	builtin   = map[string]*cniplugin.Plugin{}
+)
+
+// Register makes p's type run in-process (called from the init of the
+// package that defines p).
+func Register(p *cniplugin.Plugin) {
+	builtinMu.Lock()
+	defer builtinMu.Unlock()
+	builtin[p.Type] = p
 }
 
 func inProcess(typ string) *cniplugin.Plugin {
 	if os.Getenv("PODNET_EXEC_IPAM") == "1" {
 		return nil
 	}
+	builtinMu.RLock()
+	defer builtinMu.RUnlock()
 	return builtin[typ]
 }
 

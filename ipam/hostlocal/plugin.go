@@ -21,6 +21,7 @@ import (
 
 	"github.com/podnet/podnet/internal/cnierr"
 	"github.com/podnet/podnet/internal/cniplugin"
+	"github.com/podnet/podnet/internal/delegate"
 	"github.com/podnet/podnet/ipam/internal/ipamconf"
 )
 
@@ -320,3 +321,6 @@ func cmdStatus(args *skel.CmdArgs) error {
 	}
 	return nil
 }
+
+// Plugins that delegate IPAM run this one in-process.
+func init() { delegate.Register(Plugin) }

@@ -24,6 +24,10 @@ import (
 	"github.com/podnet/podnet/internal/cniplugin"
 	"github.com/podnet/podnet/internal/netlinkx"
 	"github.com/podnet/podnet/internal/podlink"
+
+	// podnet's IPAM plugins run in-process when delegated to.
+	_ "github.com/podnet/podnet/ipam/hostlocal"
+	_ "github.com/podnet/podnet/ipam/static"
 )
 
 const name = "host-device"

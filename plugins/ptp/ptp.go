@@ -34,6 +34,10 @@ import (
 	"github.com/podnet/podnet/internal/netlinkx"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/rollback"
+
+	// podnet's IPAM plugins run in-process when delegated to.
+	_ "github.com/podnet/podnet/ipam/hostlocal"
+	_ "github.com/podnet/podnet/ipam/static"
 )
 
 const name = "ptp"
