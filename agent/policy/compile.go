@@ -229,14 +229,16 @@ func (c *compiler) addPolicy(np *networkingv1.NetworkPolicy) {
 // namedIngressBlock is the block of rules for pod p, whose named ports
 // decide some of them; pods resolving them alike share it.
 func (c *compiler) namedIngressBlock(key string, rules []*rule, p *Pod) *block {
-	var kb strings.Builder
-	kb.WriteString(key)
+	kb := []byte(key)
 	for _, r := range rules {
-		for _, pp := range r.resolveNamed(nil, p) {
-			fmt.Fprintf(&kb, "\x00%d:%d/%d-%d", r.index, pp.Proto, pp.Ports.From, pp.Ports.To)
+		if len(r.named) > 0 {
+			kb = append(kb, 0)
+			kb = strconv.AppendInt(kb, int64(r.index), 10)
+			kb = append(kb, ':')
+			kb = appendPortsKey(kb, r.resolveNamed(nil, p))
 		}
 	}
-	if b, ok := c.blocks[kb.String()]; ok {
+	if b, ok := c.blocks[string(kb)]; ok {
 		return b
 	}
 	var out []Rule
@@ -244,7 +246,7 @@ func (c *compiler) namedIngressBlock(key string, rules []*rule, p *Pod) *block {
 		out = c.ingressRules(out, r, p)
 	}
 	b := c.newBlock(key, out)
-	c.blocks[kb.String()] = b
+	c.blocks[string(kb)] = b
 	return b
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -173,17 +174,14 @@ func (c *compiler) egressRules(out []Rule, r *rule) []Rule {
 		var order []string
 		split := map[string][]int{}
 		resolved := map[string][]ProtoPorts{}
-		var sb strings.Builder
+		var kb []byte
 		for _, pi := range g.pods {
 			ports := r.resolveNamed(nil, c.pods[pi])
 			if len(ports) == 0 {
 				continue
 			}
-			sb.Reset()
-			for _, pp := range ports {
-				fmt.Fprintf(&sb, "%d/%d-%d,", pp.Proto, pp.Ports.From, pp.Ports.To)
-			}
-			k := sb.String()
+			kb = appendPortsKey(kb[:0], ports)
+			k := string(kb)
 			if _, ok := split[k]; !ok {
 				order = append(order, k)
 				resolved[k] = ports
@@ -196,6 +194,19 @@ func (c *compiler) egressRules(out []Rule, r *rule) []Rule {
 		}
 	}
 	return out
+}
+
+// appendPortsKey appends a text of ports (a map key).
+func appendPortsKey(b []byte, ports []ProtoPorts) []byte {
+	for _, pp := range ports {
+		b = strconv.AppendUint(b, uint64(pp.Proto), 10)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, uint64(pp.Ports.From), 10)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, uint64(pp.Ports.To), 10)
+		b = append(b, ',')
+	}
+	return b
 }
 
 // appendRules appends one Rule of r per peer set and port match.
@@ -232,11 +243,14 @@ func (c *compiler) portRules(ports []ProtoPorts) []Rule {
 
 // portSet is the name of the port set holding exact (sorted, distinct).
 func (c *compiler) portSet(exact []ProtoPort) string {
-	var kb strings.Builder
+	var kb []byte
 	for _, p := range exact {
-		fmt.Fprintf(&kb, "%d/%d,", p.Proto, p.Port)
+		kb = strconv.AppendUint(kb, uint64(p.Proto), 10)
+		kb = append(kb, '/')
+		kb = strconv.AppendUint(kb, uint64(p.Port), 10)
+		kb = append(kb, ',')
 	}
-	name := "ports-" + hash12(kb.String())
+	name := "ports-" + hash12(string(kb))
 	if _, ok := c.ports[name]; !ok {
 		c.ports[name] = &PortSet{Name: name, Ports: exact}
 	}
