@@ -137,7 +137,16 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	}
 	if mid := b.prepare(w.applied, want); mid != nil {
 		if err := w.send(b); err != nil {
-			return Stats{}, err
+			// Committed all the same (acks lost): the table read
+			// again has what the batch made.
+			if w.applied == nil {
+				return Stats{}, err
+			}
+			if left, perr := w.pendingPrepare(&rs, w.applied, want); perr != nil || left {
+				return Stats{}, err
+			}
+			w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
+			mid = w.applied
 		}
 		st = b.st
 		st.Batches = 1
@@ -223,6 +232,17 @@ func (w *Writer) pending(rs *policy.Ruleset, have, want *state) (int, error) {
 	}
 	b.plan(have, want)
 	return b.st.Messages, b.err
+}
+
+// pendingPrepare reports whether a preparatory batch from have to want
+// would have anything to make.
+func (w *Writer) pendingPrepare(rs *policy.Ruleset, have, want *state) (bool, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(w.ns))
+	if err != nil {
+		return false, err
+	}
+	b := &batch{c: c, log: w.log, logGroup: w.logGroup, rs: rs, addrSets: addrSetsOf(rs)}
+	return b.prepare(have, want) != nil, b.err
 }
 
 func addrSetsOf(rs *policy.Ruleset) map[string]*policy.AddrSet {
