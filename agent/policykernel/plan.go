@@ -33,6 +33,8 @@ type batch struct {
 	addrSets map[string]*policy.AddrSet
 	// ids are the batch IDs of the sets created in this batch.
 	ids map[string]uint32
+	// made are the sets and chains prepare made.
+	made []string
 }
 
 func (b *batch) msg(n int) {
@@ -189,10 +191,12 @@ func (b *batch) prepare(have, want *state) *state {
 		b.addSet(setDef(n, ws.kind))
 		b.setElems(n, ws.kind, ws.els, true)
 		mid.sets[n] = ws
+		b.made = append(b.made, n)
 	}
 	for _, n := range chains {
 		b.addChain(n)
 		mid.chains[n] = want.chains[n]
+		b.made = append(b.made, n)
 	}
 	return &mid
 }

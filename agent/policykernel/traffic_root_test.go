@@ -173,8 +173,8 @@ func TestTrafficPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The forward chain and three profiles; four maps and seven sets;
-	// 4 + 4 + 2*2 + 2 members, four map elements of A, two of C.
-	if st.ChainsAdded != 4 || st.SetsAdded != 4+7 || st.ElementsAdded != 14+6 || st.Batches != 2 || st.ChainsRemoved+st.SetsRemoved+st.ElementsRemoved != 0 {
+	// 4 pods members, 2*2 ranges, 2 ports; four map elements of A, two of C.
+	if st.ChainsAdded != 4 || st.SetsAdded != 4+7 || st.ElementsAdded != 10+6 || st.Batches != 2 || st.ChainsRemoved+st.SetsRemoved+st.ElementsRemoved != 0 {
 		t.Errorf("first apply: %+v", st)
 	}
 	check(t, baseFlows(tp))

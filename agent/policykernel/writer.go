@@ -142,7 +142,7 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 			if w.applied == nil {
 				return Stats{}, err
 			}
-			if left, perr := w.pendingPrepare(&rs, w.applied, want); perr != nil || left {
+			if !landed(w.applied, mid, b) {
 				return Stats{}, err
 			}
 			w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
@@ -234,15 +234,15 @@ func (w *Writer) pending(rs *policy.Ruleset, have, want *state) (int, error) {
 	return b.st.Messages, b.err
 }
 
-// pendingPrepare reports whether a preparatory batch from have to want
-// would have anything to make.
-func (w *Writer) pendingPrepare(rs *policy.Ruleset, have, want *state) (bool, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(w.ns))
-	if err != nil {
-		return false, err
+// landed reports whether s, the table read after an error, holds what
+// the preparatory batch b was to make (mid).
+func landed(s, mid *state, b *batch) bool {
+	for _, n := range b.made {
+		if hs, cs := s.sets[n], s.chains[n]; (hs == nil || hs.bad || len(hs.els) != len(mid.sets[n].els)) && (cs == nil || cs.sig != mid.chains[n].sig) {
+			return false
+		}
 	}
-	b := &batch{c: c, log: w.log, logGroup: w.logGroup, rs: rs, addrSets: addrSetsOf(rs)}
-	return b.prepare(have, want) != nil, b.err
+	return true
 }
 
 func addrSetsOf(rs *policy.Ruleset) map[string]*policy.AddrSet {
