@@ -260,8 +260,10 @@ func (b *batch) plan(have, want *state) {
 	}
 	// Members: removals first (an interval may overlap its old self).
 	var names []string
-	for n := range want.sets {
-		names = append(names, n)
+	for n, ws := range want.sets {
+		if have.sets[n] != ws {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	for _, n := range names {
@@ -290,17 +292,36 @@ func (b *batch) plan(have, want *state) {
 	}
 
 	// Map elements that go or change, then those that come or change.
+	var adds [numMaps][]netip.Addr
 	for i := range numMaps {
-		var del []nftables.SetElement
-		for _, a := range changedAddrs(haveMaps[i], want.maps[i]) {
-			del = append(del, nftables.SetElement{Key: a.AsSlice()})
+		from := want.maps[i]
+		if want.dirty[i] != nil && want.baseID == have.mapsID && !have.mapBad[i] {
+			// Built from have by the pods that changed: only their
+			// keys may differ.
+			from = nil
+			for a := range want.dirty[i] {
+				if ch, ok := want.maps[i][a]; ok {
+					if from == nil {
+						from = map[netip.Addr]string{}
+					}
+					from[a] = ch
+				}
+			}
+			del := map[netip.Addr]string{}
+			for a := range want.dirty[i] {
+				if ch, ok := haveMaps[i][a]; ok {
+					del[a] = ch
+				}
+			}
+			b.delMapElems(i, changedAddrs(del, want.maps[i]))
+		} else {
+			b.delMapElems(i, changedAddrs(haveMaps[i], want.maps[i]))
 		}
-		b.elems(verdictMap(i), del, false)
-		b.st.ElementsRemoved += len(del)
+		adds[i] = changedAddrs(from, haveMaps[i])
 	}
-	for i := range numMaps {
+	for i, l := range adds {
 		var add []nftables.SetElement
-		for _, a := range changedAddrs(want.maps[i], haveMaps[i]) {
+		for _, a := range l {
 			add = append(add, nftables.SetElement{Key: a.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: want.maps[i][a]}})
 		}
 		b.elems(verdictMap(i), add, true)
@@ -315,6 +336,15 @@ func (b *batch) plan(have, want *state) {
 	for _, n := range gone {
 		b.delSet(n)
 	}
+}
+
+func (b *batch) delMapElems(i int, l []netip.Addr) {
+	var del []nftables.SetElement
+	for _, a := range l {
+		del = append(del, nftables.SetElement{Key: a.AsSlice()})
+	}
+	b.elems(verdictMap(i), del, false)
+	b.st.ElementsRemoved += len(del)
 }
 
 // minus returns the elements of a not in b.

@@ -2,7 +2,10 @@ package policykernel
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/podnet/podnet/agent/policy"
@@ -24,7 +27,32 @@ type state struct {
 	// sets and chains other than the maps and the forward chain, by name.
 	sets   map[string]*setState
 	chains map[string]*chainState
+
+	// Of a desired state only (nil in one read from the kernel):
+	// pods are the pods it was built from, by ID, and owner the pod
+	// ID of each map key (both directions), so that the next desired
+	// state is built from this one by the pods that changed.
+	pods  map[string]podRec
+	owner map[netip.Addr]string
+	// mapsID identifies the maps' content: a state built from another
+	// by its changed pods has baseID the other's mapsID and dirty the
+	// map keys that may differ (nil: every key may).
+	mapsID, baseID uint64
+	dirty          [numMaps]map[netip.Addr]struct{}
 }
+
+// podRec is what is programmed of one pod: its addresses (unmapped) and
+// profiles.
+type podRec struct {
+	ips    []netip.Addr
+	in, eg string
+}
+
+func (a podRec) equal(b podRec) bool {
+	return a.in == b.in && a.eg == b.eg && slices.Equal(a.ips, b.ips)
+}
+
+var mapsIDs atomic.Uint64
 
 // setState is one set.
 type setState struct {
@@ -34,6 +62,13 @@ type setState struct {
 	bad bool
 	// els are its elements (nil for kindOther: not read).
 	els map[elemKey]struct{}
+	// fromRS: a desired set, built from addrs, ranges or ports (copies
+	// of the Ruleset's): the next desired state shares it if they are
+	// the same.
+	fromRS bool
+	addrs  []netip.Addr
+	ranges []policy.AddrRange
+	ports  []policy.ProtoPort
 }
 
 // chainState is one chain other than the forward chain.
@@ -52,12 +87,15 @@ func newState() *state {
 // desired builds the state rs describes, checking what the kernel would
 // reject or misread: names, address families, ranges, references. The
 // rule signatures of profiles in sigs (by name: a profile never changes;
-// those of the last Apply) are taken from there.
-func desired(rs *policy.Ruleset, sigs map[string]string, logGroup int) (*state, error) {
+// those of the last Apply) are taken from there. With prev a desired
+// state (the one applied), the sets and map entries of rs that did not
+// change are taken from it, so that building and diffing cost what
+// changed.
+func desired(rs *policy.Ruleset, prev *state, sigs map[string]string, logGroup int) (*state, error) {
 	s := newState()
 	s.table, s.base, s.baseOK = true, true, true
-	for i := range s.maps {
-		s.maps[i] = map[netip.Addr]string{}
+	if prev != nil && prev.pods == nil {
+		prev = nil
 	}
 	addrSets := make(map[string]*policy.AddrSet, len(rs.AddrSets))
 	for i := range rs.AddrSets {
@@ -69,12 +107,16 @@ func desired(rs *policy.Ruleset, sigs map[string]string, logGroup int) (*state, 
 		if s.sets[as.Name] != nil {
 			return nil, fmt.Errorf("set %s appears twice", as.Name)
 		}
+		addrSets[as.Name] = as
+		if ps := prev.set(as.Name); ps != nil && slices.Equal(ps.addrs, as.Addrs) && slices.Equal(ps.ranges, as.Ranges) {
+			s.sets[as.Name] = ps
+			continue
+		}
 		els, err := addrElems(as)
 		if err != nil {
 			return nil, err
 		}
-		s.sets[as.Name] = &setState{kind: k, els: els}
-		addrSets[as.Name] = as
+		s.sets[as.Name] = &setState{kind: k, els: els, fromRS: true, addrs: slices.Clone(as.Addrs), ranges: slices.Clone(as.Ranges)}
 	}
 	for i := range rs.PortSets {
 		ps := &rs.PortSets[i]
@@ -84,11 +126,15 @@ func desired(rs *policy.Ruleset, sigs map[string]string, logGroup int) (*state, 
 		if s.sets[ps.Name] != nil {
 			return nil, fmt.Errorf("set %s appears twice", ps.Name)
 		}
+		if old := prev.set(ps.Name); old != nil && slices.Equal(old.ports, ps.Ports) {
+			s.sets[ps.Name] = old
+			continue
+		}
 		els, err := portElems(ps)
 		if err != nil {
 			return nil, err
 		}
-		s.sets[ps.Name] = &setState{kind: kindPorts, els: els}
+		s.sets[ps.Name] = &setState{kind: kindPorts, els: els, fromRS: true, ports: slices.Clone(ps.Ports)}
 	}
 	egress := map[string]bool{}
 	for i := range rs.Profiles {
@@ -128,36 +174,123 @@ func desired(rs *policy.Ruleset, sigs map[string]string, logGroup int) (*state, 
 		}
 		s.chains[p.Name] = &chainState{sig: sig, uses: uses}
 	}
-	seen := make(map[string]bool, len(rs.Pods))
+	if err := s.mapsOf(rs, prev, egress); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// set returns the set name of s if it was built from a Ruleset (nil
+// otherwise, and for a nil s).
+func (s *state) set(name string) *setState {
+	if s == nil {
+		return nil
+	}
+	if ss := s.sets[name]; ss != nil && ss.fromRS {
+		return ss
+	}
+	return nil
+}
+
+// mapsOf fills the maps of s with the pods of rs: from scratch, or with
+// prev from prev's maps and the pods that differ from prev's. egress
+// tells the direction of each profile of rs.
+func (s *state) mapsOf(rs *policy.Ruleset, prev *state, egress map[string]bool) error {
+	s.pods = make(map[string]podRec, len(rs.Pods))
+	s.mapsID = mapsIDs.Add(1)
+	var changed []podRec
+	var ids []string
 	for _, p := range rs.Pods {
-		if !validName(p.ID) || seen[p.ID] {
-			return nil, fmt.Errorf("pod %s/%s: bad or repeated ID %q", p.Namespace, p.Name, p.ID)
+		if !validName(p.ID) {
+			return fmt.Errorf("pod %s/%s: bad ID %q", p.Namespace, p.Name, p.ID)
 		}
-		seen[p.ID] = true
+		if _, dup := s.pods[p.ID]; dup {
+			return fmt.Errorf("pod %s/%s: ID %s repeated", p.Namespace, p.Name, p.ID)
+		}
 		for _, d := range []struct {
 			in    bool
 			chain string
 		}{{true, p.IngressChain}, {false, p.EgressChain}} {
-			if d.chain == "" {
+			if eg, ok := egress[d.chain]; d.chain != "" && (!ok || eg == d.in) {
+				return fmt.Errorf("pod %s/%s: profile %q is not an %s profile of the ruleset", p.Namespace, p.Name, d.chain, map[bool]string{true: "ingress", false: "egress"}[d.in])
+			}
+		}
+		rec := podRec{in: p.IngressChain, eg: p.EgressChain}
+		if old, ok := prev.pod(p.ID); ok && slices.Equal(old.ips, p.IPs) && old.in == rec.in && old.eg == rec.eg {
+			s.pods[p.ID] = old
+			continue
+		}
+		for _, a := range p.IPs {
+			if !a.IsValid() || a.Zone() != "" {
+				return fmt.Errorf("pod %s/%s: bad address %v", p.Namespace, p.Name, a)
+			}
+			rec.ips = append(rec.ips, a.Unmap())
+		}
+		s.pods[p.ID] = rec
+		changed = append(changed, rec)
+		ids = append(ids, p.ID)
+	}
+	if prev == nil {
+		s.owner = make(map[netip.Addr]string, 2*len(rs.Pods))
+		for i := range s.maps {
+			s.maps[i] = map[netip.Addr]string{}
+		}
+	} else {
+		s.owner = maps.Clone(prev.owner)
+		for i := range s.maps {
+			s.maps[i] = maps.Clone(prev.maps[i])
+			s.dirty[i] = map[netip.Addr]struct{}{}
+		}
+		s.baseID = prev.mapsID
+		// Entries of the pods that changed or went leave first: an
+		// address may pass from one pod to another.
+		for id, old := range prev.pods {
+			if now, ok := s.pods[id]; ok && now.equal(old) {
 				continue
 			}
-			if eg, ok := egress[d.chain]; !ok || eg == d.in {
-				return nil, fmt.Errorf("pod %s/%s: profile %q is not an %s profile of the ruleset", p.Namespace, p.Name, d.chain, map[bool]string{true: "ingress", false: "egress"}[d.in])
-			}
-			for _, a := range p.IPs {
-				if !a.IsValid() || a.Zone() != "" {
-					return nil, fmt.Errorf("pod %s/%s: bad address %v", p.Namespace, p.Name, a)
+			for _, a := range old.ips {
+				delete(s.owner, a)
+				for _, in := range []bool{true, false} {
+					i := mapIndex(in, a)
+					delete(s.maps[i], a)
+					s.dirty[i][a] = struct{}{}
 				}
-				a = a.Unmap()
-				m := s.maps[mapIndex(d.in, a)]
-				if _, dup := m[a]; dup {
-					return nil, fmt.Errorf("pod %s/%s: address %s belongs to two pods", p.Namespace, p.Name, a)
-				}
-				m[a] = d.chain
 			}
 		}
 	}
-	return s, nil
+	for k, rec := range changed {
+		for _, a := range rec.ips {
+			if other, dup := s.owner[a]; dup && other != ids[k] {
+				return fmt.Errorf("pod ID %s: address %s belongs to two pods (%s)", ids[k], a, other)
+			}
+			if rec.in == "" && rec.eg == "" {
+				continue
+			}
+			s.owner[a] = ids[k]
+			for _, d := range []struct {
+				in    bool
+				chain string
+			}{{true, rec.in}, {false, rec.eg}} {
+				if d.chain == "" {
+					continue
+				}
+				i := mapIndex(d.in, a)
+				s.maps[i][a] = d.chain
+				if s.dirty[i] != nil {
+					s.dirty[i][a] = struct{}{}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (s *state) pod(id string) (podRec, bool) {
+	if s == nil {
+		return podRec{}, false
+	}
+	p, ok := s.pods[id]
+	return p, ok
 }
 
 // validName: what the kernel and nft take as an object name here.

@@ -119,7 +119,7 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	if w.ns < 0 {
 		return Stats{}, errors.New("policykernel: writer closed")
 	}
-	want, err := desired(&rs, w.sigs, w.logGroup)
+	want, err := desired(&rs, w.applied, w.sigs, w.logGroup)
 	if err != nil {
 		return Stats{}, fmt.Errorf("policykernel: ruleset for node %q: %w", rs.Node, err)
 	}
