@@ -294,30 +294,27 @@ func (b *batch) plan(have, want *state) {
 	// Map elements that go or change, then those that come or change.
 	var adds [numMaps][]netip.Addr
 	for i := range numMaps {
-		from := want.maps[i]
-		if want.dirty[i] != nil && want.baseID == have.mapsID && !have.mapBad[i] {
+		if want.was[i] != nil && want.baseID == have.mapsID && !have.mapBad[i] {
 			// Built from have by the pods that changed: only their
-			// keys may differ.
-			from = nil
-			for a := range want.dirty[i] {
-				if ch, ok := want.maps[i][a]; ok {
-					if from == nil {
-						from = map[netip.Addr]string{}
-					}
-					from[a] = ch
+			// keys may differ, and have's maps are want's now (see
+			// mapsOf): their previous values are in was.
+			var del []netip.Addr
+			for a, v := range want.was[i] {
+				now, ok := want.maps[i][a]
+				if v.ok && (!ok || now != v.val) {
+					del = append(del, a)
+				}
+				if ok && (!v.ok || now != v.val) {
+					adds[i] = append(adds[i], a)
 				}
 			}
-			del := map[netip.Addr]string{}
-			for a := range want.dirty[i] {
-				if ch, ok := haveMaps[i][a]; ok {
-					del[a] = ch
-				}
-			}
-			b.delMapElems(i, changedAddrs(del, want.maps[i]))
-		} else {
-			b.delMapElems(i, changedAddrs(haveMaps[i], want.maps[i]))
+			slices.SortFunc(del, netip.Addr.Compare)
+			slices.SortFunc(adds[i], netip.Addr.Compare)
+			b.delMapElems(i, del)
+			continue
 		}
-		adds[i] = changedAddrs(from, haveMaps[i])
+		b.delMapElems(i, changedAddrs(haveMaps[i], want.maps[i]))
+		adds[i] = changedAddrs(want.maps[i], haveMaps[i])
 	}
 	for i, l := range adds {
 		var add []nftables.SetElement

@@ -185,6 +185,23 @@ func TestScale(t *testing.T) {
 		}
 		change = append(change, st.Duration)
 	}
+	// A member added to (and removed from) a pods set, no map change.
+	var member []time.Duration
+	for round := range 20 {
+		r := rs
+		if round%2 == 0 {
+			r = onePodChange(rs, (round*1237+1)%pods)
+			r.Pods = rs.Pods
+		}
+		st, err := w.Apply(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Messages != 1 || st.ElementsAdded+st.ElementsRemoved != 1 {
+			t.Errorf("one member %d: %+v", round, st)
+		}
+		member = append(member, st.Duration)
+	}
 	load2 := loadavg()
 	start := time.Now()
 	w2, err := Open(fd, nil)
@@ -209,7 +226,8 @@ func TestScale(t *testing.T) {
 	}
 	t.Logf("%d pods, %d profiles x 20 rules, %d pods sets x 10: create from empty %v (%d batches, %d messages; load average before %s, after %s)",
 		pods, profiles, sets, full.Duration, full.Batches, full.Messages, load0, load1)
-	t.Logf("one-pod change: median %v, max %v over %d (load average after %s)", median(change), slices.Max(change), len(change), load2)
+	t.Logf("one-pod change (a pod moved to another profile, a member added): median %v, max %v over %d; one member only: median %v, max %v over %d (load average after %s)",
+		median(change), slices.Max(change), len(change), median(member), slices.Max(member), len(member), load2)
 	t.Logf("adoption: Open %v, Open + no-op Apply %v (load average after %s); removing everything %v (%d messages)",
 		open, adopt, load3, st.Duration, st.Messages)
 }

@@ -2,7 +2,6 @@ package policykernel
 
 import (
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -35,10 +34,14 @@ type state struct {
 	pods  map[string]podRec
 	owner map[netip.Addr]string
 	// mapsID identifies the maps' content: a state built from another
-	// by its changed pods has baseID the other's mapsID and dirty the
-	// map keys that may differ (nil: every key may).
+	// by its changed pods has baseID the other's mapsID and in was the
+	// previous value of each map key that may differ (nil: every key
+	// may); it took the other's maps over (see mapsOf).
 	mapsID, baseID uint64
-	dirty          [numMaps]map[netip.Addr]struct{}
+	was            [numMaps]map[netip.Addr]was
+	ownerWas       map[netip.Addr]was
+	// profiles tells the direction of each profile (true: egress).
+	profiles map[string]bool
 }
 
 // podRec is what is programmed of one pod: its addresses (unmapped) and
@@ -197,15 +200,37 @@ func (s *state) set(name string) *setState {
 // tells the direction of each profile of rs.
 func (s *state) mapsOf(rs *policy.Ruleset, prev *state, egress map[string]bool) error {
 	s.pods = make(map[string]podRec, len(rs.Pods))
-	s.mapsID = mapsIDs.Add(1)
+	// A pod unchanged since prev was checked then; its profiles still
+	// exist when prev had the same profiles.
+	sameProfiles := prev != nil && len(prev.profiles) == len(egress)
+	for n, eg := range egress {
+		if !sameProfiles {
+			break
+		}
+		old, ok := prev.profiles[n]
+		sameProfiles = ok && old == eg
+	}
+	s.profiles = egress
 	var changed []podRec
 	var ids []string
+	reused, replaced := 0, 0
 	for _, p := range rs.Pods {
+		rec := podRec{in: p.IngressChain, eg: p.EgressChain}
+		n := len(s.pods)
+		if old, ok := prev.pod(p.ID); ok && old.in == rec.in && old.eg == rec.eg && slices.Equal(old.ips, p.IPs) {
+			s.pods[p.ID] = old
+			if len(s.pods) == n {
+				return fmt.Errorf("pod %s/%s: ID %s repeated", p.Namespace, p.Name, p.ID)
+			}
+			reused++
+			if sameProfiles {
+				continue
+			}
+		} else if ok {
+			replaced++
+		}
 		if !validName(p.ID) {
 			return fmt.Errorf("pod %s/%s: bad ID %q", p.Namespace, p.Name, p.ID)
-		}
-		if _, dup := s.pods[p.ID]; dup {
-			return fmt.Errorf("pod %s/%s: ID %s repeated", p.Namespace, p.Name, p.ID)
 		}
 		for _, d := range []struct {
 			in    bool
@@ -215,10 +240,8 @@ func (s *state) mapsOf(rs *policy.Ruleset, prev *state, egress map[string]bool) 
 				return fmt.Errorf("pod %s/%s: profile %q is not an %s profile of the ruleset", p.Namespace, p.Name, d.chain, map[bool]string{true: "ingress", false: "egress"}[d.in])
 			}
 		}
-		rec := podRec{in: p.IngressChain, eg: p.EgressChain}
-		if old, ok := prev.pod(p.ID); ok && slices.Equal(old.ips, p.IPs) && old.in == rec.in && old.eg == rec.eg {
-			s.pods[p.ID] = old
-			continue
+		if len(s.pods) > n {
+			continue // reused, checked
 		}
 		for _, a := range p.IPs {
 			if !a.IsValid() || a.Zone() != "" {
@@ -227,33 +250,59 @@ func (s *state) mapsOf(rs *policy.Ruleset, prev *state, egress map[string]bool) 
 			rec.ips = append(rec.ips, a.Unmap())
 		}
 		s.pods[p.ID] = rec
+		if len(s.pods) == n {
+			return fmt.Errorf("pod %s/%s: ID %s repeated", p.Namespace, p.Name, p.ID)
+		}
 		changed = append(changed, rec)
 		ids = append(ids, p.ID)
 	}
-	if prev == nil {
+	switch {
+	case prev == nil:
+		s.mapsID = mapsIDs.Add(1)
 		s.owner = make(map[netip.Addr]string, 2*len(rs.Pods))
 		for i := range s.maps {
 			s.maps[i] = map[netip.Addr]string{}
 		}
-	} else {
-		s.owner = maps.Clone(prev.owner)
-		for i := range s.maps {
-			s.maps[i] = maps.Clone(prev.maps[i])
-			s.dirty[i] = map[netip.Addr]struct{}{}
+	case len(changed) == 0 && reused == len(prev.pods):
+		// Nothing changed: prev's maps are shared (never written once
+		// built).
+		s.mapsID, s.baseID, s.maps, s.owner = prev.mapsID, prev.mapsID, prev.maps, prev.owner
+		for i := range s.was {
+			s.was[i] = map[netip.Addr]was{}
 		}
-		s.baseID = prev.mapsID
+		return nil
+	default:
+		// prev's maps are taken over and changed in place, the
+		// previous value of each key changed kept in was (undone on
+		// an error). prev is spent: Apply replaces it with s, or
+		// forgets it.
+		s.mapsID, s.baseID = mapsIDs.Add(1), prev.mapsID
+		s.maps, s.owner = prev.maps, prev.owner
+		defer func() { prev.pods = nil }()
+		for i := range s.was {
+			s.was[i] = map[netip.Addr]was{}
+		}
+		s.ownerWas = map[netip.Addr]was{}
 		// Entries of the pods that changed or went leave first: an
 		// address may pass from one pod to another.
-		for id, old := range prev.pods {
-			if now, ok := s.pods[id]; ok && now.equal(old) {
-				continue
-			}
+		leave := func(old podRec) {
 			for _, a := range old.ips {
-				delete(s.owner, a)
+				s.setOwner(a, "")
 				for _, in := range []bool{true, false} {
-					i := mapIndex(in, a)
-					delete(s.maps[i], a)
-					s.dirty[i][a] = struct{}{}
+					s.setMap(mapIndex(in, a), a, "")
+				}
+			}
+		}
+		if reused+replaced == len(prev.pods) {
+			for _, id := range ids {
+				if old, ok := prev.pods[id]; ok {
+					leave(old)
+				}
+			}
+		} else {
+			for id, old := range prev.pods {
+				if now, ok := s.pods[id]; !ok || !now.equal(old) {
+					leave(old)
 				}
 			}
 		}
@@ -261,28 +310,77 @@ func (s *state) mapsOf(rs *policy.Ruleset, prev *state, egress map[string]bool) 
 	for k, rec := range changed {
 		for _, a := range rec.ips {
 			if other, dup := s.owner[a]; dup && other != ids[k] {
+				s.undo()
 				return fmt.Errorf("pod ID %s: address %s belongs to two pods (%s)", ids[k], a, other)
 			}
 			if rec.in == "" && rec.eg == "" {
 				continue
 			}
-			s.owner[a] = ids[k]
+			s.setOwner(a, ids[k])
 			for _, d := range []struct {
 				in    bool
 				chain string
 			}{{true, rec.in}, {false, rec.eg}} {
-				if d.chain == "" {
-					continue
-				}
-				i := mapIndex(d.in, a)
-				s.maps[i][a] = d.chain
-				if s.dirty[i] != nil {
-					s.dirty[i][a] = struct{}{}
+				if d.chain != "" {
+					s.setMap(mapIndex(d.in, a), a, d.chain)
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// was is the value a map key had before a desired state changed it.
+type was struct {
+	val string
+	ok  bool
+}
+
+// setMap sets key a of map i to chain ("": deletes it), recording the
+// previous value when the maps are taken over.
+func (s *state) setMap(i int, a netip.Addr, chain string) {
+	if s.was[i] != nil {
+		if _, seen := s.was[i][a]; !seen {
+			v, ok := s.maps[i][a]
+			s.was[i][a] = was{v, ok}
+		}
+	}
+	if chain == "" {
+		delete(s.maps[i], a)
+	} else {
+		s.maps[i][a] = chain
+	}
+}
+
+func (s *state) setOwner(a netip.Addr, id string) {
+	if s.ownerWas != nil {
+		if _, seen := s.ownerWas[a]; !seen {
+			v, ok := s.owner[a]
+			s.ownerWas[a] = was{v, ok}
+		}
+	}
+	if id == "" {
+		delete(s.owner, a)
+	} else {
+		s.owner[a] = id
+	}
+}
+
+// undo puts back the maps taken over as they were.
+func (s *state) undo() {
+	put := func(m map[netip.Addr]string, w map[netip.Addr]was) {
+		for a, v := range w {
+			if v.ok {
+				m[a] = v.val
+			} else {
+				delete(m, a)
+			}
+		}
+	}
+	for i := range s.was {
+		put(s.maps[i], s.was[i])
+	}
+	put(s.owner, s.ownerWas)
 }
 
 func (s *state) pod(id string) (podRec, bool) {

@@ -123,6 +123,15 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("policykernel: ruleset for node %q: %w", rs.Node, err)
 	}
+	// want may have taken the applied state's maps over: if this Apply
+	// ends without either applying want or reading the table again,
+	// the applied state is forgotten (the next Apply reads the table).
+	applied := false
+	defer func() {
+		if !applied && w.applied != nil && want.baseID != 0 && w.applied.mapsID == want.baseID {
+			w.applied = nil
+		}
+	}()
 	if w.applied == nil {
 		s, err := w.read()
 		if err != nil {
@@ -175,7 +184,7 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 		st = st.plus(b.st)
 		st.Batches++
 	}
-	w.applied = want
+	w.applied, applied = want, true
 	w.sigs = make(map[string]string, len(want.chains))
 	for n, cs := range want.chains {
 		w.sigs[n] = cs.sig
