@@ -85,11 +85,29 @@
 //
 // Cost: a batch holds only what differs; a one-pod change (a map element
 // switched, a member added) is a batch of a few messages whatever the
-// size of the table. Apply still builds the desired state of the whole
-// Ruleset (every set's elements, every pod's map entries) in memory each
-// time: linear in the Ruleset, no kernel work. Profile rule signatures
-// are computed once per profile name (a profile never changes under its
-// name).
+// size of the table. The desired state is built from the applied one by
+// what changed: sets whose input is unchanged are shared, the maps are
+// taken over and changed in place for the pods that changed (their
+// previous values kept, and put back if the Ruleset turns out invalid),
+// and only those keys are diffed. Apply still walks every pod, set and
+// profile of the Ruleset to find what changed (a few map lookups each),
+// and profile rule signatures are computed once per profile name (a
+// profile never changes under its name).
+//
+// Measured in this session (TestScale, kernel 6.18, 2 CPUs, load
+// average 0.6-1.0, without the race detector) with 10,000 isolated pods
+// (both directions and families: 40,000 map elements), 500 profiles of
+// 20 rules, 1,500 pods sets of 10 members, 4 cidr and 10 ports sets:
+// creating it all from an empty namespace took 1.3-1.8 s (two batches,
+// 14,199 messages); Open of the existing table 0.5-1.0 s, with the first
+// (no-op) Apply 0.6-1.1 s; a one-pod change (the pod moved to another
+// profile, a member added to a set: 4-5 messages) a median of 32-47 ms
+// over 20; adding or removing one member (1 message) a median of 16-25
+// ms. Building the desired state for a one-pod change takes about 6 ms
+// of that (BenchmarkDesiredOnePodChange); most of the rest is the
+// kernel's commit: instrumented runs showed a one-message batch adding
+// a member committing in 0.4-20 ms and one removing a member in under
+// 1 ms. Why additions cost more was not investigated.
 //
 // Dropped reads each profile chain's final counter drop; Option WithNFLOG
 // adds the limited log rule before it, whose prefix (the profile chain's
