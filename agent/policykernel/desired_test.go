@@ -90,3 +90,16 @@ func TestDesiredIncremental(t *testing.T) {
 		}
 	}
 }
+
+func TestLoggedDropPod(t *testing.T) {
+	src, dst := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	if d := (LoggedDrop{Chain: "ingress-0123456789ab", Src: src, Dst: dst}); !d.Ingress() || d.Pod() != dst {
+		t.Errorf("ingress drop: %v %v", d.Ingress(), d.Pod())
+	}
+	if d := (LoggedDrop{Chain: "egress-0123456789ab", Src: src, Dst: dst}); d.Ingress() || d.Pod() != src {
+		t.Errorf("egress drop: %v %v", d.Ingress(), d.Pod())
+	}
+	if isProfileChain("in-00000000000a") || !isProfileChain("egress-x") {
+		t.Error("isProfileChain")
+	}
+}

@@ -33,6 +33,20 @@ type LoggedDrop struct {
 	Port     uint16
 }
 
+// Ingress reports whether d was dropped by an ingress profile chain (the
+// isolated pod is then the destination), not an egress one (the source).
+func (d LoggedDrop) Ingress() bool { return strings.HasPrefix(d.Chain, ingressPrefix) }
+
+// Pod is the address of the isolated pod whose profile chain dropped d:
+// a profile chain is shared by every pod with the same rules, so its name
+// does not tell the pod; the packet does.
+func (d LoggedDrop) Pod() netip.Addr {
+	if d.Ingress() {
+		return d.Dst
+	}
+	return d.Src
+}
+
 // LogReader reads the drops the profile chains log to one NFLOG group.
 type LogReader struct{ c *netlink.Conn }
 

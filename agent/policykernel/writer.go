@@ -22,7 +22,9 @@ type Writer struct {
 	ns  int // our own descriptor of the namespace
 	log *slog.Logger
 	// applied is what the kernel holds; nil when unknown (a failed
-	// batch whose aftermath could not be read): the next Apply reads it.
+	// batch whose aftermath could not be read, or an Apply that ended
+	// early after its desired state took the maps over): the next
+	// Apply reads it.
 	applied *state
 	// sigs are the rule signatures of the profiles last applied, by
 	// name (a profile never changes: a changed one has a new name).
