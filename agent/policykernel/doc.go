@@ -107,7 +107,9 @@
 // of that (BenchmarkDesiredOnePodChange); most of the rest is the
 // kernel's commit: instrumented runs showed a one-message batch adding
 // a member committing in 0.4-20 ms and one removing a member in under
-// 1 ms. Why additions cost more was not investigated.
+// 1 ms. Why additions cost more was not investigated. Converting a table
+// of the previous layout with 2,000 pods (4,000 chains) to 100 profiles
+// took 0.46 s in one run (TestScaleMigration).
 //
 // Dropped reads each profile chain's final counter drop; Option WithNFLOG
 // adds the limited log rule before it, whose prefix (the profile chain's

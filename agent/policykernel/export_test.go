@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/agent/policy"
@@ -41,7 +42,9 @@ type OldBox struct {
 // in-p4, in-a6, in-p6, eg-a4 ... It is the table an agent of the
 // previous version leaves behind.
 func WriteOldLayout(nsFd int, pods []OldPod) error {
-	c, err := nftables.New(nftables.WithNetNSFd(nsFd))
+	c, err := nftables.New(nftables.WithNetNSFd(nsFd), nftables.WithSockOptions(func(nc *netlink.Conn) error {
+		return setBuffers(nc, 64<<20, 64<<20)
+	}))
 	if err != nil {
 		return err
 	}

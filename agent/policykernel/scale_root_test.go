@@ -259,3 +259,60 @@ func TestAcksLost(t *testing.T) {
 		t.Errorf("after lost acks: %+v, %v", st, err)
 	}
 }
+
+// TestScaleMigration converts a table of the previous layout (per-pod
+// chains, eight shared sets) with 2,000 pods to the profile layout and
+// logs the time; the old objects must all go and a second writer must
+// see no difference.
+func TestScaleMigration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short: programs 2,000 pods")
+	}
+	roottest.Require(t)
+	const pods = 2000
+	_, fd := scaleNS(t)
+	var old []OldPod
+	for i := range pods {
+		c := &OldChain{
+			Any4:   []policy.AddrRange{{From: netip.AddrFrom4([4]byte{10, 100, byte(i % 5), 0}), To: netip.AddrFrom4([4]byte{10, 100, byte(i % 5), 255})}},
+			Ports4: []OldBox{{Peers: policy.AddrRange{From: pod4(i + 1), To: pod4(i + 1)}, Proto: policy.TCP, From: 8080, To: 8080}},
+		}
+		old = append(old, OldPod{ID: fmt.Sprintf("%012x", 0xabc000000+i), IPs: []netip.Addr{pod4(i), pod6(i)}, Ingress: c, Egress: c})
+	}
+	if err := WriteOldLayout(fd, old); err != nil {
+		t.Fatal(err)
+	}
+	rs := scaleRuleset(pods, 100, 300)
+	w, err := Open(fd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	st, err := w.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Batches != 2 || st.ChainsRemoved != 2*pods || st.SetsRemoved != 8 || st.ElementsRemoved != 4*pods || st.ChainsAdded != 100 {
+		t.Errorf("migration: %+v", st)
+	}
+	for n := range w.applied.chains {
+		if !isProfileChain(n) {
+			t.Errorf("chain %s left", n)
+		}
+	}
+	w2, err := Open(fd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	for n := range w2.applied.sets {
+		if kindOf(n) == kindOther {
+			t.Errorf("set %s left", n)
+		}
+	}
+	if st, err := w2.Apply(rs); err != nil || st.Changed() {
+		t.Errorf("after migration: %+v, %v", st, err)
+	}
+	t.Logf("migrating %d pods (%d old chains) to %d profiles: %v, %d messages in %d batches (load average %s)",
+		pods, 2*pods, len(rs.Profiles), st.Duration, st.Messages, st.Batches, loadavg())
+}
