@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/agent/policy"
 	"github.com/podnet/podnet/agent/policykernel"
@@ -322,4 +324,50 @@ func TestMigrateOldLayout(t *testing.T) {
 	if st, err := w.Apply(rs); err != nil || st.Changed() {
 		t.Errorf("after migration: %+v, %v", st, err)
 	}
+}
+
+// A set of another type than its name says (a hand edit) is made again in
+// the batch that rewrites the chains using it.
+func TestAdoptionRemakesSet(t *testing.T) {
+	tp := newTopo(t)
+	w := tp.open(t)
+	rs := baseRuleset(tp)
+	if _, err := w.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	_, _, ingC := baseProfiles()
+	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// C's profile lets go of the cidr set, which comes back as an
+	// IPv6 hash set under its IPv4 interval set's name; C's profile
+	// gets a rule using it again (IPv6 now, as written by hand).
+	c.FlushChain(&nftables.Chain{Table: tbl, Name: ingC.Name})
+	c.DelSet(&nftables.Set{Table: tbl, Name: setNet4})
+	if err := c.AddSet(&nftables.Set{Table: tbl, Name: setNet4, KeyType: nftables.TypeIP6Addr, ID: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.AddRule(&nftables.Rule{Table: tbl, Chain: &nftables.Chain{Table: tbl, Name: ingC.Name}, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
+		&expr.Lookup{SourceRegister: 1, SetName: setNet4, SetID: 1},
+		&expr.Verdict{Kind: expr.VerdictReturn},
+	}})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	check(t, []flow{{"C's profile emptied", tp.pods[1].path, tp.pods[2].v4, "tcp", 7001, true}})
+	w2 := tp.open(t)
+	st, err := w2.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SetsRemoved != 1 || st.SetsAdded != 1 || st.ElementsAdded != 2 || st.RulesAdded != len(ingC.Rules)+1 || st.ElementsRemoved+st.ChainsAdded+st.ChainsRemoved != 0 || st.Batches != 1 {
+		t.Errorf("remaking %s: %+v", setNet4, st)
+	}
+	check(t, baseFlows(tp))
+	adoptsUnchanged(t, tp, rs)
 }
