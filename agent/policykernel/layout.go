@@ -48,54 +48,8 @@ func mapIndex(in bool, a netip.Addr) int {
 	return i
 }
 
-// The eight shared sets, indexed by setIdx: a direction (in: 0-3, eg:
-// 4-7) times a kind. Their keys start with the isolated pod's own
-// address, then the peer range (and protocol and port range).
-const (
-	kindA4 = iota
-	kindP4
-	kindA6
-	kindP6
-	numKinds
-	numSets = 2 * numKinds
-)
-
-var setNames = [numSets]string{"in-a4", "in-p4", "in-a6", "in-p6", "eg-a4", "eg-p4", "eg-a6", "eg-p6"}
-
-// setIndex returns the shared set of direction ingress (in) or egress and
-// kind k.
-func setIndex(in bool, k int) int {
-	if in {
-		return k
-	}
-	return numKinds + k
-}
-
-// setIn reports whether shared set idx is of the ingress direction.
-func setIn(idx int) bool { return idx < numKinds }
-
-// kindV4 reports whether kind k keys IPv4 addresses; kindPorts whether
-// its keys have a protocol and a port range.
-func kindV4(k int) bool    { return k == kindA4 || k == kindP4 }
-func kindPorts(k int) bool { return k == kindP4 || k == kindP6 }
-
-func chainName(in bool, id string) string {
-	if in {
-		return "in-" + id
-	}
-	return "eg-" + id
-}
-
-// isPodChain reports whether name has the shape of a pod chain name.
-func isPodChain(name string) bool {
-	return strings.HasPrefix(name, "in-") || strings.HasPrefix(name, "eg-")
-}
-
-// chainIn reports whether pod chain name is an ingress chain.
-func chainIn(name string) bool { return strings.HasPrefix(name, "in-") }
-
-func setIdx(name string) int {
-	for i, n := range setNames {
+func mapIdx(name string) int {
+	for i, n := range mapNames {
 		if n == name {
 			return i
 		}
@@ -103,17 +57,74 @@ func setIdx(name string) int {
 	return -1
 }
 
-var setTypes = [numKinds]nftables.SetDatatype{
-	kindA4: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr),
-	kindP4: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
-	kindA6: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr),
-	kindP6: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService),
+// Profile chain name prefixes.
+const (
+	ingressPrefix = "ingress-"
+	egressPrefix  = "egress-"
+)
+
+// isProfileChain reports whether name has the shape of a profile chain
+// name.
+func isProfileChain(name string) bool {
+	return strings.HasPrefix(name, ingressPrefix) || strings.HasPrefix(name, egressPrefix)
 }
 
-// sharedSet is the definition of shared set idx (without ID: the batch
-// assigns one).
-func sharedSet(idx int) *nftables.Set {
-	return &nftables.Set{Table: table, Name: setNames[idx], Interval: true, Concatenation: true, KeyType: setTypes[idx%numKinds]}
+// The kinds of sets, told by their name's prefix.
+type setKind int
+
+const (
+	kindOther setKind = iota // not ours: goes when nothing uses it
+	kindPods4
+	kindPods6
+	kindCIDR4
+	kindCIDR6
+	kindPorts
+)
+
+var kindPrefixes = []struct {
+	prefix string
+	kind   setKind
+}{{"pods4-", kindPods4}, {"pods6-", kindPods6}, {"cidr4-", kindCIDR4}, {"cidr6-", kindCIDR6}, {"ports-", kindPorts}}
+
+func kindOf(name string) setKind {
+	for _, p := range kindPrefixes {
+		if strings.HasPrefix(name, p.prefix) && len(name) > len(p.prefix) {
+			return p.kind
+		}
+	}
+	return kindOther
+}
+
+func (k setKind) v6() bool       { return k == kindPods6 || k == kindCIDR6 }
+func (k setKind) interval() bool { return k == kindCIDR4 || k == kindCIDR6 }
+
+// keyLen is the length of the keys of a set of kind k.
+func (k setKind) keyLen() int {
+	switch k {
+	case kindPods4, kindCIDR4:
+		return 4
+	case kindPods6, kindCIDR6:
+		return 16
+	case kindPorts:
+		return 8
+	}
+	return 0
+}
+
+var portsType = nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
+
+// setDef is the definition of set name of kind k (not kindOther; the
+// batch assigns the ID).
+func setDef(name string, k setKind) *nftables.Set {
+	s := &nftables.Set{Table: table, Name: name, KeyType: nftables.TypeIPAddr}
+	if k.v6() {
+		s.KeyType = nftables.TypeIP6Addr
+	}
+	s.Interval = k.interval()
+	if k == kindPorts {
+		s.KeyType, s.Concatenation = portsType, true
+	}
+	return s
 }
 
 func verdictMap(i int) *nftables.Set {
@@ -125,7 +136,7 @@ func verdictMap(i int) *nftables.Set {
 }
 
 // setTypeOK reports whether a set read from the kernel has the type and
-// flags sharedSet (or verdictMap) gives it.
+// flags setDef (or verdictMap) gives it.
 func setTypeOK(have, want *nftables.Set) bool {
 	if have.IsMap != want.IsMap || have.Interval != want.Interval || have.Concatenation != want.Concatenation {
 		return false
@@ -144,7 +155,7 @@ func baseChainDef() *nftables.Chain {
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept}
 }
 
-func podChainDef(name string) *nftables.Chain {
+func chainDef(name string) *nftables.Chain {
 	return &nftables.Chain{Name: name, Table: table}
 }
 
@@ -185,90 +196,109 @@ func baseRules() [][]expr.Any {
 	}
 }
 
-// NFLOG rate limit of one pod chain: nft's `limit rate 10/second` (burst 5).
+// NFLOG rate limit of one profile chain: nft's `limit rate 10/second`
+// (burst 5).
 const logRate, logBurst = 10, 5
 
-// podRules are the rules of pod chain name, the same for every pod: the
-// key is the pod's own address (the destination for ingress, in-, the
-// source for egress, eg-) then the peer's, looked up in the shared sets
-// of the chain's direction. ids are the batch IDs of those four sets when
-// they are created in the same batch (0 otherwise). With logGroup >= 0 a
-// rule `limit rate 10/second log prefix "<name>" group <logGroup>` comes
-// before the counter drop.
-func podRules(name string, ids [numKinds]uint32, logGroup int) [][]expr.Any {
-	in := chainIn(name)
-	own4, peer4, own6, peer6 := uint32(daddr4), uint32(saddr4), uint32(daddr6), uint32(saddr6)
-	if !in {
-		own4, peer4, own6, peer6 = peer4, own4, peer6, own6
-	}
+// profileRules are the rules of profile p: one per policy.Rule, then
+// with logGroup >= 0 `limit rate 10/second log prefix "<name>" group
+// <logGroup>`, then `counter drop`. ids gives the batch IDs of the sets
+// created in the same batch (absent: 0). sets are the Ruleset's address
+// sets by name (their family).
+func profileRules(p *policy.Profile, sets map[string]*policy.AddrSet, ids map[string]uint32, logGroup int) [][]expr.Any {
 	ret := &expr.Verdict{Kind: expr.VerdictReturn}
-	// Concatenations use 32-bit registers: the pod's address from
-	// register 1 (NFT_REG32_00) on, then the peer's, then protocol and
-	// port in the next free ones.
-	lookup := func(p byte, own, peer, ln uint32, k int) []expr.Any {
-		r := 8 + ln/4 // NFT_REG32_00 + words of the first address
-		l := append(nfproto(p), addrLoad(own, ln),
-			&expr.Payload{DestRegister: reg(r), Base: expr.PayloadBaseNetworkHeader, Offset: peer, Len: ln})
-		if kindPorts(k) {
-			r += ln / 4
-			l = append(l, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(r)},
-				&expr.Payload{DestRegister: reg(r + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	rules := make([][]expr.Any, 0, len(p.Rules)+2)
+	for _, r := range p.Rules {
+		var l []expr.Any
+		if r.Peers != "" {
+			v6 := sets[r.Peers] != nil && sets[r.Peers].V6
+			off, ln, fam := uint32(saddr4), uint32(4), byte(unix.NFPROTO_IPV4)
+			if v6 {
+				off, ln, fam = saddr6, 16, unix.NFPROTO_IPV6
+			}
+			if p.Egress {
+				off += ln // daddr follows saddr in both headers
+			}
+			l = append(l, nfproto(fam)...)
+			l = append(l, addrLoad(off, ln), &expr.Lookup{SourceRegister: 1, SetName: r.Peers, SetID: ids[r.Peers]})
 		}
-		return append(l, &expr.Lookup{SourceRegister: 1, SetName: setNames[setIndex(in, k)], SetID: ids[k]}, ret)
-	}
-	rules := [][]expr.Any{
-		lookup(unix.NFPROTO_IPV4, own4, peer4, 4, kindA4),
-		lookup(unix.NFPROTO_IPV4, own4, peer4, 4, kindP4),
-		lookup(unix.NFPROTO_IPV6, own6, peer6, 16, kindA6),
-		lookup(unix.NFPROTO_IPV6, own6, peer6, 16, kindP6),
+		dport := func(reg uint32) *expr.Payload {
+			return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}
+		}
+		switch {
+		case r.Ports != "":
+			// meta l4proto . th dport: 32-bit registers NFT_REG32_00
+			// (listed back as NFT_REG_1) and NFT_REG32_01.
+			l = append(l, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, dport(9),
+				&expr.Lookup{SourceRegister: 1, SetName: r.Ports, SetID: ids[r.Ports]})
+		case r.Proto != 0:
+			l = append(l, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(r.Proto)}})
+			be := func(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
+			switch {
+			case r.Range.From == 0 && r.Range.To == 65535:
+			case r.Range.From == r.Range.To:
+				l = append(l, dport(1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(r.Range.From)})
+			default:
+				l = append(l, dport(1), &expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: be(r.Range.From)},
+					&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: be(r.Range.To)})
+			}
+		}
+		rules = append(rules, append(l, ret))
 	}
 	if logGroup >= 0 {
 		rules = append(rules, []expr.Any{
 			&expr.Limit{Type: expr.LimitTypePkts, Rate: logRate, Unit: expr.LimitTimeSecond, Burst: logBurst},
-			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(logGroup), Data: []byte(name)},
+			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(logGroup), Data: []byte(p.Name)},
 		})
 	}
 	return append(rules, []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})
 }
 
-// reg names 32-bit register r (NFT_REG32_xx) the way the kernel lists it
-// back: by its 16-byte register (NFT_REG_n) when it starts one.
-func reg(r uint32) uint32 {
-	if (r-8)%4 == 0 {
-		return (r-8)/4 + 1
-	}
-	return r
-}
-
-// exprSig renders the verdict-relevant parts of an expression, so rules
-// read back from the kernel compare with the ones podRules builds
-// (counter values, set IDs and handles differ).
+// exprSig renders the verdict-relevant parts of an expression built here,
+// as rawSig renders one listed by the kernel: the two agree for the
+// expressions profileRules and baseRules use. Registers, counter values
+// and set IDs are left out.
 func exprSig(e expr.Any) string {
 	switch x := e.(type) {
 	case *expr.Meta:
-		return fmt.Sprintf("meta %d r%d", x.Key, x.Register)
+		return fmt.Sprintf("meta %d", x.Key)
 	case *expr.Cmp:
-		return fmt.Sprintf("cmp %d r%d %x", x.Op, x.Register, x.Data)
+		return fmt.Sprintf("cmp %d %x", x.Op, x.Data)
 	case *expr.Payload:
-		return fmt.Sprintf("payload %d %d %d r%d", x.Base, x.Offset, x.Len, x.DestRegister)
+		return fmt.Sprintf("payload %d %d %d", x.Base, x.Offset, x.Len)
 	case *expr.Lookup:
-		return fmt.Sprintf("lookup r%d %s %t r%d %t", x.SourceRegister, x.SetName, x.IsDestRegSet, x.DestRegister, x.Invert)
+		return fmt.Sprintf("lookup %s %t", x.SetName, x.Invert)
 	case *expr.Verdict:
-		return fmt.Sprintf("verdict %d %s", x.Kind, x.Chain)
+		return fmt.Sprintf("verdict %d %s", int32(x.Kind), x.Chain)
 	case *expr.Counter:
 		return "counter"
 	case *expr.Ct:
-		return fmt.Sprintf("ct %d r%d", x.Key, x.Register)
+		return fmt.Sprintf("ct %d", x.Key)
 	case *expr.Limit:
-		return fmt.Sprintf("limit %d %d %t %d %d", x.Type, x.Rate, x.Over, x.Unit, x.Burst)
+		return fmt.Sprintf("limit %d %d %d", x.Rate, x.Unit, x.Burst)
 	case *expr.Log:
 		return fmt.Sprintf("log %d %s", x.Group, bytes.TrimRight(x.Data, "\x00"))
 	case *expr.Bitwise:
-		return fmt.Sprintf("bitwise r%d r%d %d %x %x", x.SourceRegister, x.DestRegister, x.Len, x.Mask, x.Xor)
+		return fmt.Sprintf("bitwise %d %x %x", x.Len, x.Mask, x.Xor)
 	}
 	return fmt.Sprintf("%T", e)
 }
 
+// rulesSig is the signature of a chain's rules (see exprSig).
+func rulesSig(rules [][]expr.Any) string {
+	var sb strings.Builder
+	for _, r := range rules {
+		sb.WriteString("|")
+		for _, e := range r {
+			sb.WriteString(exprSig(e))
+			sb.WriteString(";")
+		}
+	}
+	return sb.String()
+}
+
+// rulesMatch compares rules listed by google/nftables with rules built.
 func rulesMatch(have []*nftables.Rule, want [][]expr.Any) bool {
 	if len(have) != len(want) {
 		return false
@@ -286,64 +316,73 @@ func rulesMatch(have []*nftables.Rule, want [][]expr.Any) bool {
 	return true
 }
 
-// elem is one element of a shared set: the isolated pod's own address,
-// a peer address range, and for the ports sets a protocol and port range
-// (zero in the address sets).
-type elem struct {
-	Pod   netip.Addr
-	Addrs policy.AddrRange
-	Proto policy.Proto
-	Ports policy.PortRange
+// elemKey is one kernel element of a set: its key, and for interval sets
+// whether it ends an interval.
+type elemKey struct {
+	key string
+	end bool
 }
 
-// encode returns the kernel element of e in a set of kind k: a key and a
-// key end (every shared set is a concatenation with intervals, the pod
-// field a range of one address), fields padded to 32 bits.
-func (e elem) encode(k int) nftables.SetElement {
-	key := func(peer netip.Addr, port uint16) []byte {
-		b := append(e.Pod.AsSlice(), peer.AsSlice()...)
-		if kindPorts(k) {
-			b = append(b, byte(e.Proto), 0, 0, 0, byte(port>>8), byte(port), 0, 0)
-		}
-		return b
-	}
-	return nftables.SetElement{Key: key(e.Addrs.From, e.Ports.From), KeyEnd: key(e.Addrs.To, e.Ports.To)}
+func (e elemKey) element() nftables.SetElement {
+	return nftables.SetElement{Key: []byte(e.key), IntervalEnd: e.end}
 }
 
-// decodeElem turns an element of a set of kind k as the kernel lists it
-// back into an elem; a missing key end is the key.
-func decodeElem(k int, el nftables.SetElement) (elem, error) {
-	alen := 16
-	if kindV4(k) {
-		alen = 4
-	}
-	n := 2 * alen
-	if kindPorts(k) {
-		n += 8
-	}
-	end := el.KeyEnd
-	if len(end) == 0 {
-		end = el.Key
-	}
-	if len(el.Key) != n || len(end) != n {
-		return elem{}, fmt.Errorf("element of %d bytes in a set of %d-byte keys", len(el.Key), n)
-	}
-	if !bytes.Equal(el.Key[:alen], end[:alen]) {
-		return elem{}, fmt.Errorf("element %x-%x: a range of pod addresses", el.Key, end)
-	}
-	pod, _ := netip.AddrFromSlice(el.Key[:alen])
-	from, _ := netip.AddrFromSlice(el.Key[alen : 2*alen])
-	to, _ := netip.AddrFromSlice(end[alen : 2*alen])
-	e := elem{Pod: pod, Addrs: policy.AddrRange{From: from, To: to}}
-	if kindPorts(k) {
-		p, q := el.Key[2*alen:], end[2*alen:]
-		if p[0] != q[0] {
-			return elem{}, fmt.Errorf("element %x-%x: a range of protocols", el.Key, end)
+// addrElems are the elements of an address set: one per address, or for
+// an interval set a start per range and an end one past it (none past the
+// family's last address). Adjacent ranges are merged.
+func addrElems(s *policy.AddrSet) (map[elemKey]struct{}, error) {
+	out := map[elemKey]struct{}{}
+	ok := func(a netip.Addr) bool { return a.IsValid() && a.Zone() == "" && a.Is4() == !s.V6 }
+	if !s.Interval {
+		if len(s.Ranges) != 0 {
+			return nil, fmt.Errorf("set %s: ranges in a set of addresses", s.Name)
 		}
-		e.Proto = policy.Proto(p[0])
-		e.Ports = policy.PortRange{From: uint16(p[4])<<8 | uint16(p[5]), To: uint16(q[4])<<8 | uint16(q[5])}
+		for _, a := range s.Addrs {
+			a = a.Unmap()
+			if !ok(a) {
+				return nil, fmt.Errorf("set %s: address %v not of the set's family", s.Name, a)
+			}
+			out[elemKey{key: string(a.AsSlice())}] = struct{}{}
+		}
+		return out, nil
 	}
-	return e, nil
+	if len(s.Addrs) != 0 {
+		return nil, fmt.Errorf("set %s: addresses in an interval set", s.Name)
+	}
+	var last netip.Addr // end of the previous range merged so far
+	for i, r := range s.Ranges {
+		from, to := r.From.Unmap(), r.To.Unmap()
+		if !ok(from) || !ok(to) || to.Less(from) {
+			return nil, fmt.Errorf("set %s: range %v-%v not a range of the set's family", s.Name, r.From, r.To)
+		}
+		if i > 0 && !last.Less(from) {
+			return nil, fmt.Errorf("set %s: ranges not sorted and disjoint at %v", s.Name, r.From)
+		}
+		if i > 0 && last.Next() == from {
+			// Adjacent: the previous range's end element moves.
+			delete(out, elemKey{key: string(from.AsSlice()), end: true})
+		} else {
+			out[elemKey{key: string(from.AsSlice())}] = struct{}{}
+		}
+		if end := to.Next(); end.IsValid() {
+			out[elemKey{key: string(end.AsSlice()), end: true}] = struct{}{}
+		}
+		last = to
+	}
+	return out, nil
+}
+
+// portElems are the elements of a ports set: protocol padded to 4 bytes,
+// then the port, big endian, padded to 4.
+func portElems(s *policy.PortSet) (map[elemKey]struct{}, error) {
+	out := make(map[elemKey]struct{}, len(s.Ports))
+	for _, p := range s.Ports {
+		if p.Proto == 0 {
+			return nil, fmt.Errorf("set %s: protocol %d", s.Name, p.Proto)
+		}
+		out[elemKey{key: string([]byte{byte(p.Proto), 0, 0, 0, byte(p.Port >> 8), byte(p.Port), 0, 0})}] = struct{}{}
+	}
+	return out, nil
 }
 
 // verdictChain returns the chain a vmap element jumps to ("" for any

@@ -43,6 +43,17 @@ func background(f flow) (stop func() (int, []error)) {
 	}
 }
 
+// without returns rs with the members of set removed (a private copy).
+func without(rs policy.Ruleset, set string) policy.Ruleset {
+	rs.AddrSets = slices.Clone(rs.AddrSets)
+	for i := range rs.AddrSets {
+		if rs.AddrSets[i].Name == set {
+			rs.AddrSets[i].Addrs = nil
+		}
+	}
+	return rs
+}
+
 func TestUpdateWhileTrafficFlows(t *testing.T) {
 	tp := newTopo(t)
 	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
@@ -58,32 +69,31 @@ func TestUpdateWhileTrafficFlows(t *testing.T) {
 		background(flow{"unconcerned allowed flow v6", C.path, A.v6, "udp", 7000, true}),
 		background(flow{"unconcerned denied flow", C.path, A.v4, "tcp", 7001, false}),
 	}
-
-	without := baseRuleset(tp)
-	without.Pods[0].Ingress.Any4, without.Pods[0].Ingress.Any6 = nil, nil
+	noB := without(without(rs, setB4), setB6)
 	for round := range 3 {
-		st, err := w.Apply(without)
+		st, err := w.Apply(noB)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.ElementsRemoved != 2 || st.ElementsAdded != 0 || st.ChainsAdded+st.ChainsRemoved != 0 {
+		if st.ElementsRemoved != 2 || st.ElementsAdded != 0 || st.Batches != 1 || st.Messages != 2 || st.ChainsAdded+st.ChainsRemoved+st.SetsAdded+st.SetsRemoved+st.RulesAdded != 0 {
 			t.Errorf("round %d: removing B: %+v", round, st)
 		}
 		check(t, []flow{
 			{"removed peer", B.path, A.v4, "tcp", 7001, false},
 			{"removed peer v6", B.path, A.v6, "udp", 7001, false},
-			{"still allowed", A.path, B.v4, "tcp", 7000, true},
+			{"removed egress peer", A.path, B.v4, "tcp", 7000, false},
 		})
 		st, err = w.Apply(rs)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.ElementsAdded != 2 || st.ElementsRemoved != 0 {
+		if st.ElementsAdded != 2 || st.ElementsRemoved != 0 || st.Messages != 2 {
 			t.Errorf("round %d: adding B back: %+v", round, st)
 		}
 		check(t, []flow{
 			{"peer back", B.path, A.v4, "tcp", 7001, true},
 			{"peer back v6", B.path, A.v6, "udp", 7001, true},
+			{"egress peer back", A.path, B.v4, "tcp", 7000, true},
 		})
 	}
 	for _, stop := range stops {
@@ -97,63 +107,127 @@ func TestUpdateWhileTrafficFlows(t *testing.T) {
 	}
 }
 
-func TestAdoption(t *testing.T) {
+// Incremental changes send only their difference: a member out and in,
+// a pod moved to a new profile (the old one and its sets go), isolation
+// removed, everything removed.
+func TestIncremental(t *testing.T) {
+	tp := newTopo(t)
+	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
+	w := tp.open(t)
+	rs := baseRuleset(tp)
+	if _, err := w.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	same := func(what string, rs policy.Ruleset) {
+		t.Helper()
+		if st, err := w.Apply(rs); err != nil || st.Changed() {
+			t.Errorf("%s, applied again: %+v, %v", what, st, err)
+		}
+		adoptsUnchanged(t, tp, rs)
+	}
+	only := func(what string, st policy.Ruleset, want policykernel.Stats) {
+		t.Helper()
+		got, err := w.Apply(st)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		got.Duration, got.Messages = 0, 0
+		if got != want {
+			t.Errorf("%s: %+v, want %+v", what, got, want)
+		}
+	}
+
+	// A member out and back in.
+	only("B out of its IPv4 set", without(rs, setB4), policykernel.Stats{ElementsRemoved: 1, Batches: 1})
+	check(t, []flow{
+		{"B's IPv4 member removed", B.path, A.v4, "tcp", 7001, false},
+		{"B's IPv6 member kept", B.path, A.v6, "tcp", 7001, true},
+	})
+	same("B out", without(rs, setB4))
+	only("B back", rs, policykernel.Stats{ElementsAdded: 1, Batches: 1})
+	check(t, []flow{{"B's IPv4 member back", B.path, A.v4, "tcp", 7001, true}})
+
+	// C moves to a new profile: A on everything (IPv4 only), with a new
+	// set; its old profile and the two cidr sets only it used go.
+	ingA, egA, ingC := baseProfiles()
+	ingC2 := profile(false, policy.Rule{Peers: "pods4-00000000000a"})
+	moved := rs
+	moved.Pods = slices.Clone(rs.Pods)
+	moved.Pods[1].IngressChain = ingC2.Name
+	moved.Profiles = []policy.Profile{ingA, egA, ingC2}
+	moved.AddrSets = append(slices.DeleteFunc(slices.Clone(rs.AddrSets), func(s policy.AddrSet) bool { return s.Name == setNet4 || s.Name == setNet6 }),
+		podsSet("pods4-00000000000a", A.v4))
+	moved = sorted(moved)
+	only("C moved", moved, policykernel.Stats{ChainsAdded: 1, SetsAdded: 1, RulesAdded: 2, ElementsAdded: 1 + 2, ElementsRemoved: 2, ChainsRemoved: 1, SetsRemoved: 2, Batches: 2})
+	check(t, []flow{
+		{"C's new profile allows A", A.path, C.v4, "tcp", 7001, true},
+		{"C's new profile: no any-udp", B.path, C.v4, "udp", 8005, false},
+		{"C's new profile: nothing on IPv6", A.path, C.v6, "tcp", 7001, false},
+	})
+	chains, sets := tableContent(t, tp)
+	if slices.Contains(chains, ingC.Name) || sets[setNet4]+sets[setNet6] != 0 || len(chains) != 4 || len(sets) != 4+6 {
+		t.Errorf("after the move: chains %v, sets %v", chains, sets)
+	}
+	same("C moved", moved)
+
+	// A no longer isolated: its profiles go, and the sets only they used.
+	free := moved
+	free.Pods = moved.Pods[1:]
+	free.Profiles = []policy.Profile{ingC2}
+	free.AddrSets = []policy.AddrSet{podsSet("pods4-00000000000a", A.v4)}
+	free.PortSets = nil
+	only("A free", free, policykernel.Stats{ElementsRemoved: 4, ChainsRemoved: 2, SetsRemoved: 5, Batches: 1})
+	check(t, []flow{
+		{"A free", C.path, A.v4, "tcp", 7001, true},
+		{"A free egress", A.path, B.v4, "tcp", 7001, true},
+		{"A free v6", B.path, A.v6, "udp", 7001, true},
+		{"C still isolated", B.path, C.v4, "tcp", 7001, false},
+	})
+	same("A free", free)
+
+	// Nothing left but the forward chain and the maps.
+	only("everything removed", policy.Ruleset{Node: "n"}, policykernel.Stats{ElementsRemoved: 2, ChainsRemoved: 1, SetsRemoved: 1, Batches: 1})
+	chains, sets = tableContent(t, tp)
+	if !slices.Equal(chains, []string{"forward"}) || fmt.Sprint(sets) != fmt.Sprint(map[string]int{"egr4": 0, "egr6": 0, "ing4": 0, "ing6": 0}) {
+		t.Errorf("left: chains %v, sets %v", chains, sets)
+	}
+	check(t, []flow{{"unrestricted", B.path, C.v4, "tcp", 7001, true}, {"unrestricted v6", B.path, C.v6, "tcp", 7000, true}})
+	same("everything removed", policy.Ruleset{})
+}
+
+// Open(-1) binds the writer to the namespace of the thread that opened it,
+// whatever thread Apply runs on later.
+func TestOpenCallingThreadNamespace(t *testing.T) {
 	tp := newTopo(t)
 	A, _, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	w1 := tp.open(t)
-	rs := baseRuleset(tp)
-	if _, err := w1.Apply(rs); err != nil {
+	var w *policykernel.Writer
+	roottest.In(t, tp.node, func() error {
+		var err error
+		w, err = policykernel.Open(-1, nil)
+		return err
+	})
+	defer w.Close()
+	if _, err := w.Apply(baseRuleset(tp)); err != nil {
 		t.Fatal(err)
 	}
-	check(t, baseFlows(tp))
-	before, err := w1.Dropped()
-	if err != nil {
-		t.Fatal(err)
+	if chains, _ := tableContent(t, tp); len(chains) != 4 {
+		t.Errorf("chains in the node namespace: %v", chains)
 	}
-	w1.Close()
+	check(t, []flow{{"programmed in the node namespace", C.path, A.v4, "tcp", 7001, false}})
+}
 
-	// A restarted agent: open while traffic flows; nothing changes
-	// before, during or after its first Apply of the same ruleset.
-	stop := background(flow{"denied during adoption", C.path, A.v4, "tcp", 7001, false})
-	stop2 := background(flow{"allowed during adoption", C.path, A.v4, "tcp", 7000, true})
-	w2 := tp.open(t)
-	check(t, baseFlows(tp))
-	st, err := w2.Apply(rs)
+// adoptsUnchanged opens a second writer and checks that it sees rs
+// exactly as programmed (a zero difference).
+func adoptsUnchanged(t *testing.T, tp *topo, rs policy.Ruleset, opts ...policykernel.Option) {
+	t.Helper()
+	w, err := policykernel.Open(tp.nodeFd, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st != (policykernel.Stats{Duration: st.Duration}) {
-		t.Errorf("adopting Apply changed something: %+v", st)
+	defer w.Close()
+	if st, err := w.Apply(rs); err != nil || st.Changed() {
+		t.Errorf("adopting writer: %+v, %v", st, err)
 	}
-	for _, s := range []func() (int, []error){stop, stop2} {
-		_, errs := s()
-		for _, err := range errs {
-			t.Error(err)
-		}
-	}
-	check(t, baseFlows(tp))
-	after, err := w2.Dropped()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The counters kept counting: the chains were never recreated.
-	for c, n := range before {
-		if after[c] <= n {
-			t.Errorf("chain %s: %d packets dropped before adoption, %d after", c, n, after[c])
-		}
-	}
-
-	// And the adopted state is a real base for differences.
-	rs.Pods = rs.Pods[:1]
-	st, err = w2.Apply(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Its two map elements and its two ports boxes.
-	if st.ChainsRemoved != 1 || st.SetsRemoved != 0 || st.ElementsRemoved != 4 || st.ChainsAdded != 0 {
-		t.Errorf("removing C after adoption: %+v", st)
-	}
-	check(t, []flow{{"C unrestricted", A.path, C.v4, "tcp", 7000, false}, {"C unrestricted ingress", tp.pods[1].path, C.v4, "tcp", 7000, true}})
 }
 
 // tableContent lists the table's chains and, per set, its element count.
@@ -187,184 +261,4 @@ func tableContent(t *testing.T, tp *topo) (chains []string, sets map[string]int)
 		sets[s.Name] = len(els)
 	}
 	return chains, sets
-}
-
-func TestRemoveEverything(t *testing.T) {
-	tp := newTopo(t)
-	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	w := tp.open(t)
-	if _, err := w.Apply(baseRuleset(tp)); err != nil {
-		t.Fatal(err)
-	}
-	st, err := w.Apply(policy.Ruleset{Node: "n"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The shared sets holding elements are made again empty.
-	if st.ChainsRemoved != 3 || st.SetsRemoved != 6 || st.SetsAdded != 6 || st.ChainsAdded+st.ElementsAdded != 0 {
-		t.Errorf("removing everything: %+v", st)
-	}
-	chains, sets := tableContent(t, tp)
-	if !slices.Equal(chains, []string{"forward"}) {
-		t.Errorf("chains left: %v", chains)
-	}
-	want := map[string]int{"ing4": 0, "ing6": 0, "egr4": 0, "egr6": 0}
-	for _, d := range []string{"in-", "eg-"} {
-		for _, k := range []string{"a4", "p4", "a6", "p6"} {
-			want[d+k] = 0
-		}
-	}
-	if fmt.Sprint(sets) != fmt.Sprint(want) {
-		t.Errorf("sets left: %v", sets)
-	}
-	check(t, []flow{
-		{"unrestricted", C.path, A.v4, "tcp", 7001, true},
-		{"unrestricted egress", A.path, C.v4, "udp", 8005, true},
-		{"unrestricted v6", B.path, C.v6, "tcp", 7000, true},
-	})
-	if st, err := w.Apply(policy.Ruleset{}); err != nil || st.Changed() {
-		t.Errorf("empty again: %+v, %v", st, err)
-	}
-}
-
-// A batch the kernel rejects changes nothing, and the writer learns what
-// the kernel really has.
-func TestFailedBatch(t *testing.T) {
-	tp := newTopo(t)
-	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	w := tp.open(t)
-	rs := baseRuleset(tp)
-	if _, err := w.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
-	// Behind the writer's back: A's C-port-range box goes.
-	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p4 := &nftables.Set{Table: &nftables.Table{Family: nftables.TableFamilyINet, Name: policykernel.TableName}, Name: "in-p4"}
-	key := func(port byte) []byte {
-		return append(append(A.v4.AsSlice(), C.v4.AsSlice()...), 6, 0, 0, 0, 0x1f, port, 0, 0)
-	}
-	if err := c.SetDeleteElements(p4, []nftables.SetElement{{Key: key(0x40), KeyEnd: key(0x4a)}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	check(t, []flow{{"box deleted behind the writer's back", C.path, A.v4, "tcp", 8005, false}})
-
-	// The next ruleset drops that box (ENOENT: the batch fails) and B's
-	// any-port access: neither may happen.
-	rs2 := baseRuleset(tp)
-	rs2.Pods[0].Ingress.Ports4 = rs2.Pods[0].Ingress.Ports4[:2]
-	rs2.Pods[0].Ingress.Any4 = nil
-	if _, err := w.Apply(rs2); err == nil {
-		t.Fatal("apply deleting a missing element succeeded")
-	} else {
-		t.Logf("expected failure: %v", err)
-	}
-	check(t, []flow{{"failed batch left B allowed", B.path, A.v4, "tcp", 7001, true}})
-
-	// Re-read: the same ruleset now applies, and the original puts the box back.
-	if st, err := w.Apply(rs2); err != nil || st.ElementsRemoved != 1 || st.ElementsAdded != 0 {
-		t.Fatalf("apply after re-read: %+v, %v", st, err)
-	}
-	check(t, []flow{{"B removed", B.path, A.v4, "tcp", 7001, false}})
-	if st, err := w.Apply(rs); err != nil || st.ElementsAdded != 2 {
-		t.Fatalf("restore: %+v, %v", st, err)
-	}
-	check(t, []flow{{"box back", C.path, A.v4, "tcp", 8005, true}, {"B back", B.path, A.v4, "tcp", 7001, true}})
-}
-
-// Open(-1) binds the writer to the namespace of the thread that opened it,
-// whatever thread Apply runs on later.
-func TestOpenCallingThreadNamespace(t *testing.T) {
-	tp := newTopo(t)
-	A, _, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	var w *policykernel.Writer
-	roottest.In(t, tp.node, func() error {
-		var err error
-		w, err = policykernel.Open(-1, nil)
-		return err
-	})
-	defer w.Close()
-	if _, err := w.Apply(baseRuleset(tp)); err != nil {
-		t.Fatal(err)
-	}
-	if chains, _ := tableContent(t, tp); len(chains) != 4 {
-		t.Errorf("chains in the node namespace: %v", chains)
-	}
-	check(t, []flow{{"programmed in the node namespace", C.path, A.v4, "tcp", 7001, false}})
-}
-
-// A table in the layout of the previous version (four sets per pod
-// chain) is converted by the first Apply: a batch that makes and fills the
-// shared sets, then one that rewrites the chains' rules to use them and
-// deletes the old sets. No packet sees the pod unfiltered, nor an allowed
-// peer dropped, and the old sets are gone after.
-func TestMigrateOldLayout(t *testing.T) {
-	tp := newTopo(t)
-	A, _, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	rs := baseRuleset(tp)
-	// Neighbours resolved first (over TCP, which retries a lost SYN): a
-	// burst of first UDP packets while they are not sometimes loses one.
-	var warm []flow
-	for i, p := range tp.pods {
-		warm = append(warm, flow{"warm-up", tp.node, p.v4, "tcp", 7000, true}, flow{"warm-up", tp.node, p.v6, "tcp", 7000, true})
-		for j, q := range tp.pods {
-			if i != j {
-				warm = append(warm, flow{"warm-up", p.path, q.v4, "tcp", 7000, true}, flow{"warm-up", p.path, q.v6, "tcp", 7000, true})
-			}
-		}
-	}
-	check(t, warm)
-	if err := policykernel.WriteOldLayout(tp.nodeFd, rs); err != nil {
-		t.Fatal(err)
-	}
-	check(t, baseFlows(tp))
-	_, old := tableContent(t, tp)
-	if len(old) != 4+3*4 {
-		t.Fatalf("old layout: sets %v", old)
-	}
-
-	stops := []func() (int, []error){
-		background(flow{"denied during migration", C.path, A.v4, "tcp", 7001, false}),
-		background(flow{"allowed during migration", C.path, A.v4, "tcp", 7000, true}),
-		background(flow{"denied v6 during migration", C.path, A.v6, "tcp", 7001, false}),
-		background(flow{"allowed egress during migration", A.path, tp.pods[1].v4, "udp", 7000, true}),
-	}
-	w := tp.open(t)
-	st, err := w.Apply(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Three chains' rules rewritten, twelve old sets for eight shared
-	// ones, the maps untouched.
-	if st.RulesAdded != 3*5 || st.SetsRemoved != 12 || st.SetsAdded != 8 || st.ChainsAdded+st.ChainsRemoved != 0 {
-		t.Errorf("migration: %+v", st)
-	}
-	for _, stop := range stops {
-		n, errs := stop()
-		if n == 0 {
-			t.Error("background prober never ran")
-		}
-		for _, err := range errs {
-			t.Error(err)
-		}
-	}
-	check(t, baseFlows(tp))
-	chains, sets := tableContent(t, tp)
-	if len(chains) != 4 || len(sets) != 4+8 {
-		t.Errorf("after migration: chains %v, sets %v", chains, sets)
-	}
-	for name := range sets {
-		if len(name) > len("in-a4") && name[:3] != "ing" && name[:3] != "egr" {
-			t.Errorf("old set %s left", name)
-		}
-	}
-	adoptsUnchanged(t, tp, rs)
-	if st, err := w.Apply(rs); err != nil || st.Changed() {
-		t.Errorf("after migration: %+v, %v", st, err)
-	}
 }

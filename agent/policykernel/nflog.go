@@ -23,8 +23,8 @@ const (
 	nfulaPrefix      = 10
 )
 
-// LoggedDrop is one packet a pod chain dropped and logged (WithNFLOG): the
-// chain (in-<ID> or eg-<ID>, the log prefix) and the packet's addresses,
+// LoggedDrop is one packet a profile chain dropped and logged (WithNFLOG): the
+// profile chain (ingress-<H> or egress-<H>, the log prefix) and the packet's addresses,
 // protocol and destination port (0 for protocols without ports).
 type LoggedDrop struct {
 	Chain    string
@@ -33,7 +33,21 @@ type LoggedDrop struct {
 	Port     uint16
 }
 
-// LogReader reads the drops the pod chains log to one NFLOG group.
+// Ingress reports whether d was dropped by an ingress profile chain (the
+// isolated pod is then the destination), not an egress one (the source).
+func (d LoggedDrop) Ingress() bool { return strings.HasPrefix(d.Chain, ingressPrefix) }
+
+// Pod is the address of the isolated pod whose profile chain dropped d:
+// a profile chain is shared by every pod with the same rules, so its name
+// does not tell the pod; the packet does.
+func (d LoggedDrop) Pod() netip.Addr {
+	if d.Ingress() {
+		return d.Dst
+	}
+	return d.Src
+}
+
+// LogReader reads the drops the profile chains log to one NFLOG group.
 type LogReader struct{ c *netlink.Conn }
 
 // ListenLog binds NFLOG group in the namespace nsFd (-1: the calling
@@ -63,7 +77,7 @@ func ListenLog(nsFd int, group uint16) (*LogReader, error) {
 }
 
 // Read blocks until logged packets arrive (or the deadline passes) and
-// returns those of podnet's pod chains.
+// returns those of podnet's profile chains.
 func (r *LogReader) Read() ([]LoggedDrop, error) {
 	msgs, err := r.c.Receive()
 	if err != nil {
@@ -74,7 +88,7 @@ func (r *LogReader) Read() ([]LoggedDrop, error) {
 		if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_ULOG<<8|nfulnlMsgPacket) || len(m.Data) < 4 {
 			continue
 		}
-		if d, ok := parseLogged(m.Data[4:]); ok && isPodChain(d.Chain) {
+		if d, ok := parseLogged(m.Data[4:]); ok && isProfileChain(d.Chain) {
 			out = append(out, d)
 		}
 	}

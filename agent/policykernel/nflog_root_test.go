@@ -59,43 +59,52 @@ func TestNFLOG(t *testing.T) {
 	}
 	defer w.Close()
 	rs := baseRuleset(tp)
+	ingA, egA, ingC := baseProfiles()
 	st, err := w.Apply(rs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.RulesAdded != 5+3*6 { // base chain, in-A, eg-A, in-C
-		t.Errorf("rules with NFLOG: %+v", st)
+	// The base chain, then each profile's rules, log and counter drop.
+	if want := 5 + len(ingA.Rules) + len(egA.Rules) + len(ingC.Rules) + 3*2; st.RulesAdded != want {
+		t.Errorf("rules with NFLOG: %+v, want %d", st, want)
 	}
 	next := nflogListen(t, tp.nodeFd, group)
 	check(t, []flow{
 		{"logged drop", C.path, A.v4, "tcp", 7001, false},
 		{"not logged", B.path, A.v4, "tcp", 7001, true},
 	})
-	if seen := next("in-"+idA, 3*time.Second); !lastIs(seen, "in-"+idA, C.v4, A.v4, unix.IPPROTO_TCP, 7001) {
-		t.Errorf("NFLOG group %d: %+v, want in-%s %s -> %s tcp/7001", group, seen, idA, C.v4, A.v4)
+	if seen := next(ingA.Name, 3*time.Second); !lastIs(seen, ingA.Name, C.v4, A.v4, unix.IPPROTO_TCP, 7001) {
+		t.Errorf("NFLOG group %d: %+v, want %s %s -> %s tcp/7001", group, seen, ingA.Name, C.v4, A.v4)
 	}
 	check(t, []flow{{"logged egress drop", A.path, B.v4, "udp", 7001, false}})
-	if seen := next("eg-"+idA, 3*time.Second); !lastIs(seen, "eg-"+idA, A.v4, B.v4, unix.IPPROTO_UDP, 7001) {
-		t.Errorf("NFLOG group %d: %+v, want eg-%s %s -> %s udp/7001", group, seen, idA, A.v4, B.v4)
+	if seen := next(egA.Name, 3*time.Second); !lastIs(seen, egA.Name, A.v4, B.v4, unix.IPPROTO_UDP, 7001) {
+		t.Errorf("NFLOG group %d: %+v, want %s %s -> %s udp/7001", group, seen, egA.Name, A.v4, B.v4)
 	}
-	if d, err := w.Dropped(); err != nil || d["in-"+idA] == 0 || d["eg-"+idA] == 0 {
+	check(t, []flow{{"logged v6 drop", B.path, C.v6, "tcp", 7001, false}})
+	if seen := next(ingC.Name, 3*time.Second); !lastIs(seen, ingC.Name, B.v6, C.v6, unix.IPPROTO_TCP, 7001) {
+		t.Errorf("NFLOG group %d: %+v, want %s %s -> %s tcp/7001", group, seen, ingC.Name, B.v6, C.v6)
+	}
+	if d, err := w.Dropped(); err != nil || d[ingA.Name] == 0 || d[egA.Name] == 0 || d[ingC.Name] == 0 {
 		t.Errorf("Dropped with NFLOG: %v, %v", d, err)
 	}
 
-	// Same group: adoption sees no difference. No group: the pod chains'
-	// rules are rewritten, and drops are no longer logged.
+	// Same group: adoption sees no difference. No group: the profile
+	// chains' rules are rewritten, and drops are no longer logged.
 	adoptsUnchanged(t, tp, rs, policykernel.WithNFLOG(group))
 	w2, err := policykernel.Open(tp.nodeFd, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w2.Close()
-	if st, err := w2.Apply(rs); err != nil || st.RulesAdded != 3*5 || st.ElementsAdded+st.ElementsRemoved != 0 {
-		t.Errorf("dropping NFLOG: %+v, %v", st, err)
+	if want := len(ingA.Rules) + len(egA.Rules) + len(ingC.Rules) + 3; true {
+		if st, err := w2.Apply(rs); err != nil || st.RulesAdded != want || st.ElementsAdded+st.ElementsRemoved+st.ChainsAdded+st.ChainsRemoved != 0 {
+			t.Errorf("dropping NFLOG: %+v, %v, want %d rules", st, err, want)
+		}
 	}
 	check(t, []flow{{"unlogged drop", C.path, A.v4, "tcp", 7001, false}})
-	if seen := next("in-"+idA, time.Second); len(seen) != 0 {
+	if seen := next(ingA.Name, time.Second); len(seen) != 0 {
 		t.Errorf("logged without NFLOG: %+v", seen)
 	}
 	check(t, baseFlows(tp))
+	adoptsUnchanged(t, tp, rs)
 }

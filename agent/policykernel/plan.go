@@ -6,9 +6,12 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+
+	"github.com/podnet/podnet/agent/policy"
 )
 
 // elemsPerMsg bounds the elements of one netlink message: the element list
@@ -25,8 +28,13 @@ type batch struct {
 	err   error
 	// logGroup: as Writer.logGroup.
 	logGroup int
-	// setIDs are the batch IDs of the shared sets created in this batch.
-	setIDs [numSets]uint32
+	// rs is the Ruleset applied, addrSets its address sets by name.
+	rs       *policy.Ruleset
+	addrSets map[string]*policy.AddrSet
+	// ids are the batch IDs of the sets created in this batch.
+	ids map[string]uint32
+	// made are the sets and chains prepare made.
+	made []string
 }
 
 func (b *batch) msg(n int) {
@@ -48,6 +56,10 @@ func (b *batch) addSet(s *nftables.Set) uint32 {
 	b.setErr(b.c.AddSet(s, nil))
 	b.msg(0)
 	b.st.SetsAdded++
+	if b.ids == nil {
+		b.ids = map[string]uint32{}
+	}
+	b.ids[s.Name] = s.ID
 	return s.ID
 }
 
@@ -68,6 +80,42 @@ func (b *batch) elems(s *nftables.Set, els []nftables.SetElement, add bool) {
 	}
 }
 
+// setElems adds (or deletes) the elements of m to set name of kind k,
+// sorted; an address range (its start element) counts as one.
+func (b *batch) setElems(name string, k setKind, m map[elemKey]struct{}, add bool) {
+	if len(m) == 0 {
+		return
+	}
+	keys := slices.SortedFunc(maps.Keys(m), func(x, y elemKey) int {
+		if c := strings.Compare(x.key, y.key); c != 0 {
+			return c
+		}
+		if x.end == y.end {
+			return 0
+		}
+		if x.end {
+			return 1
+		}
+		return -1
+	})
+	els := make([]nftables.SetElement, len(keys))
+	n := 0
+	for i, e := range keys {
+		els[i] = e.element()
+		if !e.end {
+			n++
+		}
+	}
+	s := setDef(name, k)
+	s.ID = b.ids[name]
+	b.elems(s, els, add)
+	if add {
+		b.st.ElementsAdded += n
+	} else {
+		b.st.ElementsRemoved += n
+	}
+}
+
 func (b *batch) rules(chain *nftables.Chain, rules [][]expr.Any) {
 	for _, r := range rules {
 		b.c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: r})
@@ -76,11 +124,89 @@ func (b *batch) rules(chain *nftables.Chain, rules [][]expr.Any) {
 	}
 }
 
+// addChain creates profile chain name with its rules.
+func (b *batch) addChain(name string) {
+	ch := chainDef(name)
+	b.c.AddChain(ch)
+	b.msg(0)
+	b.st.ChainsAdded++
+	b.profileRules(ch)
+}
+
+func (b *batch) profileRules(ch *nftables.Chain) {
+	p := b.rs.FindProfile(ch.Name)
+	if p == nil {
+		// Profiles are sorted by name; desired found them all.
+		for i := range b.rs.Profiles {
+			if b.rs.Profiles[i].Name == ch.Name {
+				p = &b.rs.Profiles[i]
+			}
+		}
+	}
+	if p == nil {
+		b.setErr(fmt.Errorf("profile %s not in the ruleset", ch.Name))
+		return
+	}
+	b.rules(ch, profileRules(p, b.addrSets, b.ids, b.logGroup))
+}
+
+// prepare queues the objects want has and have lacks that nothing uses
+// yet: the table, new sets with their elements, new profile chains with
+// their rules (except those using a set that is made again, which plan
+// makes). It returns the state once they are in, or nil when there are
+// none.
+func (b *batch) prepare(have, want *state) *state {
+	var sets, chains []string
+	for n := range want.sets {
+		if have.sets[n] == nil {
+			sets = append(sets, n)
+		}
+	}
+	for n, cs := range want.chains {
+		if have.chains[n] != nil {
+			continue
+		}
+		ok := true
+		for _, u := range cs.uses {
+			ok = ok && (have.sets[u] == nil || !have.sets[u].bad)
+		}
+		if ok {
+			chains = append(chains, n)
+		}
+	}
+	if len(sets)+len(chains) == 0 {
+		return nil
+	}
+	slices.Sort(sets)
+	slices.Sort(chains)
+	mid := *have
+	mid.table = true
+	mid.sets, mid.chains = maps.Clone(have.sets), maps.Clone(have.chains)
+	if !have.table {
+		b.c.AddTable(table)
+		b.msg(0)
+	}
+	for _, n := range sets {
+		ws := want.sets[n]
+		b.addSet(setDef(n, ws.kind))
+		b.setElems(n, ws.kind, ws.els, true)
+		mid.sets[n] = ws
+		b.made = append(b.made, n)
+	}
+	for _, n := range chains {
+		b.addChain(n)
+		mid.chains[n] = want.chains[n]
+		b.made = append(b.made, n)
+	}
+	return &mid
+}
+
 // plan queues the messages that turn have into want, in an order the
-// kernel accepts inside one transaction: containers before what they
-// hold, a pod's elements and chain (with rules) before the map elements
-// jumping to it, map elements removed before the chains they jump to,
-// rules rewritten before the sets they let go of are removed.
+// kernel accepts inside one transaction: sets and chains made (those
+// prepare did not), sets of another type made again, members added and
+// removed, chains whose rules differ rewritten, map elements switched,
+// then the chains no map element jumps to and the sets no chain uses
+// deleted.
 func (b *batch) plan(have, want *state) {
 	if !have.table {
 		b.c.AddTable(table)
@@ -88,237 +214,148 @@ func (b *batch) plan(have, want *state) {
 	}
 	haveMaps := b.planBase(have)
 
-	// Map elements that go or change.
-	for i := range numMaps {
-		var del []nftables.SetElement
-		for _, a := range changedAddrs(haveMaps[i], want.maps[i]) {
-			del = append(del, nftables.SetElement{Key: a.AsSlice()})
+	var badSets, gone []string
+	bad := map[string]bool{}
+	for n, hs := range have.sets {
+		if want.sets[n] == nil {
+			gone = append(gone, n)
+		} else if hs.bad {
+			badSets = append(badSets, n)
+			bad[n] = true
 		}
-		b.elems(verdictMap(i), del, false)
-		b.st.ElementsRemoved += len(del)
 	}
-
-	// A shared set that is not what we make is made again: every pod
-	// chain lets go of it first (their rules are rewritten).
-	remake := false
-	for idx := range numSets {
-		remake = remake || have.setBad[idx]
+	var newChains, rewrite, goneChains []string
+	for n, wc := range want.chains {
+		hc := have.chains[n]
+		switch {
+		case hc == nil:
+			newChains = append(newChains, n)
+		case hc.sig != wc.sig || slices.ContainsFunc(hc.uses, func(u string) bool { return bad[u] }):
+			rewrite = append(rewrite, n)
+		}
 	}
-
-	// Chains that go, and chains that come or change (a chain state
-	// desired shares with the applied one is unchanged).
-	var gone, todo []string
 	for n := range have.chains {
 		if want.chains[n] == nil {
-			gone = append(gone, n)
+			goneChains = append(goneChains, n)
 		}
 	}
-	for n, cs := range want.chains {
-		if remake || have.chains[n] != cs {
-			todo = append(todo, n)
-		}
-	}
-	slices.Sort(gone)
-	slices.Sort(todo)
-	empty := &chainState{}
-	haveChain := func(n string) *chainState {
-		if cs := have.chains[n]; cs != nil {
-			return cs
-		}
-		return empty
-	}
-	rewrite := func(n string) bool {
-		h := haveChain(n)
-		return remake || !h.exists || !h.rulesOK
-	}
-	// Rules that go: of chains that go or are rewritten.
-	for _, n := range gone {
-		if have.chains[n].exists {
-			b.c.FlushChain(podChainDef(n))
-			b.msg(0)
-		}
-	}
-	for _, n := range todo {
-		if haveChain(n).exists && rewrite(n) {
-			b.c.FlushChain(podChainDef(n))
-			b.msg(0)
-		}
+	for _, l := range [][]string{badSets, gone, newChains, rewrite, goneChains} {
+		slices.Sort(l)
 	}
 
-	// Elements: of chains that go, of chains that change, orphans.
-	var del, add [numSets]map[elem]struct{}
-	put := func(m *map[elem]struct{}, e elem) {
-		if *m == nil {
-			*m = map[elem]struct{}{}
-		}
-		(*m)[e] = struct{}{}
+	// Rules that go: of chains that go or are rewritten (so that the
+	// sets made again are free).
+	for _, n := range slices.Concat(rewrite, goneChains) {
+		b.c.FlushChain(chainDef(n))
+		b.msg(0)
 	}
-	for _, n := range gone {
-		for k, els := range have.chains[n].sets {
-			for e := range els {
-				put(&del[setIndex(chainIn(n), k)], e)
-			}
-		}
-	}
-	for _, n := range todo {
-		h, w := haveChain(n), want.chains[n]
-		for k := range numKinds {
-			idx := setIndex(chainIn(n), k)
-			for e := range h.sets[k] {
-				if _, ok := w.sets[k][e]; !ok {
-					put(&del[idx], e)
-				}
-			}
-			for e := range w.sets[k] {
-				if _, ok := h.sets[k][e]; !ok {
-					put(&add[idx], e)
-				}
-			}
-		}
-	}
-	for idx := range numSets {
-		for e := range have.orphans[idx] {
-			put(&del[idx], e)
-		}
-	}
-	// A set whose pods all go is deleted and made again rather than
-	// emptied element by element (an interval set's cost per removed
-	// element grows with the set): no rule uses it once the chains that
-	// go are flushed.
-	var survivors [2]bool // by direction: in, eg
-	for n, cs := range have.chains {
-		if cs.exists && isPodChain(n) && want.chains[n] != nil {
-			survivors[setIndex(chainIn(n), 0)/numKinds] = true
-		}
-	}
-	for idx := range numSets {
-		fresh := have.sets[idx] && !have.setBad[idx] && len(del[idx]) > 0 && !survivors[idx/numKinds]
-		if have.setBad[idx] {
-			b.log.Warn("policy set has another type or foreign elements; replacing it", "set", setNames[idx])
-		}
-		if have.setBad[idx] || fresh {
-			b.delSet(setNames[idx])
-		}
-		if !have.sets[idx] || have.setBad[idx] || fresh {
-			b.setIDs[idx] = b.addSet(sharedSet(idx))
-		}
-		if fresh {
-			b.st.ElementsRemoved += len(del[idx])
-			del[idx] = nil
-		}
-		// In a set kept, an element both removed and added (an orphan
-		// a pod claims again) stays.
-		for e := range del[idx] {
-			if _, ok := add[idx][e]; ok {
-				delete(del[idx], e)
-				delete(add[idx], e)
-			}
-		}
-	}
-
-	// Deletions first: a changed range may overlap its old self.
-	for idx := range numSets {
-		b.elems(sharedSet(idx), encodeAll(idx, del[idx]), false)
-		b.st.ElementsRemoved += len(del[idx])
-	}
-	for idx := range numSets {
-		b.elems(sharedSet(idx), encodeAll(idx, add[idx]), true)
-		b.st.ElementsAdded += len(add[idx])
-	}
-
-	for _, n := range todo {
-		ch := podChainDef(n)
-		if !haveChain(n).exists {
-			b.c.AddChain(ch)
-			b.msg(0)
-			b.st.ChainsAdded++
-		}
-		if rewrite(n) {
-			var ids [numKinds]uint32
-			copy(ids[:], b.setIDs[setIndex(chainIn(n), 0):])
-			b.rules(ch, podRules(n, ids, b.logGroup))
-		}
-	}
-	for _, n := range gone {
-		if have.chains[n].exists {
-			b.c.DelChain(podChainDef(n))
-			b.msg(0)
-			b.st.ChainsRemoved++
-		}
-	}
-	// Other sets (the old layout's per-pod sets) once no rule uses them.
-	for _, n := range have.stray {
+	for _, n := range badSets {
+		b.log.Warn("policy set has another type or foreign elements; replacing it", "set", n)
 		b.delSet(n)
 	}
+	for n, ws := range want.sets {
+		if have.sets[n] == nil || bad[n] {
+			b.addSet(setDef(n, ws.kind))
+		}
+	}
+	// Members: removals first (an interval may overlap its old self).
+	var names []string
+	for n, ws := range want.sets {
+		if have.sets[n] != ws {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		ws, hs := want.sets[n], have.sets[n]
+		if hs == nil || hs.bad || hs == ws {
+			continue
+		}
+		b.setElems(n, ws.kind, minus(hs.els, ws.els), false)
+	}
+	for _, n := range names {
+		ws, hs := want.sets[n], have.sets[n]
+		if hs == ws {
+			continue
+		}
+		if hs == nil || hs.bad {
+			b.setElems(n, ws.kind, ws.els, true)
+		} else {
+			b.setElems(n, ws.kind, minus(ws.els, hs.els), true)
+		}
+	}
+	for _, n := range newChains {
+		b.addChain(n)
+	}
+	for _, n := range rewrite {
+		b.profileRules(chainDef(n))
+	}
 
-	// Map elements that come or change.
+	// Map elements that go or change, then those that come or change.
+	var adds [numMaps][]netip.Addr
 	for i := range numMaps {
+		if want.was[i] != nil && want.baseID == have.mapsID && !have.mapBad[i] {
+			// Built from have by the pods that changed: only their
+			// keys may differ, and have's maps are want's now (see
+			// mapsOf): their previous values are in was.
+			var del []netip.Addr
+			for a, v := range want.was[i] {
+				now, ok := want.maps[i][a]
+				if v.ok && (!ok || now != v.val) {
+					del = append(del, a)
+				}
+				if ok && (!v.ok || now != v.val) {
+					adds[i] = append(adds[i], a)
+				}
+			}
+			slices.SortFunc(del, netip.Addr.Compare)
+			slices.SortFunc(adds[i], netip.Addr.Compare)
+			b.delMapElems(i, del)
+			continue
+		}
+		b.delMapElems(i, changedAddrs(haveMaps[i], want.maps[i]))
+		adds[i] = changedAddrs(want.maps[i], haveMaps[i])
+	}
+	for i, l := range adds {
 		var add []nftables.SetElement
-		for _, a := range changedAddrs(want.maps[i], haveMaps[i]) {
+		for _, a := range l {
 			add = append(add, nftables.SetElement{Key: a.AsSlice(), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: want.maps[i][a]}})
 		}
 		b.elems(verdictMap(i), add, true)
 		b.st.ElementsAdded += len(add)
 	}
+
+	for _, n := range goneChains {
+		b.c.DelChain(chainDef(n))
+		b.msg(0)
+		b.st.ChainsRemoved++
+	}
+	for _, n := range gone {
+		b.delSet(n)
+	}
 }
 
-// prefill returns the state after a batch that creates the shared sets
-// have lacks and fills them with the elements of want's pod chains that
-// exist in have (a table of the previous layout), or nil when have has
-// all the shared sets or no such chain.
-func prefill(have, want *state) *state {
-	missing := false
-	for idx := range numSets {
-		missing = missing || !have.sets[idx]
+func (b *batch) delMapElems(i int, l []netip.Addr) {
+	var del []nftables.SetElement
+	for _, a := range l {
+		del = append(del, nftables.SetElement{Key: a.AsSlice()})
 	}
-	if !have.table || !missing {
-		return nil
-	}
-	mid := *have
-	mid.chains = maps.Clone(have.chains)
-	found := false
-	for n, w := range want.chains {
-		h := have.chains[n]
-		if h == nil || !h.exists {
-			continue
-		}
-		found = true
-		c := *h
-		for k := range numKinds {
-			if !have.sets[setIndex(chainIn(n), k)] {
-				c.sets[k] = w.sets[k] // shared, read only
-			}
-		}
-		mid.chains[n] = &c
-	}
-	if !found {
-		return nil
-	}
-	for idx := range numSets {
-		mid.sets[idx] = true
-	}
-	return &mid
+	b.elems(verdictMap(i), del, false)
+	b.st.ElementsRemoved += len(del)
 }
 
-// prefill queues the batch that turns have into mid (see prefill).
-func (b *batch) prefill(have, mid *state) {
-	for idx := range numSets {
-		if have.sets[idx] {
-			continue
-		}
-		b.addSet(sharedSet(idx))
-		k := idx % numKinds
-		els := map[elem]struct{}{}
-		for n, cs := range mid.chains {
-			if isPodChain(n) && chainIn(n) == setIn(idx) {
-				for e := range cs.sets[k] {
-					els[e] = struct{}{}
-				}
+// minus returns the elements of a not in b.
+func minus(a, b map[elemKey]struct{}) map[elemKey]struct{} {
+	var out map[elemKey]struct{}
+	for e := range a {
+		if _, ok := b[e]; !ok {
+			if out == nil {
+				out = map[elemKey]struct{}{}
 			}
+			out[e] = struct{}{}
 		}
-		b.elems(sharedSet(idx), encodeAll(idx, els), true)
-		b.st.ElementsAdded += len(els)
 	}
+	return out
 }
 
 // planBase queues the forward chain and the maps its rules look up. A map
@@ -375,35 +412,5 @@ func changedAddrs(from, other map[netip.Addr]string) []netip.Addr {
 		}
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
-	return out
-}
-
-// encodeAll encodes the elements of shared set idx in a stable order.
-func encodeAll(idx int, m map[elem]struct{}) []nftables.SetElement {
-	if len(m) == 0 {
-		return nil
-	}
-	l := slices.SortedFunc(maps.Keys(m), func(a, b elem) int {
-		if c := a.Pod.Compare(b.Pod); c != 0 {
-			return c
-		}
-		if c := a.Addrs.From.Compare(b.Addrs.From); c != 0 {
-			return c
-		}
-		if c := a.Addrs.To.Compare(b.Addrs.To); c != 0 {
-			return c
-		}
-		if a.Proto != b.Proto {
-			return int(a.Proto) - int(b.Proto)
-		}
-		if a.Ports.From != b.Ports.From {
-			return int(a.Ports.From) - int(b.Ports.From)
-		}
-		return int(a.Ports.To) - int(b.Ports.To)
-	})
-	out := make([]nftables.SetElement, len(l))
-	for i, e := range l {
-		out[i] = e.encode(idx % numKinds)
-	}
 	return out
 }

@@ -106,24 +106,13 @@ func (w *Writer) readOnce() (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: list chains: %w", err)
 	}
-	var podChains []string
-	for _, ch := range chains {
-		if ch.Table != nil && ch.Table.Name == TableName && isPodChain(ch.Name) {
-			podChains = append(podChains, ch.Name)
-		}
-	}
-	dump, err := w.dumpRules(podChains)
-	if err != nil {
-		return nil, err
-	}
-	// Pod chains whose rules have the same shape are all right or all
-	// wrong: one of each shape is read and compared in full.
-	verified := map[string]bool{}
+	var profiles []string
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name != TableName {
 			continue
 		}
-		if ch.Name == baseChain {
+		switch {
+		case ch.Name == baseChain:
 			rules, err := c.GetRules(table, ch)
 			if err != nil && !notFound(err) {
 				return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
@@ -131,96 +120,58 @@ func (w *Writer) readOnce() (*state, error) {
 			s.base = true
 			s.baseOK = rulesMatch(rules, baseRules())
 			s.baseBad = !baseChainOK(ch)
-			continue
+		case isProfileChain(ch.Name):
+			profiles = append(profiles, ch.Name)
+		default:
+			s.chains[ch.Name] = &chainState{}
 		}
-		cs := s.chain(ch.Name)
-		cs.exists = true
-		if !isPodChain(ch.Name) {
-			continue
-		}
-		sh, ok := shape(ch.Name, dump[ch.Name])
-		if !ok {
-			continue
-		}
-		good, seen := verified[sh]
-		if !seen {
-			rules, err := c.GetRules(table, ch)
-			if err != nil && !notFound(err) {
-				return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
-			}
-			good = rulesMatch(rules, podRules(ch.Name, [numKinds]uint32{}, w.logGroup))
-			verified[sh] = good
-		}
-		cs.rulesOK = good
+	}
+	// A profile chain is checked by its rules' signature: one dump of
+	// its rules each.
+	dump, err := w.dumpRules(profiles)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range profiles {
+		sig, uses := rawSig(dump[n])
+		s.chains[n] = &chainState{sig: sig, uses: uses}
 	}
 
 	sets, err := c.GetSets(table)
 	if err != nil && !notFound(err) {
 		return nil, fmt.Errorf("nftables: list sets: %w", err)
 	}
-	// Maps first: they attribute the shared sets' elements to chains.
-	var shared []*nftables.Set
 	for _, set := range sets {
-		switch {
-		case mapIdx(set.Name) >= 0:
-			if err := s.readMap(c, mapIdx(set.Name), set); err != nil {
+		if i := mapIdx(set.Name); i >= 0 {
+			if err := s.readMap(c, i, set); err != nil {
 				return nil, err
 			}
-		case setIdx(set.Name) >= 0:
-			shared = append(shared, set)
-		default:
-			s.stray = append(s.stray, set.Name)
+			continue
 		}
-	}
-	for _, set := range shared {
-		if err := w.readShared(c, s, set); err != nil {
-			return nil, err
+		ss := &setState{kind: kindOf(set.Name)}
+		s.sets[set.Name] = ss
+		if ss.kind == kindOther {
+			continue
+		}
+		if ss.bad = !setTypeOK(set, setDef(set.Name, ss.kind)); ss.bad {
+			w.log.Warn("policy set has another type than its name says; it will be replaced", "set", set.Name)
+			continue
+		}
+		els, err := c.GetSetElements(set)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: list set %s: %w", set.Name, err)
+		}
+		ss.els = make(map[elemKey]struct{}, len(els))
+		for _, el := range els {
+			if len(el.Key) != ss.kind.keyLen() || el.IntervalEnd && !ss.kind.interval() {
+				w.log.Warn("policy set has elements this writer does not make; it will be replaced", "set", set.Name)
+				ss.bad = true
+				break
+			}
+			ss.els[elemKey{key: string(el.Key), end: el.IntervalEnd}] = struct{}{}
 		}
 	}
 	return s, nil
-}
-
-// readShared reads shared set set and gives each element to the chain
-// its pod address jumps to in the map of the set's direction and family;
-// the others are orphans.
-func (w *Writer) readShared(c *nftables.Conn, s *state, set *nftables.Set) error {
-	idx := setIdx(set.Name)
-	s.sets[idx] = true
-	if !setTypeOK(set, sharedSet(idx)) {
-		s.setBad[idx] = true
-		return nil
-	}
-	els, err := c.GetSetElements(set)
-	if err != nil {
-		return fmt.Errorf("nftables: list set %s: %w", set.Name, err)
-	}
-	in, k := setIn(idx), idx%numKinds
-	decoded := make([]elem, 0, len(els))
-	for _, el := range els {
-		e, err := decodeElem(k, el)
-		if err != nil {
-			w.log.Warn("policy set has elements this writer does not make; it will be replaced", "set", set.Name, "err", err)
-			s.setBad[idx] = true
-			return nil
-		}
-		decoded = append(decoded, e)
-	}
-	for _, e := range decoded {
-		name := s.maps[mapIndex(in, e.Pod)][e.Pod]
-		cs := s.chains[name]
-		if name == "" || cs == nil || !isPodChain(name) || chainIn(name) != in {
-			if s.orphans[idx] == nil {
-				s.orphans[idx] = map[elem]struct{}{}
-			}
-			s.orphans[idx][e] = struct{}{}
-			continue
-		}
-		if cs.sets[k] == nil {
-			cs.sets[k] = map[elem]struct{}{}
-		}
-		cs.sets[k][e] = struct{}{}
-	}
-	return nil
 }
 
 func baseChainOK(ch *nftables.Chain) bool {
@@ -228,24 +179,6 @@ func baseChainOK(ch *nftables.Chain) bool {
 	return ch.Type == want.Type && ch.Hooknum != nil && *ch.Hooknum == *want.Hooknum &&
 		ch.Priority != nil && *ch.Priority == *want.Priority &&
 		ch.Policy != nil && *ch.Policy == *want.Policy
-}
-
-func mapIdx(name string) int {
-	for i, n := range mapNames {
-		if n == name {
-			return i
-		}
-	}
-	return -1
-}
-
-func (s *state) chain(name string) *chainState {
-	cs := s.chains[name]
-	if cs == nil {
-		cs = &chainState{}
-		s.chains[name] = cs
-	}
-	return cs
 }
 
 func (s *state) readMap(c *nftables.Conn, i int, set *nftables.Set) error {

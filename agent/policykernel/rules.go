@@ -1,11 +1,10 @@
 package policykernel
 
 import (
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -155,43 +154,106 @@ func parseRule(b []byte) (rawRule, error) {
 	return r, ad.Err()
 }
 
-// shape renders the rules of pod chain name without what differs between
-// pods' chains that are right: counter values, and the log prefix (which
-// must be the chain's name: ok false otherwise). Chains of one direction
-// and the same shape have the same rules up to those.
-func shape(name string, rules []rawRule) (string, bool) {
+// rawSig renders the rules of a chain as listed by the kernel the way
+// rulesSig renders rules built here, and returns the sets they look up.
+// An expression it cannot decode makes the signature differ from any
+// built one.
+func rawSig(rules []rawRule) (string, []string) {
 	var sb strings.Builder
-	sb.WriteString(strconv.FormatBool(chainIn(name)))
+	var uses []string
 	for _, r := range rules {
 		sb.WriteString("|")
 		for _, e := range r.exprs {
-			sb.WriteString(";" + e.name + ":")
-			switch e.name {
-			case "counter":
-				continue
-			case "log":
-				ad, err := nft.Decoder(e.data)
-				if err != nil {
-					return "", false
-				}
-				for ad.Next() {
-					if ad.Type() == unix.NFTA_LOG_PREFIX {
-						if strings.TrimRight(ad.String(), "\x00") != name {
-							return "", false
-						}
-						continue
-					}
-					fmt.Fprintf(&sb, "%d=%x,", ad.Type(), ad.Bytes())
-				}
-				if ad.Err() != nil {
-					return "", false
-				}
-			default:
-				sb.WriteString(hex.EncodeToString(e.data))
+			s, set := rawExprSig(e)
+			if set != "" {
+				uses = append(uses, set)
 			}
+			sb.WriteString(s)
+			sb.WriteString(";")
 		}
 	}
-	return sb.String(), true
+	return sb.String(), uses
+}
+
+// rawExprSig is exprSig of a listed expression, and the set it looks up.
+func rawExprSig(e rawExpr) (string, string) {
+	ad, err := nft.Decoder(e.data)
+	if err != nil {
+		return "?" + e.name, ""
+	}
+	a := map[uint16][]byte{}
+	for ad.Next() {
+		a[ad.Type()] = ad.Bytes()
+	}
+	if ad.Err() != nil {
+		return "?" + e.name, ""
+	}
+	u32 := func(t uint16) uint32 {
+		if len(a[t]) != 4 {
+			return ^uint32(0)
+		}
+		return binary.BigEndian.Uint32(a[t])
+	}
+	u64 := func(t uint16) uint64 {
+		if len(a[t]) != 8 {
+			return ^uint64(0)
+		}
+		return binary.BigEndian.Uint64(a[t])
+	}
+	str := func(t uint16) string { return strings.TrimRight(string(a[t]), "\x00") }
+	switch e.name {
+	case "meta":
+		return fmt.Sprintf("meta %d", u32(unix.NFTA_META_KEY)), ""
+	case "cmp":
+		return fmt.Sprintf("cmp %d %x", u32(unix.NFTA_CMP_OP), nested(a[unix.NFTA_CMP_DATA], unix.NFTA_DATA_VALUE)), ""
+	case "payload":
+		return fmt.Sprintf("payload %d %d %d", u32(unix.NFTA_PAYLOAD_BASE), u32(unix.NFTA_PAYLOAD_OFFSET), u32(unix.NFTA_PAYLOAD_LEN)), ""
+	case "lookup":
+		inv := a[unix.NFTA_LOOKUP_FLAGS] != nil && u32(unix.NFTA_LOOKUP_FLAGS)&unix.NFT_LOOKUP_F_INV != 0
+		return fmt.Sprintf("lookup %s %t", str(unix.NFTA_LOOKUP_SET), inv), str(unix.NFTA_LOOKUP_SET)
+	case "immediate":
+		v := nested(a[unix.NFTA_IMMEDIATE_DATA], unix.NFTA_DATA_VERDICT)
+		vd, err := nft.Decoder(v)
+		if err != nil {
+			return "?immediate", ""
+		}
+		var code int32
+		var chain string
+		for vd.Next() {
+			switch vd.Type() {
+			case unix.NFTA_VERDICT_CODE:
+				code = int32(vd.Uint32())
+			case unix.NFTA_VERDICT_CHAIN:
+				chain = strings.TrimRight(vd.String(), "\x00")
+			}
+		}
+		return fmt.Sprintf("verdict %d %s", code, chain), ""
+	case "counter":
+		return "counter", ""
+	case "limit":
+		return fmt.Sprintf("limit %d %d %d", u64(unix.NFTA_LIMIT_RATE), u64(unix.NFTA_LIMIT_UNIT), u32(unix.NFTA_LIMIT_BURST)), ""
+	case "log":
+		g := a[unix.NFTA_LOG_GROUP]
+		if len(g) != 2 {
+			return "?log", ""
+		}
+		return fmt.Sprintf("log %d %s", binary.BigEndian.Uint16(g), str(unix.NFTA_LOG_PREFIX)), ""
+	}
+	return "?" + e.name, ""
+}
+
+// nested returns attribute t of the nested attributes b.
+func nested(b []byte, t uint16) []byte {
+	ad, err := nft.Decoder(b)
+	if err != nil {
+		return nil
+	}
+	for ad.Next() {
+		if ad.Type() == t {
+			return ad.Bytes()
+		}
+	}
+	return nil
 }
 
 // droppedBy returns the packets of the counter in the last of rules.

@@ -2,6 +2,7 @@ package policykernel
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -33,20 +34,106 @@ func scaleNS(tb testing.TB) (*Writer, int) {
 	return w, int(h)
 }
 
-// onePodChange returns rs with pod i's ingress peer ranges rotated and
-// one ports box added or not, so successive calls differ from each other.
-func onePodChange(rs policy.Ruleset, i, round int) policy.Ruleset {
+func pod4(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}) }
+func pod6(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0xfd, 0xc8, 14: byte(i >> 8), 15: byte(i)})
+}
+
+// scaleRuleset is pods isolated pods (both directions, an IPv4 and an
+// IPv6 address each) over profiles profiles (half ingress, half egress)
+// of 20 rules each, naming sets pods sets of 10 members (two thirds IPv4),
+// four cidr sets and ten ports sets.
+func scaleRuleset(pods, profiles, sets int) policy.Ruleset {
+	rs := policy.Ruleset{Node: "scale"}
+	for j := range sets {
+		s := policy.AddrSet{Name: fmt.Sprintf("pods4-%012x", j)}
+		if j%3 == 2 {
+			s.Name, s.V6 = fmt.Sprintf("pods6-%012x", j), true
+		}
+		for k := range 10 {
+			i := (j*7 + k*131) % pods
+			if s.V6 {
+				s.Addrs = append(s.Addrs, pod6(i))
+			} else {
+				s.Addrs = append(s.Addrs, pod4(i))
+			}
+		}
+		slices.SortFunc(s.Addrs, netip.Addr.Compare)
+		s.Addrs = slices.Compact(s.Addrs)
+		rs.AddrSets = append(rs.AddrSets, s)
+	}
+	for j := range 2 {
+		rs.AddrSets = append(rs.AddrSets,
+			policy.AddrSet{Name: fmt.Sprintf("cidr4-%012x", j), Interval: true, Ranges: []policy.AddrRange{
+				{From: netip.AddrFrom4([4]byte{10, 100 + byte(j), 0, 0}), To: netip.AddrFrom4([4]byte{10, 100 + byte(j), 7, 255})},
+				{From: netip.AddrFrom4([4]byte{10, 100 + byte(j), 9, 0}), To: netip.AddrFrom4([4]byte{10, 100 + byte(j), 255, 255})}}},
+			policy.AddrSet{Name: fmt.Sprintf("cidr6-%012x", j), V6: true, Interval: true, Ranges: []policy.AddrRange{
+				{From: netip.AddrFrom16([16]byte{0xfd, 0x64, 2: byte(j)}), To: netip.AddrFrom16([16]byte{0xfd, 0x64, 2: byte(j), 3: 0xff, 4: 0xff})}}})
+	}
+	for j := range 10 {
+		ps := policy.PortSet{Name: fmt.Sprintf("ports-%012x", j)}
+		for k := range 3 + j%3 {
+			ps.Ports = append(ps.Ports, policy.ProtoPort{Proto: policy.TCP, Port: uint16(8000 + 10*j + k)})
+		}
+		ps.Ports = append(ps.Ports, policy.ProtoPort{Proto: policy.UDP, Port: uint16(5000 + j)})
+		rs.PortSets = append(rs.PortSets, ps)
+	}
+	for p := range profiles {
+		prof := policy.Profile{Name: fmt.Sprintf("ingress-%012x", p), Egress: p%2 == 1, Policies: []string{"ns/p"}}
+		if prof.Egress {
+			prof.Name = fmt.Sprintf("egress-%012x", p)
+		}
+		for r := range 20 {
+			set := rs.AddrSets[(p*3+r*17)%sets].Name
+			rule := policy.Rule{Policy: "ns/p", Index: r}
+			switch r % 5 {
+			case 0:
+				rule.Peers, rule.Ports = set, rs.PortSets[(p+r)%10].Name
+			case 1:
+				rule.Peers, rule.Proto, rule.Range = set, policy.TCP, policy.PortRange{From: 443, To: 443}
+			case 2:
+				rule.Peers, rule.Proto, rule.Range = fmt.Sprintf("cidr%d-%012x", 4+2*(r%2), p%2), policy.TCP, policy.PortRange{From: 30000, To: 32767}
+			case 3:
+				rule.Peers = set
+			case 4:
+				rule.Proto, rule.Range = policy.UDP, policy.PortRange{From: 53, To: 53}
+			}
+			prof.Rules = append(prof.Rules, rule)
+		}
+		rs.Profiles = append(rs.Profiles, prof)
+	}
+	for i := range pods {
+		rs.Pods = append(rs.Pods, policy.PodRules{
+			ID: fmt.Sprintf("%012x", 0xabc000000+i), Namespace: fmt.Sprintf("ns%d", i%20), Name: fmt.Sprintf("pod%d", i),
+			IPs:          []netip.Addr{pod4(i), pod6(i)},
+			IngressChain: rs.Profiles[2*(i%(profiles/2))].Name,
+			EgressChain:  rs.Profiles[2*(i%(profiles/2))+1].Name,
+		})
+	}
+	slices.SortFunc(rs.Profiles, func(a, b policy.Profile) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(rs.AddrSets, func(a, b policy.AddrSet) int { return strings.Compare(a.Name, b.Name) })
+	return rs
+}
+
+// onePodChange returns rs with pod i moved to another ingress profile
+// and its IPv4 address added to an IPv4 pods set: a label change.
+func onePodChange(rs policy.Ruleset, i int) policy.Ruleset {
 	out := rs
 	out.Pods = slices.Clone(rs.Pods)
-	p := out.Pods[i]
-	c := *p.Ingress
-	if round%2 == 1 {
-		c.Any4 = c.Any4[1:]
-		peer := netip.AddrFrom4([4]byte{192, 0, 2, byte(round)})
-		c.Ports4 = append(slices.Clone(c.Ports4), policy.PortBox{Addrs: policy.AddrRange{From: peer, To: peer}, Proto: policy.UDP, Ports: policy.PortRange{From: 53, To: 53}})
+	p := &out.Pods[i]
+	for _, prof := range rs.Profiles {
+		if !prof.Egress && prof.Name != p.IngressChain {
+			p.IngressChain = prof.Name
+			break
+		}
 	}
-	p.Ingress = &c
-	out.Pods[i] = p
+	out.AddrSets = slices.Clone(rs.AddrSets)
+	j := slices.IndexFunc(out.AddrSets, func(s policy.AddrSet) bool { return strings.HasPrefix(s.Name, "pods4-") })
+	s := &out.AddrSets[j]
+	if !slices.Contains(s.Addrs, pod4(i)) {
+		s.Addrs = append(slices.Clone(s.Addrs), pod4(i))
+		slices.SortFunc(s.Addrs, netip.Addr.Compare)
+	}
 	return out
 }
 
@@ -61,149 +148,88 @@ func loadavg() string {
 	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
-// TestScale1000 programs 1,000 isolated pods (both directions, both
-// families, 2,001 chains, 12 sets, ~50,000 elements) and asserts that
-// a one-pod change is a small batch and that a second writer adopts it
-// all without a change. Times are logged, not asserted.
-func TestScale1000(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped in -short: programs 1,000 pods")
-	}
-	roottest.Require(t)
-	const pods, runs = 1000, 3
-	rs := bigRuleset(pods)
-	var full, change, adopt []time.Duration
-	for run := range runs {
-		w, fd := scaleNS(t)
-		st, err := w.Apply(rs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		full = append(full, st.Duration)
-		if run == 0 {
-			t.Logf("full apply: %+v", st)
-		}
-		for round := 1; round <= 6; round++ {
-			// A change (odd rounds change the pod), then its undoing:
-			// both one-pod batches.
-			for _, r := range []policy.Ruleset{onePodChange(rs, (round*137)%pods, 2*round-1), rs} {
-				st, err := w.Apply(r)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if st.Messages != 2 || st.ChainsAdded+st.ChainsRemoved+st.SetsAdded+st.SetsRemoved != 0 || st.ElementsAdded+st.ElementsRemoved != 2 {
-					t.Errorf("one-pod change %d: %+v", round, st)
-				}
-				change = append(change, st.Duration)
-			}
-		}
-		start := time.Now()
-		w2, err := Open(fd, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		adopt = append(adopt, time.Since(start))
-		st, err = w2.Apply(rs)
-		w2.Close()
-		if err != nil || st.Changed() {
-			t.Fatalf("adopting 1,000 pods: %+v, %v", st, err)
-		}
-		d, err := w.Dropped()
-		if err != nil || len(d) != 2*pods {
-			t.Fatalf("Dropped: %d chains, %v", len(d), err)
-		}
-		if _, err := w.Apply(policy.Ruleset{}); err != nil {
-			t.Fatalf("removing 1,000 pods: %v", err)
-		}
-	}
-	t.Logf("1,000 pods, %d runs, load average %s: full apply median %v (%v), one-pod change median %v max %v over %d, adoption (Open) median %v (%v)",
-		runs, loadavg(), median(full), full, median(change), slices.Max(change), len(change), median(adopt), adopt)
-}
-
-// TestScale10000 programs 10,000 isolated pods with five elements each
-// (20,001 chains, ~100,000 rules, ~90,000 elements with the map entries),
-// changes one, adopts the table and removes it all. Times are logged.
-func TestScale10000(t *testing.T) {
+// TestScale programs 10,000 isolated pods over 500 profiles of 20 rules,
+// 1,500 pods sets of 10 members, four cidr sets and ten ports sets;
+// checks that one-pod changes are small batches and that a second writer
+// adopts it all without a change. Times are logged, not asserted.
+func TestScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped in -short: programs 10,000 pods")
 	}
 	roottest.Require(t)
-	const pods = 10000
-	rs := smallRuleset(pods)
+	const pods, profiles, sets = 10000, 500, 1500
+	rs := scaleRuleset(pods, profiles, sets)
 	w, fd := scaleNS(t)
+	load0 := loadavg()
 	st, err := w.Apply(rs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	full := st
-	var change []time.Duration
-	for round := 1; round <= 4; round++ {
-		for _, r := range []policy.Ruleset{onePodChange(rs, (round*1237)%pods, 2*round-1), rs} {
-			st, err := w.Apply(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Messages != 2 || st.ChainsAdded+st.ChainsRemoved+st.SetsAdded+st.SetsRemoved != 0 {
-				t.Errorf("one-pod change %d: %+v", round, st)
-			}
-			change = append(change, st.Duration)
-		}
+	if st.ChainsAdded != profiles+1 || st.SetsAdded != 4+sets+4+10 || st.RulesAdded != 5+profiles*21 {
+		t.Errorf("full apply: %+v", st)
 	}
+	load1 := loadavg()
+	var change []time.Duration
+	for round := range 20 {
+		r := rs
+		if round%2 == 0 {
+			r = onePodChange(rs, (round*1237)%pods)
+		}
+		st, err := w.Apply(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Messages > 5 || st.Batches != 1 || st.ChainsAdded+st.ChainsRemoved+st.SetsAdded+st.SetsRemoved+st.RulesAdded != 0 || st.ElementsAdded+st.ElementsRemoved < 4 || st.ElementsAdded+st.ElementsRemoved > 5 {
+			t.Errorf("one-pod change %d: %+v", round, st)
+		}
+		change = append(change, st.Duration)
+	}
+	// A member added to (and removed from) a pods set, no map change.
+	var member []time.Duration
+	for round := range 20 {
+		r := rs
+		if round%2 == 0 {
+			r = onePodChange(rs, (round*1237+1)%pods)
+			r.Pods = rs.Pods
+		}
+		st, err := w.Apply(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Messages != 1 || st.ElementsAdded+st.ElementsRemoved != 1 {
+			t.Errorf("one member %d: %+v", round, st)
+		}
+		member = append(member, st.Duration)
+	}
+	load2 := loadavg()
 	start := time.Now()
 	w2, err := Open(fd, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	adopt := time.Since(start)
+	open := time.Since(start)
 	st, err = w2.Apply(rs)
+	adopt := time.Since(start)
 	w2.Close()
 	if err != nil || st.Changed() {
-		t.Fatalf("adopting 10,000 pods: %+v, %v", st, err)
+		t.Fatalf("adopting: %+v, %v", st, err)
+	}
+	load3 := loadavg()
+	d, err := w.Dropped()
+	if err != nil || len(d) != profiles {
+		t.Errorf("Dropped: %d chains, %v", len(d), err)
 	}
 	st, err = w.Apply(policy.Ruleset{})
 	if err != nil {
-		t.Fatalf("removing 10,000 pods: %v", err)
+		t.Fatalf("removing everything: %v", err)
 	}
-	slices.Sort(change)
-	t.Logf("10,000 pods, load average %s: full apply %v (%d messages), one-pod changes %v, adoption (Open) %v, removing all %v",
-		loadavg(), full.Duration, full.Messages, change, adopt, st.Duration)
-}
-
-func BenchmarkApplyOnePodChange1000(b *testing.B) {
-	roottest.Require(b)
-	rs := bigRuleset(1000)
-	w, _ := scaleNS(b)
-	if _, err := w.Apply(rs); err != nil {
-		b.Fatal(err)
-	}
-	var d []time.Duration
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		for _, r := range []policy.Ruleset{onePodChange(rs, i%1000, 1+2*(i%100)), rs} {
-			st, err := w.Apply(r)
-			if err != nil {
-				b.Fatal(err)
-			}
-			d = append(d, st.Duration)
-		}
-	}
-	slices.Sort(d)
-	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(len(d)), "µs/apply")
-	b.ReportMetric(float64(d[len(d)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(d[len(d)*99/100].Microseconds()), "p99-µs")
-}
-
-func BenchmarkApplyFull1000(b *testing.B) {
-	roottest.Require(b)
-	rs := bigRuleset(1000)
-	for b.Loop() {
-		b.StopTimer()
-		w, _ := scaleNS(b)
-		b.StartTimer()
-		if _, err := w.Apply(rs); err != nil {
-			b.Fatal(err)
-		}
-	}
+	t.Logf("%d pods, %d profiles x 20 rules, %d pods sets x 10: create from empty %v (%d batches, %d messages; load average before %s, after %s)",
+		pods, profiles, sets, full.Duration, full.Batches, full.Messages, load0, load1)
+	t.Logf("one-pod change (a pod moved to another profile, a member added): median %v, max %v over %d; one member only: median %v, max %v over %d (load average after %s)",
+		median(change), slices.Max(change), len(change), median(member), slices.Max(member), len(member), load2)
+	t.Logf("adoption: Open %v, Open + no-op Apply %v (load average after %s); removing everything %v (%d messages)",
+		open, adopt, load3, st.Duration, st.Messages)
 }
 
 // A batch whose acks do not fit the socket is in the kernel all the same:
@@ -220,9 +246,9 @@ func TestAcksLost(t *testing.T) {
 	orig := bufferSizes
 	bufferSizes = func(messages, bytes int) (int, int) { s, _ := orig(messages, bytes); return s, 4096 }
 	defer func() { bufferSizes = orig }()
-	rs := bigRuleset(100)
+	rs := scaleRuleset(100, 20, 30)
 	st, err := w.Apply(rs)
-	if err != nil || st.ChainsAdded != 201 {
+	if err != nil || st.ChainsAdded != 21 {
 		t.Fatalf("apply with a tiny receive buffer: %+v, %v", st, err)
 	}
 	if !strings.Contains(logs.String(), "no buffer space") {
@@ -232,4 +258,61 @@ func TestAcksLost(t *testing.T) {
 	if st, err := w.Apply(rs); err != nil || st.Changed() {
 		t.Errorf("after lost acks: %+v, %v", st, err)
 	}
+}
+
+// TestScaleMigration converts a table of the previous layout (per-pod
+// chains, eight shared sets) with 2,000 pods to the profile layout and
+// logs the time; the old objects must all go and a second writer must
+// see no difference.
+func TestScaleMigration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short: programs 2,000 pods")
+	}
+	roottest.Require(t)
+	const pods = 2000
+	_, fd := scaleNS(t)
+	var old []OldPod
+	for i := range pods {
+		c := &OldChain{
+			Any4:   []policy.AddrRange{{From: netip.AddrFrom4([4]byte{10, 100, byte(i % 5), 0}), To: netip.AddrFrom4([4]byte{10, 100, byte(i % 5), 255})}},
+			Ports4: []OldBox{{Peers: policy.AddrRange{From: pod4(i + 1), To: pod4(i + 1)}, Proto: policy.TCP, From: 8080, To: 8080}},
+		}
+		old = append(old, OldPod{ID: fmt.Sprintf("%012x", 0xabc000000+i), IPs: []netip.Addr{pod4(i), pod6(i)}, Ingress: c, Egress: c})
+	}
+	if err := WriteOldLayout(fd, old); err != nil {
+		t.Fatal(err)
+	}
+	rs := scaleRuleset(pods, 100, 300)
+	w, err := Open(fd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	st, err := w.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Batches != 2 || st.ChainsRemoved != 2*pods || st.SetsRemoved != 8 || st.ElementsRemoved != 4*pods || st.ChainsAdded != 100 {
+		t.Errorf("migration: %+v", st)
+	}
+	for n := range w.applied.chains {
+		if !isProfileChain(n) {
+			t.Errorf("chain %s left", n)
+		}
+	}
+	w2, err := Open(fd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	for n := range w2.applied.sets {
+		if kindOf(n) == kindOther {
+			t.Errorf("set %s left", n)
+		}
+	}
+	if st, err := w2.Apply(rs); err != nil || st.Changed() {
+		t.Errorf("after migration: %+v, %v", st, err)
+	}
+	t.Logf("migrating %d pods (%d old chains) to %d profiles: %v, %d messages in %d batches (load average %s)",
+		pods, 2*pods, len(rs.Profiles), st.Duration, st.Messages, st.Batches, loadavg())
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/podnet/podnet/agent/policy"
@@ -22,138 +23,376 @@ type state struct {
 	// base: the forward chain exists; baseOK: with the right rules;
 	// baseBad: with another type, hook, priority or policy.
 	base, baseOK, baseBad bool
-	// sets: the shared set exists; setBad: with another type or
-	// elements this package does not make (it is made again).
-	sets, setBad [numSets]bool
-	// chains: the pod chains by name.
+	// sets and chains other than the maps and the forward chain, by name.
+	sets   map[string]*setState
 	chains map[string]*chainState
-	// orphans: elements of the shared sets whose pod address no map
-	// entry of the set's direction leads to (they go).
-	orphans [numSets]map[elem]struct{}
-	// stray: other sets in the table (not a map, not a shared set: the
-	// per-pod sets of the old layout among them).
-	stray []string
+
+	// Of a desired state only (nil in one read from the kernel):
+	// pods are the pods it was built from, by ID, and owner the pod
+	// ID of each map key (both directions), so that the next desired
+	// state is built from this one by the pods that changed.
+	pods  map[string]podRec
+	owner map[netip.Addr]string
+	// mapsID identifies the maps' content: a state built from another
+	// by its changed pods has baseID the other's mapsID and in was the
+	// previous value of each map key that may differ (nil: every key
+	// may); it took the other's maps over (see mapsOf).
+	mapsID, baseID uint64
+	was            [numMaps]map[netip.Addr]was
+	ownerWas       map[netip.Addr]was
+	// profiles tells the direction of each profile (true: egress).
+	profiles map[string]bool
 }
 
-// chainState is one pod chain and its elements in the shared sets of its
-// direction.
+// podRec is what is programmed of one pod: its addresses (unmapped) and
+// profiles.
+type podRec struct {
+	ips    []netip.Addr
+	in, eg string
+}
+
+func (a podRec) equal(b podRec) bool {
+	return a.in == b.in && a.eg == b.eg && slices.Equal(a.ips, b.ips)
+}
+
+var mapsIDs atomic.Uint64
+
+// setState is one set.
+type setState struct {
+	kind setKind
+	// bad: the set has another type than its name says, or elements
+	// this package does not make: it is made again.
+	bad bool
+	// els are its elements (nil for kindOther: not read).
+	els map[elemKey]struct{}
+	// fromRS: a desired set, built from addrs, ranges or ports (copies
+	// of the Ruleset's): the next desired state shares it if they are
+	// the same.
+	fromRS bool
+	addrs  []netip.Addr
+	ranges []policy.AddrRange
+	ports  []policy.ProtoPort
+}
+
+// chainState is one chain other than the forward chain.
 type chainState struct {
-	// exists: the chain itself exists; rulesOK: its rules are
-	// podRules'.
-	exists, rulesOK bool
-	// sets: the chain's elements in each kind of shared set (nil: none).
-	sets [numKinds]map[elem]struct{}
+	// sig is the signature of its rules (rulesSig, rawSig); "" for a
+	// chain that is not a profile chain (not read).
+	sig string
+	// uses are the sets its rules look up (read for profile chains).
+	uses []string
 }
 
 func newState() *state {
-	return &state{chains: map[string]*chainState{}}
+	return &state{sets: map[string]*setState{}, chains: map[string]*chainState{}}
 }
 
 // desired builds the state rs describes, checking what the kernel would
-// reject or misread: pod IDs, address families, range order. A pod equal
-// to its entry in prevPods (the pods prev was built from) reuses prev's
-// chain states, so that building and diffing cost what changed. It
-// returns the pods the new state was built from, private copies.
-func desired(rs policy.Ruleset, prev *state, prevPods map[string]policy.PodRules) (*state, map[string]policy.PodRules, error) {
-	pods := make(map[string]policy.PodRules, len(rs.Pods))
+// reject or misread: names, address families, ranges, references. The
+// rule signatures of profiles in sigs (by name: a profile never changes;
+// those of the last Apply) are taken from there. With prev a desired
+// state (the one applied), the sets and map entries of rs that did not
+// change are taken from it, so that building and diffing cost what
+// changed.
+func desired(rs *policy.Ruleset, prev *state, sigs map[string]string, logGroup int) (*state, error) {
 	s := newState()
 	s.table, s.base, s.baseOK = true, true, true
-	for i := range s.sets {
-		s.sets[i] = true
+	if prev != nil && prev.pods == nil {
+		prev = nil
 	}
-	for i := range s.maps {
-		s.maps[i] = map[netip.Addr]string{}
+	addrSets := make(map[string]*policy.AddrSet, len(rs.AddrSets))
+	for i := range rs.AddrSets {
+		as := &rs.AddrSets[i]
+		k := kindOf(as.Name)
+		if k == kindOther || k == kindPorts || k.v6() != as.V6 || k.interval() != as.Interval || !validName(as.Name) {
+			return nil, fmt.Errorf("address set %q (v6 %t, interval %t): bad name", as.Name, as.V6, as.Interval)
+		}
+		if s.sets[as.Name] != nil {
+			return nil, fmt.Errorf("set %s appears twice", as.Name)
+		}
+		addrSets[as.Name] = as
+		if ps := prev.set(as.Name); ps != nil && slices.Equal(ps.addrs, as.Addrs) && slices.Equal(ps.ranges, as.Ranges) {
+			s.sets[as.Name] = ps
+			continue
+		}
+		els, err := addrElems(as)
+		if err != nil {
+			return nil, err
+		}
+		s.sets[as.Name] = &setState{kind: k, els: els, fromRS: true, addrs: slices.Clone(as.Addrs), ranges: slices.Clone(as.Ranges)}
 	}
-	for _, p := range rs.Pods {
-		if !validID(p.ID) {
-			return nil, nil, fmt.Errorf("pod %s/%s: bad ID %q", p.Namespace, p.Name, p.ID)
+	for i := range rs.PortSets {
+		ps := &rs.PortSets[i]
+		if kindOf(ps.Name) != kindPorts || !validName(ps.Name) {
+			return nil, fmt.Errorf("port set %q: bad name", ps.Name)
 		}
-		old, same := prevPods[p.ID]
-		same = same && prev != nil && podEqual(old, p)
-		if same {
-			pods[p.ID] = old
-		} else {
-			pods[p.ID] = podCopy(p)
+		if s.sets[ps.Name] != nil {
+			return nil, fmt.Errorf("set %s appears twice", ps.Name)
 		}
-		ips := make([]netip.Addr, 0, len(p.IPs))
-		for _, a := range p.IPs {
-			if !a.IsValid() || a.Zone() != "" {
-				return nil, nil, fmt.Errorf("pod %s/%s: bad address %v", p.Namespace, p.Name, a)
-			}
-			ips = append(ips, a.Unmap())
+		if old := prev.set(ps.Name); old != nil && slices.Equal(old.ports, ps.Ports) {
+			s.sets[ps.Name] = old
+			continue
 		}
-		for _, d := range []struct {
-			in bool
-			c  *policy.Chain
-		}{{true, p.Ingress}, {false, p.Egress}} {
-			if d.c == nil {
-				continue
-			}
-			name := chainName(d.in, p.ID)
-			if _, dup := s.chains[name]; dup {
-				return nil, nil, fmt.Errorf("pod ID %s appears twice", p.ID)
-			}
-			if cs := prev.reusable(name); same && cs != nil {
-				s.chains[name] = cs
-			} else {
-				cs, err := chainOf(d.c, ips)
-				if err != nil {
-					return nil, nil, fmt.Errorf("pod %s/%s chain %s: %w", p.Namespace, p.Name, name, err)
+		els, err := portElems(ps)
+		if err != nil {
+			return nil, err
+		}
+		s.sets[ps.Name] = &setState{kind: kindPorts, els: els, fromRS: true, ports: slices.Clone(ps.Ports)}
+	}
+	egress := map[string]bool{}
+	for i := range rs.Profiles {
+		p := &rs.Profiles[i]
+		prefix := ingressPrefix
+		if p.Egress {
+			prefix = egressPrefix
+		}
+		if len(p.Name) <= len(prefix) || p.Name[:len(prefix)] != prefix || !validName(p.Name) {
+			return nil, fmt.Errorf("profile %q (egress %t): bad name", p.Name, p.Egress)
+		}
+		if s.chains[p.Name] != nil {
+			return nil, fmt.Errorf("profile %s appears twice", p.Name)
+		}
+		egress[p.Name] = p.Egress
+		var uses []string
+		for _, r := range p.Rules {
+			if r.Peers != "" {
+				if addrSets[r.Peers] == nil {
+					return nil, fmt.Errorf("profile %s: rule of %s names address set %q, not in the ruleset", p.Name, r.Policy, r.Peers)
 				}
-				s.chains[name] = cs
+				uses = append(uses, r.Peers)
 			}
-			for _, a := range ips {
-				m := s.maps[mapIndex(d.in, a)]
-				if other, dup := m[a]; dup && other != name {
-					return nil, nil, fmt.Errorf("address %s belongs to two pods (%s, %s)", a, other, name)
+			switch {
+			case r.Ports != "":
+				if k := s.sets[r.Ports]; k == nil || k.kind != kindPorts {
+					return nil, fmt.Errorf("profile %s: rule of %s names port set %q, not in the ruleset", p.Name, r.Policy, r.Ports)
 				}
-				m[a] = name
+				uses = append(uses, r.Ports)
+			case r.Proto != 0 && r.Range.To < r.Range.From:
+				return nil, fmt.Errorf("profile %s: rule of %s: port range %d-%d", p.Name, r.Policy, r.Range.From, r.Range.To)
 			}
 		}
+		sig, ok := sigs[p.Name]
+		if !ok {
+			sig = rulesSig(profileRules(p, addrSets, nil, logGroup))
+		}
+		s.chains[p.Name] = &chainState{sig: sig, uses: uses}
 	}
-	return s, pods, nil
+	if err := s.mapsOf(rs, prev, egress); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// reusable returns the chain state of name if it is complete (chain and
-// rules as built), for a desired state to share; nil otherwise.
-func (s *state) reusable(name string) *chainState {
+// set returns the set name of s if it was built from a Ruleset (nil
+// otherwise, and for a nil s).
+func (s *state) set(name string) *setState {
 	if s == nil {
 		return nil
 	}
-	cs := s.chains[name]
-	if cs == nil || !cs.exists || !cs.rulesOK {
-		return nil
+	if ss := s.sets[name]; ss != nil && ss.fromRS {
+		return ss
 	}
-	return cs
+	return nil
 }
 
-// podEqual compares what is programmed of two pods.
-func podEqual(a, b policy.PodRules) bool {
-	return a.ID == b.ID && slices.Equal(a.IPs, b.IPs) && chainEqual(a.Ingress, b.Ingress) && chainEqual(a.Egress, b.Egress)
-}
-
-func chainEqual(a, b *policy.Chain) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return slices.Equal(a.Any4, b.Any4) && slices.Equal(a.Any6, b.Any6) &&
-		slices.Equal(a.Ports4, b.Ports4) && slices.Equal(a.Ports6, b.Ports6)
-}
-
-// podCopy keeps what is programmed of p, in slices the caller cannot
-// change afterwards.
-func podCopy(p policy.PodRules) policy.PodRules {
-	c := func(ch *policy.Chain) *policy.Chain {
-		if ch == nil {
-			return nil
+// mapsOf fills the maps of s with the pods of rs: from scratch, or with
+// prev from prev's maps and the pods that differ from prev's. egress
+// tells the direction of each profile of rs.
+func (s *state) mapsOf(rs *policy.Ruleset, prev *state, egress map[string]bool) error {
+	s.pods = make(map[string]podRec, len(rs.Pods))
+	// A pod unchanged since prev was checked then; its profiles still
+	// exist when prev had the same profiles.
+	sameProfiles := prev != nil && len(prev.profiles) == len(egress)
+	for n, eg := range egress {
+		if !sameProfiles {
+			break
 		}
-		return &policy.Chain{Any4: slices.Clone(ch.Any4), Any6: slices.Clone(ch.Any6),
-			Ports4: slices.Clone(ch.Ports4), Ports6: slices.Clone(ch.Ports6)}
+		old, ok := prev.profiles[n]
+		sameProfiles = ok && old == eg
 	}
-	return policy.PodRules{ID: p.ID, IPs: slices.Clone(p.IPs), Ingress: c(p.Ingress), Egress: c(p.Egress)}
+	s.profiles = egress
+	var changed []podRec
+	var ids []string
+	reused, replaced := 0, 0
+	for _, p := range rs.Pods {
+		rec := podRec{in: p.IngressChain, eg: p.EgressChain}
+		n := len(s.pods)
+		if old, ok := prev.pod(p.ID); ok && old.in == rec.in && old.eg == rec.eg && slices.Equal(old.ips, p.IPs) {
+			s.pods[p.ID] = old
+			if len(s.pods) == n {
+				return fmt.Errorf("pod %s/%s: ID %s repeated", p.Namespace, p.Name, p.ID)
+			}
+			reused++
+			if sameProfiles {
+				continue
+			}
+		} else if ok {
+			replaced++
+		}
+		if !validName(p.ID) {
+			return fmt.Errorf("pod %s/%s: bad ID %q", p.Namespace, p.Name, p.ID)
+		}
+		for _, d := range []struct {
+			in    bool
+			chain string
+		}{{true, p.IngressChain}, {false, p.EgressChain}} {
+			if eg, ok := egress[d.chain]; d.chain != "" && (!ok || eg == d.in) {
+				return fmt.Errorf("pod %s/%s: profile %q is not an %s profile of the ruleset", p.Namespace, p.Name, d.chain, map[bool]string{true: "ingress", false: "egress"}[d.in])
+			}
+		}
+		if len(s.pods) > n {
+			continue // reused, checked
+		}
+		for _, a := range p.IPs {
+			if !a.IsValid() || a.Zone() != "" {
+				return fmt.Errorf("pod %s/%s: bad address %v", p.Namespace, p.Name, a)
+			}
+			rec.ips = append(rec.ips, a.Unmap())
+		}
+		s.pods[p.ID] = rec
+		if len(s.pods) == n {
+			return fmt.Errorf("pod %s/%s: ID %s repeated", p.Namespace, p.Name, p.ID)
+		}
+		changed = append(changed, rec)
+		ids = append(ids, p.ID)
+	}
+	switch {
+	case prev == nil:
+		s.mapsID = mapsIDs.Add(1)
+		s.owner = make(map[netip.Addr]string, 2*len(rs.Pods))
+		for i := range s.maps {
+			s.maps[i] = map[netip.Addr]string{}
+		}
+	case len(changed) == 0 && reused == len(prev.pods):
+		// Nothing changed: prev's maps are shared (never written once
+		// built).
+		s.mapsID, s.baseID, s.maps, s.owner = prev.mapsID, prev.mapsID, prev.maps, prev.owner
+		for i := range s.was {
+			s.was[i] = map[netip.Addr]was{}
+		}
+		return nil
+	default:
+		// prev's maps are taken over and changed in place, the
+		// previous value of each key changed kept in was (undone on
+		// an error). prev is spent: Apply replaces it with s, or
+		// forgets it.
+		s.mapsID, s.baseID = mapsIDs.Add(1), prev.mapsID
+		s.maps, s.owner = prev.maps, prev.owner
+		defer func() { prev.pods = nil }()
+		for i := range s.was {
+			s.was[i] = map[netip.Addr]was{}
+		}
+		s.ownerWas = map[netip.Addr]was{}
+		// Entries of the pods that changed or went leave first: an
+		// address may pass from one pod to another.
+		leave := func(old podRec) {
+			for _, a := range old.ips {
+				s.setOwner(a, "")
+				for _, in := range []bool{true, false} {
+					s.setMap(mapIndex(in, a), a, "")
+				}
+			}
+		}
+		if reused+replaced == len(prev.pods) {
+			for _, id := range ids {
+				if old, ok := prev.pods[id]; ok {
+					leave(old)
+				}
+			}
+		} else {
+			for id, old := range prev.pods {
+				if now, ok := s.pods[id]; !ok || !now.equal(old) {
+					leave(old)
+				}
+			}
+		}
+	}
+	for k, rec := range changed {
+		for _, a := range rec.ips {
+			if other, dup := s.owner[a]; dup && other != ids[k] {
+				s.undo()
+				return fmt.Errorf("pod ID %s: address %s belongs to two pods (%s)", ids[k], a, other)
+			}
+			if rec.in == "" && rec.eg == "" {
+				continue
+			}
+			s.setOwner(a, ids[k])
+			for _, d := range []struct {
+				in    bool
+				chain string
+			}{{true, rec.in}, {false, rec.eg}} {
+				if d.chain != "" {
+					s.setMap(mapIndex(d.in, a), a, d.chain)
+				}
+			}
+		}
+	}
+	return nil
 }
 
-func validID(id string) bool {
+// was is the value a map key had before a desired state changed it.
+type was struct {
+	val string
+	ok  bool
+}
+
+// setMap sets key a of map i to chain ("": deletes it), recording the
+// previous value when the maps are taken over.
+func (s *state) setMap(i int, a netip.Addr, chain string) {
+	if s.was[i] != nil {
+		if _, seen := s.was[i][a]; !seen {
+			v, ok := s.maps[i][a]
+			s.was[i][a] = was{v, ok}
+		}
+	}
+	if chain == "" {
+		delete(s.maps[i], a)
+	} else {
+		s.maps[i][a] = chain
+	}
+}
+
+func (s *state) setOwner(a netip.Addr, id string) {
+	if s.ownerWas != nil {
+		if _, seen := s.ownerWas[a]; !seen {
+			v, ok := s.owner[a]
+			s.ownerWas[a] = was{v, ok}
+		}
+	}
+	if id == "" {
+		delete(s.owner, a)
+	} else {
+		s.owner[a] = id
+	}
+}
+
+// undo puts back the maps taken over as they were.
+func (s *state) undo() {
+	put := func(m map[netip.Addr]string, w map[netip.Addr]was) {
+		for a, v := range w {
+			if v.ok {
+				m[a] = v.val
+			} else {
+				delete(m, a)
+			}
+		}
+	}
+	for i := range s.was {
+		put(s.maps[i], s.was[i])
+	}
+	put(s.owner, s.ownerWas)
+}
+
+func (s *state) pod(id string) (podRec, bool) {
+	if s == nil {
+		return podRec{}, false
+	}
+	p, ok := s.pods[id]
+	return p, ok
+}
+
+// validName: what the kernel and nft take as an object name here.
+func validName(id string) bool {
 	if id == "" || len(id) > 64 {
 		return false
 	}
@@ -165,97 +404,23 @@ func validID(id string) bool {
 	return true
 }
 
-// chainOf returns the chain state of c for a pod with addresses ips: each
-// peer range and ports box once per address of its family.
-func chainOf(c *policy.Chain, ips []netip.Addr) (*chainState, error) {
-	cs := &chainState{exists: true, rulesOK: true}
-	var err error
-	var peers [numKinds][]elem
-	if peers[kindA4], err = anySet(c.Any4, true); err != nil {
-		return nil, fmt.Errorf("Any4: %w", err)
-	}
-	if peers[kindA6], err = anySet(c.Any6, false); err != nil {
-		return nil, fmt.Errorf("Any6: %w", err)
-	}
-	if peers[kindP4], err = portSet(c.Ports4, true); err != nil {
-		return nil, fmt.Errorf("Ports4: %w", err)
-	}
-	if peers[kindP6], err = portSet(c.Ports6, false); err != nil {
-		return nil, fmt.Errorf("Ports6: %w", err)
-	}
-	for k, l := range peers {
-		m := map[elem]struct{}{}
-		for _, a := range ips {
-			if a.Is4() != kindV4(k) {
-				continue
-			}
-			for _, e := range l {
-				e.Pod = a
-				m[e] = struct{}{}
-			}
-		}
-		cs.sets[k] = m
-	}
-	return cs, nil
-}
-
-func checkRange(r policy.AddrRange, v4 bool) error {
-	if !r.From.IsValid() || !r.To.IsValid() || r.From.Is4() != v4 || r.To.Is4() != v4 || r.From.Zone() != "" || r.To.Zone() != "" {
-		return fmt.Errorf("range %s-%s: not of the set's family", r.From, r.To)
-	}
-	if r.To.Less(r.From) {
-		return fmt.Errorf("range %s-%s: end before start", r.From, r.To)
-	}
-	return nil
-}
-
-// anySet checks that rs are sorted and disjoint (an interval set rejects
-// overlaps) and returns them as elements without a pod address.
-func anySet(rs []policy.AddrRange, v4 bool) ([]elem, error) {
-	out := make([]elem, 0, len(rs))
-	for i, r := range rs {
-		if err := checkRange(r, v4); err != nil {
-			return nil, err
-		}
-		if i > 0 && !rs[i-1].To.Less(r.From) {
-			return nil, fmt.Errorf("ranges %s-%s and %s-%s: not sorted and disjoint", rs[i-1].From, rs[i-1].To, r.From, r.To)
-		}
-		out = append(out, elem{Addrs: r})
-	}
-	return out, nil
-}
-
-func portSet(bs []policy.PortBox, v4 bool) ([]elem, error) {
-	out := make([]elem, 0, len(bs))
-	for _, b := range bs {
-		if err := checkRange(b.Addrs, v4); err != nil {
-			return nil, err
-		}
-		if b.Proto == 0 || b.Ports.To < b.Ports.From {
-			return nil, fmt.Errorf("box %s-%s proto %d ports %d-%d: bad protocol or port range", b.Addrs.From, b.Addrs.To, b.Proto, b.Ports.From, b.Ports.To)
-		}
-		out = append(out, elem{Addrs: b.Addrs, Proto: b.Proto, Ports: b.Ports})
-	}
-	return out, nil
-}
-
-// Stats is what one Apply changed. An address range or a ports box is one
-// element (the kernel may store two for a range).
+// Stats is what one Apply changed. An address range is one element (the
+// kernel stores two: its start and its end).
 type Stats struct {
 	// ElementsAdded and ElementsRemoved count set and map elements.
 	ElementsAdded, ElementsRemoved int
-	// ChainsAdded and ChainsRemoved count pod chains (and the base
-	// chain when it is created).
+	// ChainsAdded and ChainsRemoved count chains (profile chains, old
+	// layout chains, and the base chain when it is created).
 	ChainsAdded, ChainsRemoved int
 	// SetsAdded and SetsRemoved count sets and maps.
 	SetsAdded, SetsRemoved int
 	// RulesAdded counts rules written (new chains, or chains whose
 	// rules were not the expected ones).
 	RulesAdded int
-	// Messages is the number of netlink messages in the batch (0: no
-	// batch was sent).
-	Messages int
-	// Duration is the wall time of Apply, batch included.
+	// Batches is the number of batches sent (0, 1 or 2); Messages the
+	// number of netlink messages in them.
+	Batches, Messages int
+	// Duration is the wall time of Apply, batches included.
 	Duration time.Duration
 }
 
@@ -268,6 +433,7 @@ func (s Stats) plus(o Stats) Stats {
 	s.SetsAdded += o.SetsAdded
 	s.SetsRemoved += o.SetsRemoved
 	s.RulesAdded += o.RulesAdded
+	s.Batches += o.Batches
 	s.Messages += o.Messages
 	return s
 }

@@ -22,11 +22,13 @@ type Writer struct {
 	ns  int // our own descriptor of the namespace
 	log *slog.Logger
 	// applied is what the kernel holds; nil when unknown (a failed
-	// batch whose aftermath could not be read): the next Apply reads it.
+	// batch whose aftermath could not be read, or an Apply that ended
+	// early after its desired state took the maps over): the next
+	// Apply reads it.
 	applied *state
-	// pods are the pods applied was built from (nil when applied was
-	// read from the kernel).
-	pods map[string]policy.PodRules
+	// sigs are the rule signatures of the profiles last applied, by
+	// name (a profile never changes: a changed one has a new name).
+	sigs map[string]string
 	// logGroup is the NFLOG group of dropped packets, -1 for none.
 	logGroup int
 }
@@ -34,11 +36,11 @@ type Writer struct {
 // Option configures a Writer.
 type Option func(*Writer)
 
-// WithNFLOG makes every pod chain log what it drops to NFLOG group
+// WithNFLOG makes every profile chain log what it drops to NFLOG group
 // group, at most 10 packets a second per chain (burst 5), with the chain
 // name as prefix: the rule `limit rate 10/second log prefix "<chain>"
 // group <group>` before the counter drop. A table programmed with another
-// group (or none) gets its pod chains' rules rewritten on the first Apply,
+// group (or none) gets its profile chains' rules rewritten on the first Apply,
 // which resets their drop counters.
 func WithNFLOG(group uint16) Option {
 	return func(w *Writer) { w.logGroup = int(group) }
@@ -46,7 +48,7 @@ func WithNFLOG(group uint16) Option {
 
 // Open connects to nftables in the namespace nsFd refers to (-1: the
 // calling thread's namespace, fixed now), and adopts table inet
-// podnet-policy if it exists: its maps, chains and sets' elements become
+// podnet-policy if it exists: its maps, chains, sets and their elements become
 // the applied state that the first Apply diffs against. Nothing is
 // changed in the kernel. The Writer keeps its own duplicate of nsFd.
 func Open(nsFd int, log *slog.Logger, opts ...Option) (*Writer, error) {
@@ -72,7 +74,7 @@ func Open(nsFd int, log *slog.Logger, opts ...Option) (*Writer, error) {
 		for _, m := range s.maps {
 			n += len(m)
 		}
-		log.Info("adopted existing policy table", "table", TableName, "chains", len(s.chains), "mapElements", n)
+		log.Info("adopted existing policy table", "table", TableName, "chains", len(s.chains), "sets", len(s.sets), "mapElements", n)
 	}
 	return w, nil
 }
@@ -107,8 +109,11 @@ func (w *Writer) Close() error {
 }
 
 // Apply makes the table hold rs, sending only the difference to the
-// applied state in one atomic batch. On a kernel error nothing changed;
-// the Writer re-reads the table so the next Apply diffs against the truth.
+// applied state: first, when there are new sets or profile chains, a
+// batch that makes them (nothing uses them yet), then one atomic batch
+// with everything that changes what packets see. On a kernel error the
+// batch changed nothing; the Writer re-reads the table so the next Apply
+// diffs against the truth.
 func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	start := time.Now()
 	w.mu.Lock()
@@ -116,76 +121,89 @@ func (w *Writer) Apply(rs policy.Ruleset) (Stats, error) {
 	if w.ns < 0 {
 		return Stats{}, errors.New("policykernel: writer closed")
 	}
-	want, pods, err := desired(rs, w.applied, w.pods)
+	want, err := desired(&rs, w.applied, w.sigs, w.logGroup)
 	if err != nil {
 		return Stats{}, fmt.Errorf("policykernel: ruleset for node %q: %w", rs.Node, err)
 	}
+	// want may have taken the applied state's maps over: if this Apply
+	// ends without either applying want or reading the table again,
+	// the applied state is forgotten (the next Apply reads the table).
+	applied := false
+	defer func() {
+		if !applied && w.applied != nil && want.baseID != 0 && w.applied.mapsID == want.baseID {
+			w.applied = nil
+		}
+	}()
 	if w.applied == nil {
 		s, err := w.read()
 		if err != nil {
 			return Stats{}, err
 		}
-		w.applied, w.pods = s, nil
-		if want, pods, err = desired(rs, nil, nil); err != nil {
-			return Stats{}, err
-		}
+		w.applied = s
 	}
-	// A table of the previous layout: the shared sets are made and
-	// filled in a batch of their own first, so that the one rewriting
-	// the chains' rules to use them finds them filled. (The kernel makes
-	// elements added to an interval set visible only after the batch's
-	// rules are live: sets created and filled in the rewriting batch
-	// would look empty to the first packets through the new rules.)
-	var pre Stats
-	if mid := prefill(w.applied, want); mid != nil {
-		b, err := w.newBatch()
-		if err != nil {
-			return Stats{}, err
-		}
-		b.prefill(w.applied, mid)
-		if err := w.send(b); err != nil {
-			return Stats{}, err
-		}
-		pre = b.st
-		w.applied, w.pods = mid, nil
-	}
-	b, err := w.newBatch()
+	var st Stats
+	b, err := w.newBatch(&rs)
 	if err != nil {
 		return Stats{}, err
 	}
+	if mid := b.prepare(w.applied, want); mid != nil {
+		if err := w.send(b); err != nil {
+			// Committed all the same (acks lost): the table read
+			// again has what the batch made.
+			if w.applied == nil {
+				return Stats{}, err
+			}
+			if !landed(w.applied, mid, b) {
+				return Stats{}, err
+			}
+			w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
+			mid = w.applied
+		}
+		st = b.st
+		st.Batches = 1
+		w.applied = mid
+		if b, err = w.newBatch(&rs); err != nil {
+			return st, err
+		}
+	}
 	b.plan(w.applied, want)
 	if b.err != nil {
-		return Stats{}, b.err
+		return st, b.err
 	}
-	st := b.st.plus(pre)
-	if b.st.Messages == 0 {
-		w.applied, w.pods = want, pods
-		st.Duration = time.Since(start)
-		return st, nil
-	}
-	if err := w.send(b); err != nil {
-		// An error after the commit (acks lost to a full socket buffer)
-		// leaves the table as wanted: then nothing is left to do.
-		if w.applied == nil {
-			return Stats{}, err
+	if b.st.Messages > 0 {
+		if err := w.send(b); err != nil {
+			// An error after the commit (acks lost to a full socket
+			// buffer) leaves the table as wanted: then nothing is
+			// left to do.
+			if w.applied == nil {
+				return st, err
+			}
+			if left, perr := w.pending(&rs, w.applied, want); perr != nil || left != 0 {
+				return st, err
+			}
+			w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
 		}
-		if left, perr := w.pending(w.applied, want); perr != nil || left != 0 {
-			return Stats{}, err
-		}
-		w.log.Warn("policy batch reported an error but is in the kernel", "err", err)
+		st = st.plus(b.st)
+		st.Batches++
 	}
-	w.applied, w.pods = want, pods
+	w.applied, applied = want, true
+	w.sigs = make(map[string]string, len(want.chains))
+	for n, cs := range want.chains {
+		w.sigs[n] = cs.sig
+	}
 	st.Duration = time.Since(start)
-	w.log.Debug("policy table applied", "node", rs.Node, "pods", len(rs.Pods), "added", st.ElementsAdded,
-		"removed", st.ElementsRemoved, "chainsAdded", st.ChainsAdded, "chainsRemoved", st.ChainsRemoved,
-		"messages", st.Messages, "duration", st.Duration)
+	if st.Changed() {
+		w.log.Debug("policy table applied", "node", rs.Node, "pods", len(rs.Pods), "profiles", len(rs.Profiles),
+			"added", st.ElementsAdded, "removed", st.ElementsRemoved, "chainsAdded", st.ChainsAdded, "chainsRemoved", st.ChainsRemoved,
+			"setsAdded", st.SetsAdded, "setsRemoved", st.SetsRemoved, "batches", st.Batches, "messages", st.Messages, "duration", st.Duration)
+	}
 	return st, nil
 }
 
 // newBatch returns an empty batch on a connection whose socket buffers
 // are sized for the batch when it is sent.
-func (w *Writer) newBatch() (*batch, error) {
-	b := &batch{log: w.log, logGroup: w.logGroup}
+func (w *Writer) newBatch(rs *policy.Ruleset) (*batch, error) {
+	b := &batch{log: w.log, logGroup: w.logGroup, rs: rs, addrSets: addrSetsOf(rs)}
 	c, err := nftables.New(nftables.WithNetNSFd(w.ns), nftables.WithSockOptions(func(nc *netlink.Conn) error {
 		snd, rcv := bufferSizes(b.st.Messages, b.bytes)
 		return setBuffers(nc, snd, rcv)
@@ -206,7 +224,7 @@ func (w *Writer) send(b *batch) error {
 	if err := b.c.Flush(); err != nil {
 		ferr := fmt.Errorf("nftables: apply table %s (%d messages): %w", TableName, b.st.Messages, err)
 		s, rerr := w.read()
-		w.applied, w.pods = s, nil
+		w.applied = s
 		return errors.Join(ferr, rerr)
 	}
 	return nil
@@ -214,14 +232,36 @@ func (w *Writer) send(b *batch) error {
 
 // pending returns how many messages a batch from have to want would
 // have (the batch is planned, never sent).
-func (w *Writer) pending(have, want *state) (int, error) {
+func (w *Writer) pending(rs *policy.Ruleset, have, want *state) (int, error) {
 	c, err := nftables.New(nftables.WithNetNSFd(w.ns))
 	if err != nil {
 		return 0, err
 	}
-	b := &batch{c: c, log: w.log, logGroup: w.logGroup}
+	b := &batch{c: c, log: w.log, logGroup: w.logGroup, rs: rs, addrSets: addrSetsOf(rs)}
+	if mid := b.prepare(have, want); mid != nil {
+		return b.st.Messages, b.err
+	}
 	b.plan(have, want)
 	return b.st.Messages, b.err
+}
+
+// landed reports whether s, the table read after an error, holds what
+// the preparatory batch b was to make (mid).
+func landed(s, mid *state, b *batch) bool {
+	for _, n := range b.made {
+		if hs, cs := s.sets[n], s.chains[n]; (hs == nil || hs.bad || len(hs.els) != len(mid.sets[n].els)) && (cs == nil || cs.sig != mid.chains[n].sig) {
+			return false
+		}
+	}
+	return true
+}
+
+func addrSetsOf(rs *policy.Ruleset) map[string]*policy.AddrSet {
+	m := make(map[string]*policy.AddrSet, len(rs.AddrSets))
+	for i := range rs.AddrSets {
+		m[rs.AddrSets[i].Name] = &rs.AddrSets[i]
+	}
+	return m
 }
 
 // bufferSizes returns the socket buffer sizes for a batch of messages
@@ -253,8 +293,8 @@ func setBuffers(nc *netlink.Conn, snd, rcv int) error {
 	return errors.Join(err, serr)
 }
 
-// Dropped returns, for each pod chain, the packets its final counter drop
-// has dropped, keyed by chain name (in-<ID>, eg-<ID>).
+// Dropped returns, for each profile chain, the packets its final counter
+// drop has dropped, keyed by chain name (ingress-<H>, egress-<H>).
 func (w *Writer) Dropped() (map[string]uint64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -264,7 +304,7 @@ func (w *Writer) Dropped() (map[string]uint64, error) {
 	var names []string
 	if w.applied != nil {
 		for n, cs := range w.applied.chains {
-			if cs.exists && isPodChain(n) {
+			if cs != nil && isProfileChain(n) {
 				names = append(names, n)
 			}
 		}
