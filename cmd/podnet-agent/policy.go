@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"time"
 
 	vns "github.com/vishvananda/netns"
@@ -142,9 +141,9 @@ func streamLog(ctx context.Context, out io.Writer, nsPath string, group uint16, 
 // by address: the destination's for ingress, the source's for egress
 // ("pod ADDRESS" when pods does not know it).
 func dropString(d policykernel.LoggedDrop, pods map[netip.Addr]string) string {
-	dir, self := "ingress", d.Dst
-	if strings.HasPrefix(d.Chain, "egress-") {
-		dir, self = "egress", d.Src
+	dir, self := "egress", d.Pod()
+	if d.Ingress() {
+		dir = "ingress"
 	}
 	pod := pods[self]
 	if pod == "" {
