@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -45,14 +46,18 @@ import (
 // the order of m.Pods or m.Policies.
 func Compile(m Model, node string) Ruleset {
 	c := newCompiler(m, node)
+	// Only policies of namespaces with pods on node can select one.
 	pols := make([]*networkingv1.NetworkPolicy, 0, len(m.Policies))
 	for _, np := range m.Policies {
-		if np != nil {
+		if np != nil && len(c.local[np.Namespace]) > 0 {
 			pols = append(pols, np)
 		}
 	}
 	slices.SortStableFunc(pols, func(a, b *networkingv1.NetworkPolicy) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+		if a.Namespace != b.Namespace {
+			return strings.Compare(a.Namespace, b.Namespace)
+		}
+		return strings.Compare(a.Name, b.Name)
 	})
 	for _, np := range pols {
 		c.addPolicy(np)
@@ -64,25 +69,26 @@ func Compile(m Model, node string) Ruleset {
 // holds only the pods that can be selected or be peers (not hostNetwork,
 // with addresses), sorted by namespace and name.
 type compiler struct {
-	m        Model
-	node     string
-	pods     []*Pod
-	byNs     map[string][]int // namespace -> pods
-	byLabel  map[string][]int // key "\x00" value -> pods
-	byPort   map[string][]int // named port -> pods having it
-	local    map[string][]int // namespace -> pods on node
-	nsNames  []string         // namespaces having pods, sorted
-	nsCache  map[string][]string
-	groups   map[string]*group // peer key -> the pods it matches
-	cidrs    map[string]*group // ranges key -> ipBlock sets
-	states   map[int]*podState
-	blocks   map[string]*block // ingress blocks with named ports, by resolution
-	nblocks  int
-	profiles map[string]*Profile // profile key -> profile
-	allSets  map[string]*AddrSet // every peer set made, by name
-	sets     map[string]*AddrSet // the ones a profile uses
-	ports    map[string]*PortSet
-	problems []string
+	m         Model
+	node      string
+	pods      []*Pod
+	byNs      map[string][]int // namespace -> pods
+	byLabel   map[string][]int // key "\x00" value -> pods
+	byPort    map[string][]int // named port -> pods having it
+	local     map[string][]int // namespace -> pods on node
+	nsNames   []string         // namespaces having pods, sorted
+	nsCache   map[string][]string
+	groups    map[string]*group // peer key -> the pods it matches
+	cidrs     map[string]*group // ranges key -> ipBlock sets
+	states    []*podState       // by pod number; nil: not isolated
+	blocks    map[string]*block // ingress blocks with named ports, by resolution
+	nblocks   int
+	profiles  map[string]*Profile // profile key -> profile
+	allSets   map[string]*AddrSet // every peer set made, by name
+	sets      map[string]*AddrSet // the ones a profile uses
+	ports     map[string]*PortSet
+	portNames map[string]string // port set key -> name
+	problems  []string
 }
 
 // group is one peer: the pods a (podSelector, namespaceSelector) pair
@@ -111,9 +117,9 @@ func newCompiler(m Model, node string) *compiler {
 		m: m, node: node,
 		byNs: map[string][]int{}, byLabel: map[string][]int{}, byPort: map[string][]int{},
 		local: map[string][]int{}, nsCache: map[string][]string{},
-		groups: map[string]*group{}, cidrs: map[string]*group{}, states: map[int]*podState{},
+		groups: map[string]*group{}, cidrs: map[string]*group{},
 		blocks: map[string]*block{}, profiles: map[string]*Profile{},
-		allSets: map[string]*AddrSet{}, sets: map[string]*AddrSet{}, ports: map[string]*PortSet{},
+		allSets: map[string]*AddrSet{}, sets: map[string]*AddrSet{}, ports: map[string]*PortSet{}, portNames: map[string]string{},
 	}
 	for i := range m.Pods {
 		if p := &m.Pods[i]; !p.HostNetwork && len(p.IPs) > 0 {
@@ -251,6 +257,9 @@ func (c *compiler) namedIngressBlock(key string, rules []*rule, p *Pod) *block {
 }
 
 func (c *compiler) state(pi int) *podState {
+	if c.states == nil {
+		c.states = make([]*podState, len(c.pods))
+	}
 	st := c.states[pi]
 	if st == nil {
 		st = &podState{}
@@ -263,6 +272,9 @@ func (c *compiler) state(pi int) *podState {
 func (c *compiler) ruleset() Ruleset {
 	rs := Ruleset{Node: c.node}
 	for pi, st := range c.states {
+		if st == nil {
+			continue
+		}
 		p := c.pods[pi]
 		pr := PodRules{ID: PodID(p.Namespace, p.Name), Namespace: p.Namespace, Name: p.Name, IPs: slices.Clone(p.IPs)}
 		slices.SortFunc(pr.IPs, netip.Addr.Compare)
@@ -323,12 +335,14 @@ func (c *compiler) ruleset() Ruleset {
 // profile is the profile of a pod whose policies gave it blocks (in
 // policy order) in one direction.
 func (c *compiler) profile(blocks []*block, egress bool) *Profile {
-	var kb strings.Builder
-	kb.WriteString(map[bool]string{false: "in", true: "eg"}[egress])
-	for _, b := range blocks {
-		kb.WriteString(":" + strconv.Itoa(b.id))
+	kb := make([]byte, 1, 1+4*len(blocks))
+	if egress {
+		kb[0] = 'e'
 	}
-	if p, ok := c.profiles[kb.String()]; ok {
+	for _, b := range blocks {
+		kb = binary.LittleEndian.AppendUint32(kb, uint32(b.id))
+	}
+	if p, ok := c.profiles[string(kb)]; ok {
 		return p
 	}
 	p := &Profile{Egress: egress}
@@ -358,7 +372,7 @@ func (c *compiler) profile(blocks []*block, egress bool) *Profile {
 		prefix = "egress-"
 	}
 	p.Name = prefix + hash12(hb.String())
-	c.profiles[kb.String()] = p
+	c.profiles[string(kb)] = p
 	return p
 }
 

@@ -343,23 +343,24 @@ func ipBlockRanges(b *networkingv1.IPBlock) ([]AddrRange, error) {
 // matching podSel when nsSel is nil; else pods matching podSel (nil: all)
 // in the namespaces matching nsSel.
 func (c *compiler) selectPeers(ns string, podSel, nsSel *metav1.LabelSelector) (*group, error) {
-	ps := labels.Everything()
+	ps, psText := labels.Everything(), ""
 	if podSel != nil {
-		var err error
-		if ps, err = parseSelector(podSel); err != nil {
-			return nil, fmt.Errorf("podSelector: %v", err)
+		p := parseSelectorString(podSel)
+		if p.err != nil {
+			return nil, fmt.Errorf("podSelector: %v", p.err)
 		}
+		ps, psText = p.sel, p.str
 	}
 	var nss labels.Selector
 	nsKey := "=" + ns
 	if nsSel != nil {
-		var err error
-		if nss, err = parseSelector(nsSel); err != nil {
-			return nil, fmt.Errorf("namespaceSelector: %v", err)
+		p := parseSelectorString(nsSel)
+		if p.err != nil {
+			return nil, fmt.Errorf("namespaceSelector: %v", p.err)
 		}
-		nsKey = "~" + nss.String()
+		nss, nsKey = p.sel, "~"+p.str
 	}
-	key := nsKey + "\x00" + ps.String()
+	key := nsKey + "\x00" + psText
 	if g, ok := c.groups[key]; ok {
 		return g, nil
 	}

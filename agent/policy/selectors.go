@@ -16,6 +16,7 @@ import (
 
 type parsedSelector struct {
 	sel labels.Selector
+	str string // sel.String(): canonical
 	err error
 }
 
@@ -29,21 +30,31 @@ const maxCachedSelectors = 100_000
 
 // parseSelector is metav1.LabelSelectorAsSelector(s), memoized.
 func parseSelector(s *metav1.LabelSelector) (labels.Selector, error) {
+	p := parseSelectorString(s)
+	return p.sel, p.err
+}
+
+// parseSelectorString is parseSelector with the selector's canonical
+// text (sel.String(), which equal selectors share).
+func parseSelectorString(s *metav1.LabelSelector) parsedSelector {
 	key := selectorKey(s)
 	selectorCache.Lock()
 	p, ok := selectorCache.m[key]
 	selectorCache.Unlock()
 	if ok {
-		return p.sel, p.err
+		return p
 	}
 	p.sel, p.err = metav1.LabelSelectorAsSelector(s)
+	if p.err == nil {
+		p.str = p.sel.String()
+	}
 	selectorCache.Lock()
 	if selectorCache.m == nil || len(selectorCache.m) >= maxCachedSelectors {
 		selectorCache.m = map[string]parsedSelector{}
 	}
 	selectorCache.m[key] = p
 	selectorCache.Unlock()
-	return p.sel, p.err
+	return p
 }
 
 // selectorKey is an unambiguous text of s (nil and {} differ).
@@ -53,14 +64,21 @@ func selectorKey(s *metav1.LabelSelector) string {
 	}
 	var b strings.Builder
 	b.WriteString("{")
-	keys := make([]string, 0, len(s.MatchLabels))
-	for k := range s.MatchLabels {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		writeQuoted(&b, k)
-		writeQuoted(&b, s.MatchLabels[k])
+	if len(s.MatchLabels) == 1 {
+		for k, v := range s.MatchLabels {
+			writeQuoted(&b, k)
+			writeQuoted(&b, v)
+		}
+	} else {
+		keys := make([]string, 0, len(s.MatchLabels))
+		for k := range s.MatchLabels {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			writeQuoted(&b, k)
+			writeQuoted(&b, s.MatchLabels[k])
+		}
 	}
 	b.WriteString("}[")
 	for _, e := range s.MatchExpressions {
@@ -77,6 +95,9 @@ func selectorKey(s *metav1.LabelSelector) string {
 }
 
 func writeQuoted(b *strings.Builder, s string) {
-	b.WriteString(strings.ReplaceAll(s, `"`, `""`))
+	if strings.Contains(s, `"`) {
+		s = strings.ReplaceAll(s, `"`, `""`)
+	}
+	b.WriteString(s)
 	b.WriteString(`" `)
 }
