@@ -131,17 +131,21 @@ func (e *policyEngine) sync() {
 	}
 	e.mu.Unlock()
 
-	objs := e.src.Objects()
-	m := modelOf(objs, e.node, regs)
 	t0 := time.Now()
+	objs := e.src.Objects()
+	t1 := time.Now()
+	m := modelOf(objs, e.node, regs)
+	t2 := time.Now()
 	rs := e.compile(m, e.node)
+	t3 := time.Now()
 	err := e.apply(rs)
 	e.observe(objs, rs, time.Since(t0), err)
 	if err != nil {
 		e.log.Warn("policy apply failed, retrying", "err", err)
 		go func() { time.Sleep(200 * time.Millisecond); e.changed() }()
 	} else {
-		e.log.Debug("policy applied", "pods", len(rs.Pods), "took", time.Since(t0))
+		e.log.Debug("policy applied", "pods", len(rs.Pods), "took", time.Since(t0), "objects", t1.Sub(t0),
+			"model", t2.Sub(t1), "compile", t3.Sub(t2), "apply", time.Since(t3))
 	}
 	nsList := policyNamespaces(objs)
 	e.mu.Lock()

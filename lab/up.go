@@ -337,6 +337,9 @@ func (l *Lab) StartAgent(node string, leaseTTL time.Duration) error {
 	args := []string{"agent", "--node-name", n.Name, "--cluster-cidr", l.ClusterCIDR.String(), "--backend", l.Backend,
 		"--underlay", "eth0", "--netns", NetnsPath(n.Netns), "--state-dir", n.StateDir, "--cni-conf-dir", n.ConfDir,
 		"--etcd-endpoints", l.Etcd.Endpoints[0], "--resync", "2s", "--lease-ttl", leaseTTL.String()}
+	if lv := os.Getenv("PODNET_LAB_LOG_LEVEL"); lv != "" {
+		args = append(args, "--log-level", lv) // e.g. debug: the policy loop's timings
+	}
 	pid, err := spawn(l.AgentBin, args, filepath.Join(n.StateDir, "agent.log"))
 	if err != nil {
 		return fmt.Errorf("node %s: start agent: %w", n.Name, err)

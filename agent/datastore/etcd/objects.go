@@ -1,12 +1,13 @@
 package etcd
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -339,16 +340,19 @@ func (o *ObjectSource) Objects() datastore.Objects {
 		return *o.snap
 	}
 	s := datastore.Objects{Namespaces: []*corev1.Namespace{}, Pods: []*corev1.Pod{}, Policies: []*networkingv1.NetworkPolicy{}}
-	keys := make([]string, 0, len(o.objs))
-	for k := range o.objs {
-		keys = append(keys, k)
+	type entry struct {
+		id  [2]string
+		obj runtime.Object
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := nsName(o.objs[keys[i]]), nsName(o.objs[keys[j]])
-		return a[0] < b[0] || (a[0] == b[0] && a[1] < b[1])
+	all := make([]entry, 0, len(o.objs))
+	for _, obj := range o.objs {
+		all = append(all, entry{nsName(obj), obj})
+	}
+	slices.SortFunc(all, func(a, b entry) int {
+		return cmp.Or(strings.Compare(a.id[0], b.id[0]), strings.Compare(a.id[1], b.id[1]))
 	})
-	for _, k := range keys {
-		switch v := o.objs[k].(type) {
+	for _, e := range all {
+		switch v := e.obj.(type) {
 		case *corev1.Namespace:
 			s.Namespaces = append(s.Namespaces, v)
 		case *corev1.Pod:
@@ -387,6 +391,6 @@ func (o *ObjectSource) Bad() []datastore.BadRecord {
 	for k, why := range o.bad {
 		out = append(out, datastore.BadRecord{Key: k, Reason: why})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	slices.SortFunc(out, func(a, b datastore.BadRecord) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
