@@ -295,7 +295,7 @@ func (a *Agent) startPolicy(ctx context.Context) error {
 		}
 		return err
 	}
-	e := newPolicyEngine(a.cfg.NodeName, a.cfg.StateDir, a.objects, policy.Compile, apply, a.log)
+	e := newPolicyEngine(a.cfg.NodeName, a.cfg.StateDir, a.objects, policy.NewCompiler().Compile, apply, a.log)
 	e.metrics = a.metrics
 	if err := a.metrics.RegisterDenied(func() ([]metrics.Denied, error) {
 		drops, err := w.Dropped()

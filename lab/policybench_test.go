@@ -2,9 +2,11 @@ package lab
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/policy"
@@ -86,4 +88,25 @@ func benchPolicyCompile(b *testing.B, nPods int) {
 		b.ReportMetric(float64(rules), "rules")
 		b.ReportMetric(float64(rs.Elements()), "elements")
 	}
+}
+
+// BenchmarkPolicyBenchRecompile is what the agent does per change at the
+// bench's size: the flip policy alternates its port and one Compiler,
+// reused, recompiles.
+func BenchmarkPolicyBenchRecompile(b *testing.B) {
+	cidr := netip.MustParsePrefix("10.86.0.0/16")
+	o := genBenchObjects(cidr, nil, []string{"n1", "n2"}, 1000, 5000)
+	pods := append(o.Pods, benchTestPod("client", "n1", netip.MustParseAddr("10.86.0.2")), benchTestPod("server", "n2", netip.MustParseAddr("10.86.1.2")))
+	flips := []*networkingv1.NetworkPolicy{flipPolicy(benchPortFlipA), flipPolicy(benchPortFlipB)}
+	x := policy.NewCompiler()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		pols := append(slices.Clip(o.Policies), flips[i%2])
+		i++
+		x.Compile(policy.ModelFromObjects(o.Namespaces, pods, pols), "n2")
+	}
+	reused, redone := x.Reused()
+	b.ReportMetric(float64(reused), "ns-reused")
+	b.ReportMetric(float64(redone), "ns-redone")
 }

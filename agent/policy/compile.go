@@ -44,26 +44,7 @@ import (
 // Input the API server would reject fails closed and is listed in
 // Ruleset.Problems. The output is deterministic: it does not depend on
 // the order of m.Pods or m.Policies.
-func Compile(m Model, node string) Ruleset {
-	c := newCompiler(m, node)
-	// Only policies of namespaces with pods on node can select one.
-	pols := make([]*networkingv1.NetworkPolicy, 0, len(m.Policies))
-	for _, np := range m.Policies {
-		if np != nil && len(c.local[np.Namespace]) > 0 {
-			pols = append(pols, np)
-		}
-	}
-	slices.SortStableFunc(pols, func(a, b *networkingv1.NetworkPolicy) int {
-		if a.Namespace != b.Namespace {
-			return strings.Compare(a.Namespace, b.Namespace)
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	for _, np := range pols {
-		c.addPolicy(np)
-	}
-	return c.ruleset()
-}
+func Compile(m Model, node string) Ruleset { return NewCompiler().Compile(m, node) }
 
 // compiler holds the indexes of one compile. Pod numbers index pods, which
 // holds only the pods that can be selected or be peers (not hostNetwork,
@@ -78,11 +59,12 @@ type compiler struct {
 	local     map[string][]int // namespace -> pods on node
 	nsNames   []string         // namespaces having pods, sorted
 	nsCache   map[string][]string
-	groups    map[string]*group // peer key -> the pods it matches
-	cidrs     map[string]*group // ranges key -> ipBlock sets
-	states    []*podState       // by pod number; nil: not isolated
-	blocks    map[string]*block // ingress blocks with named ports, by resolution
-	nblocks   int
+	groups    map[string]*group   // peer key -> the pods it matches
+	cidrs     map[string]*group   // ranges key -> ipBlock sets
+	states    []*podState         // by pod number; nil: not isolated
+	blocks    map[string]*block   // ingress blocks with named ports, by resolution
+	x         *Compiler           // what outlives the compile
+	rec       *nsRecord           // the namespace being compiled, for its memo
 	profiles  map[string]*Profile // profile key -> profile
 	allSets   map[string]*AddrSet // every peer set made, by name
 	sets      map[string]*AddrSet // the ones a profile uses
@@ -154,8 +136,8 @@ func (c *compiler) problem(format string, args ...any) {
 }
 
 func (c *compiler) newBlock(policy string, rules []Rule) *block {
-	c.nblocks++
-	return &block{id: c.nblocks, policy: policy, rules: rules}
+	c.x.nextBlock++
+	return &block{id: c.x.nextBlock, policy: policy, rules: rules}
 }
 
 func (c *compiler) addPolicy(np *networkingv1.NetworkPolicy) {
@@ -343,6 +325,10 @@ func (c *compiler) profile(blocks []*block, egress bool) *Profile {
 		kb = binary.LittleEndian.AppendUint32(kb, uint32(b.id))
 	}
 	if p, ok := c.profiles[string(kb)]; ok {
+		return p
+	}
+	if p, ok := c.x.profiles[string(kb)]; ok {
+		c.profiles[string(kb)] = p
 		return p
 	}
 	p := &Profile{Egress: egress}

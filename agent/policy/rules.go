@@ -50,12 +50,15 @@ func (c *compiler) resolveRule(key, ns, dir string, i int, peers []networkingv1.
 			if err != nil {
 				return fail("peer %d: %v", j, err)
 			}
-			r.peers = append(r.peers, c.cidrGroup(rs))
+			g := c.cidrGroup(rs)
+			c.record(groupSpec{key: "cidr\x00" + g.key, ranges: rs})
+			r.peers = append(r.peers, g)
 		case p.PodSelector != nil || p.NamespaceSelector != nil:
 			g, err := c.selectPeers(ns, p.PodSelector, p.NamespaceSelector)
 			if err != nil {
 				return fail("peer %d: %v", j, err)
 			}
+			c.record(groupSpec{key: g.key, ns: ns, podSel: p.PodSelector, nsSel: p.NamespaceSelector})
 			r.peers = append(r.peers, g)
 		default:
 			return fail("peer %d: empty", j)
@@ -152,6 +155,9 @@ func (c *compiler) egressRules(out []Rule, r *rule) []Rule {
 	}
 	if len(r.named) == 0 {
 		return out
+	}
+	if c.rec != nil {
+		c.rec.noMemo = true // the rules depend on the peers' ports
 	}
 	var names strings.Builder
 	for _, n := range r.named {
@@ -250,10 +256,14 @@ func (c *compiler) portSet(exact []ProtoPort) string {
 		kb = strconv.AppendUint(kb, uint64(p.Port), 10)
 		kb = append(kb, ',')
 	}
-	name := "ports-" + hash12(string(kb))
-	if _, ok := c.ports[name]; !ok {
-		c.ports[name] = &PortSet{Name: name, Ports: exact}
+	if name, ok := c.portNames[string(kb)]; ok {
+		c.recordPorts(name)
+		return name
 	}
+	name := "ports-" + hash12(string(kb))
+	c.portNames[string(kb)] = name
+	c.ports[name] = &PortSet{Name: name, Ports: exact}
+	c.recordPorts(name)
 	return name
 }
 
