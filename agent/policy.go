@@ -288,14 +288,16 @@ func (a *Agent) startPolicy(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("network policy: %w", err)
 	}
+	pc := policy.NewCompiler()
 	apply := func(rs policy.Ruleset) error {
 		st, err := w.Apply(rs)
 		if err == nil && (st.ElementsAdded+st.ElementsRemoved+st.ChainsAdded+st.ChainsRemoved) > 0 {
-			a.log.Debug("policy programmed", "stats", fmt.Sprintf("%+v", st))
+			reused, redone := pc.Reused()
+			a.log.Debug("policy programmed", "stats", fmt.Sprintf("%+v", st), "namespacesReused", reused, "namespacesCompiled", redone)
 		}
 		return err
 	}
-	e := newPolicyEngine(a.cfg.NodeName, a.cfg.StateDir, a.objects, policy.NewCompiler().Compile, apply, a.log)
+	e := newPolicyEngine(a.cfg.NodeName, a.cfg.StateDir, a.objects, pc.Compile, apply, a.log)
 	e.metrics = a.metrics
 	if err := a.metrics.RegisterDenied(func() ([]metrics.Denied, error) {
 		drops, err := w.Dropped()

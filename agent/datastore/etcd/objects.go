@@ -300,19 +300,21 @@ func (o *ObjectSource) watch(ctx context.Context, rev int64, changed func()) err
 		o.mu.Lock()
 		for _, e := range wr.Events {
 			k := string(e.Kv.Key)
+			old := o.objs[k]
 			delete(o.objs, k)
 			delete(o.bad, k)
-			if e.Type != clientv3.EventTypePut {
-				continue
+			var obj runtime.Object
+			if e.Type == clientv3.EventTypePut {
+				// A record that cannot be used is, to the reader, gone.
+				var why string
+				if obj, why = o.decode(e.Kv.Key, e.Kv.Value); why != "" {
+					o.bad[k] = why
+				} else {
+					o.objs[k] = obj
+				}
 			}
-			// A record that cannot be used is, to the reader, gone.
-			if obj, why := o.decode(e.Kv.Key, e.Kv.Value); why != "" {
-				o.bad[k] = why
-			} else {
-				o.objs[k] = obj
-			}
+			o.patch(old, obj)
 		}
-		o.snap = nil
 		o.mu.Unlock()
 		changed()
 	}
@@ -363,6 +365,52 @@ func (o *ObjectSource) Objects() datastore.Objects {
 	}
 	o.snap = &s
 	return s
+}
+
+// patch makes the snapshot (if built) hold obj instead of old (either
+// may be nil; both have the key's namespace and name), copying the one
+// list it changes: snapshots already handed out never change.
+func (o *ObjectSource) patch(old, obj runtime.Object) {
+	if o.snap == nil || (old == nil && obj == nil) {
+		return
+	}
+	s := *o.snap
+	ref := obj
+	if ref == nil {
+		ref = old
+	}
+	switch ref.(type) {
+	case *corev1.Namespace:
+		s.Namespaces = patchSorted(s.Namespaces, ref, obj)
+	case *corev1.Pod:
+		s.Pods = patchSorted(s.Pods, ref, obj)
+	case *networkingv1.NetworkPolicy:
+		s.Policies = patchSorted(s.Policies, ref, obj)
+	}
+	o.snap = &s
+}
+
+// patchSorted returns a copy of list (sorted by namespace and name) with
+// the entry of ref's namespace and name replaced by obj, or removed when
+// obj is nil.
+func patchSorted[T runtime.Object](list []T, ref, obj runtime.Object) []T {
+	id := nsName(ref)
+	i, found := slices.BinarySearchFunc(list, id, func(e T, id [2]string) int {
+		x := nsName(e)
+		return cmp.Or(strings.Compare(x[0], id[0]), strings.Compare(x[1], id[1]))
+	})
+	out := slices.Clone(list)
+	switch {
+	case obj == nil && found:
+		return slices.Delete(out, i, i+1)
+	case obj == nil:
+		return out
+	case found:
+		out[i] = obj.(T)
+		return out
+	default:
+		return slices.Insert(out, i, obj.(T))
+	}
 }
 
 // nsName sorts objects by namespace, then name.
