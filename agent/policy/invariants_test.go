@@ -44,13 +44,8 @@ func invariantErrors(rs Ruleset) []string {
 			}
 		}
 	}
-	for i, pr := range rs.Profiles {
-		if i > 0 && rs.Profiles[i-1].Name >= pr.Name {
-			bad("profiles not sorted at %s", pr.Name)
-		}
-		if !usedProfiles[pr.Name] {
-			bad("profile %s: no pod uses it", pr.Name)
-		}
+	sortedAndUsed(bad, "profile", rs.Profiles, func(p Profile) string { return p.Name }, usedProfiles)
+	for _, pr := range rs.Profiles {
 		if prefix := map[bool]string{false: "ingress-", true: "egress-"}[pr.Egress]; !strings.HasPrefix(pr.Name, prefix) || len(pr.Name) != len(prefix)+12 {
 			bad("profile %s: bad name", pr.Name)
 		}
@@ -80,13 +75,8 @@ func invariantErrors(rs Ruleset) []string {
 			}
 		}
 	}
-	for i, s := range rs.AddrSets {
-		if i > 0 && rs.AddrSets[i-1].Name >= s.Name {
-			bad("sets not sorted at %s", s.Name)
-		}
-		if !usedSets[s.Name] {
-			bad("set %s: no rule uses it", s.Name)
-		}
+	sortedAndUsed(bad, "set", rs.AddrSets, func(s AddrSet) string { return s.Name }, usedSets)
+	for _, s := range rs.AddrSets {
 		fam := map[bool]string{false: "4", true: "6"}[s.V6]
 		kind := map[bool]string{false: "pods", true: "cidr"}[s.Interval]
 		if !strings.HasPrefix(s.Name, kind+fam+"-") {
@@ -108,18 +98,26 @@ func invariantErrors(rs Ruleset) []string {
 			}
 		}
 	}
-	for i, s := range rs.PortSets {
-		if i > 0 && rs.PortSets[i-1].Name >= s.Name {
-			bad("port sets not sorted at %s", s.Name)
-		}
-		if !usedPorts[s.Name] {
-			bad("port set %s: no rule uses it", s.Name)
-		}
+	sortedAndUsed(bad, "port set", rs.PortSets, func(s PortSet) string { return s.Name }, usedPorts)
+	for _, s := range rs.PortSets {
 		if len(s.Ports) < 2 || !slices.IsSortedFunc(s.Ports, compareProtoPort) || len(slices.Compact(slices.Clone(s.Ports))) != len(s.Ports) {
 			bad("port set %s: %v", s.Name, s.Ports)
 		}
 	}
 	return errs
+}
+
+// sortedAndUsed checks that items are sorted by name, distinct, and
+// each used.
+func sortedAndUsed[T any](bad func(string, ...any), what string, items []T, name func(T) string, used map[string]bool) {
+	for i, it := range items {
+		if i > 0 && name(items[i-1]) >= name(it) {
+			bad("%ss not sorted at %s", what, name(it))
+		}
+		if !used[name(it)] {
+			bad("%s %s: nothing uses it", what, name(it))
+		}
+	}
 }
 
 func checkRanges(bad func(string, ...any), what string, rs []AddrRange, v4 bool) {

@@ -19,11 +19,7 @@ var tbl = &nftables.Table{Family: nftables.TableFamilyINet, Name: policykernel.T
 func TestAdoption(t *testing.T) {
 	tp := newTopo(t)
 	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	w1 := tp.open(t)
-	rs := baseRuleset(tp)
-	if _, err := w1.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
+	w1, rs := tp.openBase(t)
 	check(t, baseFlows(tp))
 	before, err := w1.Dropped()
 	if err != nil {
@@ -86,18 +82,11 @@ func TestAdoption(t *testing.T) {
 func TestAdoptionRepairs(t *testing.T) {
 	tp := newTopo(t)
 	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	w := tp.open(t)
-	rs := baseRuleset(tp)
-	if _, err := w.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
+	w, rs := tp.openBase(t)
 	w.Close()
 
 	ingA, _, _ := baseProfiles()
-	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := tp.conn(t)
 	c.FlushChain(&nftables.Chain{Table: tbl, Name: ingA.Name})
 	c.AddChain(&nftables.Chain{Table: tbl, Name: "junk"})
 	c.AddChain(&nftables.Chain{Table: tbl, Name: "ingress-ffffffffffff"})
@@ -141,16 +130,9 @@ func TestAdoptionRepairs(t *testing.T) {
 func TestFailedBatch(t *testing.T) {
 	tp := newTopo(t)
 	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	w := tp.open(t)
-	rs := baseRuleset(tp)
-	if _, err := w.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
+	w, rs := tp.openBase(t)
 	// Behind the writer's back: B leaves its IPv4 set.
-	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := tp.conn(t)
 	if err := c.SetDeleteElements(&nftables.Set{Table: tbl, Name: setB4, KeyType: nftables.TypeIPAddr}, []nftables.SetElement{{Key: B.v4.AsSlice()}}); err != nil {
 		t.Fatal(err)
 	}
@@ -330,17 +312,10 @@ func TestMigrateOldLayout(t *testing.T) {
 // the batch that rewrites the chains using it.
 func TestAdoptionRemakesSet(t *testing.T) {
 	tp := newTopo(t)
-	w := tp.open(t)
-	rs := baseRuleset(tp)
-	if _, err := w.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
+	w, rs := tp.openBase(t)
 	w.Close()
 	_, _, ingC := baseProfiles()
-	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := tp.conn(t)
 	// C's profile lets go of the cidr set, which comes back as an
 	// IPv6 hash set under its IPv4 interval set's name; C's profile
 	// gets a rule using it again (IPv6 now, as written by hand).

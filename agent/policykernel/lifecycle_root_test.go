@@ -57,11 +57,7 @@ func without(rs policy.Ruleset, set string) policy.Ruleset {
 func TestUpdateWhileTrafficFlows(t *testing.T) {
 	tp := newTopo(t)
 	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	w := tp.open(t)
-	rs := baseRuleset(tp)
-	if _, err := w.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
+	w, rs := tp.openBase(t)
 	// Flows the updates do not concern must never see a drop (nor a
 	// pass where they should drop) while the updates land.
 	stops := []func() (int, []error){
@@ -113,11 +109,7 @@ func TestUpdateWhileTrafficFlows(t *testing.T) {
 func TestIncremental(t *testing.T) {
 	tp := newTopo(t)
 	A, B, C := tp.pods[0], tp.pods[1], tp.pods[2]
-	w := tp.open(t)
-	rs := baseRuleset(tp)
-	if _, err := w.Apply(rs); err != nil {
-		t.Fatal(err)
-	}
+	w, rs := tp.openBase(t)
 	same := func(what string, rs policy.Ruleset) {
 		t.Helper()
 		if st, err := w.Apply(rs); err != nil || st.Changed() {
@@ -233,10 +225,7 @@ func adoptsUnchanged(t *testing.T, tp *topo, rs policy.Ruleset, opts ...policyke
 // tableContent lists the table's chains and, per set, its element count.
 func tableContent(t *testing.T, tp *topo) (chains []string, sets map[string]int) {
 	t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := tp.conn(t)
 	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: policykernel.TableName}
 	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {

@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/podnet/podnet/agent/policy"
 	"github.com/podnet/podnet/agent/policykernel"
 	"github.com/podnet/podnet/internal/probe"
 	"github.com/podnet/podnet/internal/roottest"
@@ -136,6 +138,28 @@ func (tp *topo) open(t *testing.T) *policykernel.Writer {
 	}
 	t.Cleanup(func() { w.Close() })
 	return w
+}
+
+// openBase opens a Writer and applies baseRuleset.
+func (tp *topo) openBase(t *testing.T) (*policykernel.Writer, policy.Ruleset) {
+	t.Helper()
+	w := tp.open(t)
+	rs := baseRuleset(tp)
+	if _, err := w.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	return w, rs
+}
+
+// conn is an nftables connection into the node namespace (for tests
+// that change the table behind the Writer's back).
+func (tp *topo) conn(t *testing.T) *nftables.Conn {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(tp.nodeFd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // flow is one probe: from a namespace to an address and port, expected
