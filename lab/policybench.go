@@ -496,7 +496,15 @@ func (b *policyBench) adds(ctx context.Context) error {
 		b.say("  %-7s p50 %.1f ms  p99 %.1f ms", ns, percentile(ds[s], 50), percentile(ds[s], 99))
 	}
 	added := percentile(ds[0], 99) - percentile(ds[1], 99)
-	b.say("  added p99 %.1f ms, added p50 %.1f ms (target added p99 < 50: %s)", added, percentile(ds[0], 50)-percentile(ds[1], 50), verdict(added < 50))
+	// Per pair (each selected add with the unselected one right after):
+	// the p99 of the differences is the worst pair at 30 adds.
+	diffs := make([]float64, len(ds[0]))
+	for i := range diffs {
+		diffs[i] = ds[0][i] - ds[1][i]
+	}
+	worst := max(added, percentile(diffs, 99))
+	b.say("  added p99 %.1f ms, added p50 %.1f ms; per pair: p50 %.1f ms, p99 %.1f ms (target added p99 < 50, the larger of the two p99s: %s)",
+		added, percentile(ds[0], 50)-percentile(ds[1], 50), percentile(diffs, 50), percentile(diffs, 99), verdict(worst < 50))
 	return nil
 }
 
