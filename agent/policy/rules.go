@@ -407,8 +407,10 @@ func (c *compiler) matchPods(sel labels.Selector, namespaces []string) []int {
 	for _, ns := range namespaces {
 		total += len(c.byNs[ns])
 	}
-	var cands []int
-	indexed := false
+	// The requirement whose index lists the fewest pods, counted before
+	// anything is copied.
+	var best []string // its index keys
+	n, indexed := 0, false
 	if reqs, _ := sel.Requirements(); len(reqs) > 0 {
 		for _, rq := range reqs {
 			switch rq.Operator() {
@@ -416,17 +418,31 @@ func (c *compiler) matchPods(sel labels.Selector, namespaces []string) []int {
 			default:
 				continue
 			}
-			var cs []int
+			var keys []string
+			count := 0
 			for _, v := range rq.ValuesUnsorted() {
-				cs = append(cs, c.byLabel[rq.Key()+"\x00"+v]...)
+				k := rq.Key() + "\x00" + v
+				keys = append(keys, k)
+				count += len(c.byLabel[k])
 			}
-			if !indexed || len(cs) < len(cands) {
-				cands, indexed = cs, true
+			if !indexed || count < n {
+				best, n, indexed = keys, count, true
+			}
+		}
+	}
+	var cands []int
+	if indexed && n < total {
+		if len(best) == 1 {
+			cands = c.byLabel[best[0]] // read only
+		} else {
+			cands = make([]int, 0, n)
+			for _, k := range best {
+				cands = append(cands, c.byLabel[k]...)
 			}
 		}
 	}
 	var out []int
-	if indexed && len(cands) < total {
+	if indexed && n < total {
 		inNs := func(string) bool { return true }
 		if len(namespaces) < len(c.nsNames) {
 			set := make(map[string]bool, len(namespaces))
