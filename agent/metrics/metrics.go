@@ -11,8 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -103,9 +106,19 @@ func (m *Metrics) Handler() http.Handler {
 	return mux
 }
 
-// Serve listens on addr (host:port) until ctx is done.
+// Serve listens on addr until ctx is done: host:port, or unix:PATH for a
+// unix socket (made afresh, removed at the end: scraped locally, e.g. by
+// the lab, without a TCP port).
 func (m *Metrics) Serve(ctx context.Context, addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	network, where := "tcp", addr
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, where = "unix", path
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("metrics listener %s: %w", addr, err)
+		}
+		defer os.Remove(path)
+	}
+	ln, err := net.Listen(network, where)
 	if err != nil {
 		return fmt.Errorf("metrics listener %s: %w", addr, err)
 	}
@@ -160,4 +173,36 @@ func (m *Metrics) RegisterDenied(read func() ([]Denied, error)) error {
 			[]string{"policy", "direction"}, nil),
 		read: read,
 	})
+}
+
+// Fetch GETs path (e.g. "/metrics") from an agent serving on addr, in
+// Serve's forms (host:port or unix:PATH), and returns the body.
+func Fetch(ctx context.Context, addr, path string) (string, error) {
+	tr := &http.Transport{}
+	url := "http://" + addr + path
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", p)
+		}
+		url = "http://agent" + path
+	}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("GET %s from %s: %s", path, addr, resp.Status)
+	}
+	return string(b), nil
 }

@@ -1,9 +1,11 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -41,5 +43,36 @@ func TestEndpoints(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// TestServeUnix: unix:PATH serves on a unix socket, Fetch reads it, and
+// the socket goes when the server stops.
+func TestServeUnix(t *testing.T) {
+	m := New()
+	addr := "unix:" + t.TempDir() + "/metrics.sock"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx, addr) }()
+	var body string
+	var err error
+	for range 100 {
+		if body, err = Fetch(ctx, addr, "/metrics"); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil || !strings.Contains(body, "go_goroutines") {
+		t.Fatalf("fetch: %v\n%s", err, body)
+	}
+	if _, err := Fetch(ctx, addr, "/readyz"); err == nil {
+		t.Error("/readyz before a sync: no error")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(strings.TrimPrefix(addr, "unix:")); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
 	}
 }

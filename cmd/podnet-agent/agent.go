@@ -114,6 +114,6 @@ SIGINT and leaves the datapath in place when it stops.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&policyOn, "network-policy", true, "enforce Kubernetes NetworkPolicy (table inet podnet-policy; docs/policy.md)")
 	f.IntVar(&cfg.PolicyLogGroup, "policy-log-group", agent.DefaultPolicyLogGroup, "NFLOG group of policy drops (at most 10/s per profile chain, read by `podnet policy log`); -1 = none")
-	f.StringVar(&metricsAddr, "metrics-address", "", "serve /metrics, /healthz and /readyz on this host:port (e.g. :9490); \"\" = off")
+	f.StringVar(&metricsAddr, "metrics-address", "", "serve /metrics, /healthz and /readyz on this host:port (e.g. :9490) or unix:PATH; \"\" = off")
 	return cmd
 }
