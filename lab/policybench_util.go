@@ -233,3 +233,37 @@ func requestResponse(nsPath, addr string, d time.Duration) (float64, error) {
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
+
+// connectRate counts new TCP connections per second (connect, one byte
+// each way, close) to addr from nsPath for d: every one is a first packet
+// that walks the isolated pods' profile chains, where the established
+// traffic of requestResponse never goes.
+func connectRate(nsPath, addr string, d time.Duration) (float64, error) {
+	n := 0
+	start := time.Now()
+	err := netns.Do(nsPath, func() error {
+		buf := []byte{1}
+		for end := start.Add(d); time.Now().Before(end); n++ {
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				return err
+			}
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			_, err = c.Write(buf)
+			if err == nil {
+				_, err = c.Read(buf)
+			}
+			// Close with RST, not FIN: no TIME_WAIT piling up on the
+			// client's ports.
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			c.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return float64(n) / time.Since(start).Seconds(), err
+}
