@@ -72,6 +72,12 @@ func (o *Options) defaults() error {
 	default:
 		return fmt.Errorf("--backend %q: must be vxlan, host-gw or auto", o.Backend)
 	}
+	if o.IPv6 && o.Backend == HostGW {
+		// The agent routes a family host-gw only via an underlay address
+		// of that family (agent/overlay: "host-gw route ... needs an
+		// underlay address of the same family"); the lab's is IPv4.
+		return errors.New("--ipv6 with --backend host-gw: the lab's underlay is IPv4 only and host-gw needs an IPv6 underlay for IPv6 pods; use vxlan or auto (auto carries IPv6 pods over VXLAN)")
+	}
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 15 * time.Second
 	}
