@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -67,6 +68,9 @@ type Report struct {
 	// External: each pod to the external host, which must see the pod's
 	// node address (masquerade).
 	External []*Cell
+	// IPv6: in a dual-stack lab, each pod to each other pod's IPv6
+	// address, seen with the sender's own IPv6 address.
+	IPv6 []*Cell
 }
 
 // Failures lists the failed cells.
@@ -79,7 +83,7 @@ func (r *Report) Failures() []*Cell {
 			}
 		}
 	}
-	for _, c := range r.External {
+	for _, c := range append(slices.Clip(r.External), r.IPv6...) {
 		if !c.OK() {
 			out = append(out, c)
 		}
@@ -139,7 +143,13 @@ func (l *Lab) Check(out io.Writer) (*Report, error) {
 	// Bound to the target's address, not the wildcard: a node has several
 	// (underlay, gateway on each pod veth, the VXLAN device's), and a
 	// wildcard UDP reply would leave from whichever the route prefers.
-	for _, t := range append(targets, Target{Name: "external", Netns: l.External.Netns, IP: l.External.IP}) {
+	listen := append(targets, Target{Name: "external", Netns: l.External.Netns, IP: l.External.IP})
+	for _, p := range l.Pods {
+		if a := p.IPv6(); a.IsValid() {
+			listen = append(listen, Target{Name: p.Ref(), Netns: p.Netns, IP: a})
+		}
+	}
+	for _, t := range listen {
 		x, err := probe.Listen(NetnsPath(t.Netns), net.JoinHostPort(t.IP.String(), fmt.Sprint(ProbePort)))
 		if err != nil {
 			return nil, err
@@ -181,6 +191,20 @@ func (l *Lab) Check(out io.Writer) (*Report, error) {
 			})
 		}
 	}
+	for _, a := range l.Pods {
+		for _, b := range l.Pods {
+			if a == b || !a.IPv6().IsValid() || !b.IPv6().IsValid() {
+				continue
+			}
+			run(func() {
+				c := probeAll(Target{Netns: a.Netns}, b.IPv6(), ProbePort)
+				c.From, c.To, c.WantSeen = a.Ref(), b.Ref()+" ("+b.IPv6().String()+")", a.IPv6().String()
+				mu.Lock()
+				r.IPv6 = append(r.IPv6, c)
+				mu.Unlock()
+			})
+		}
+	}
 	wg.Wait()
 
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
@@ -210,9 +234,18 @@ func (l *Lab) Check(out io.Writer) (*Report, error) {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-	n := len(r.Cells) + len(r.External)
+	n := len(r.Cells) + len(r.External) + len(r.IPv6)
 	fails := r.Failures()
 	fmt.Fprintf(out, "%d pairs x ICMP/TCP/UDP; pods seen with their own address by pods and nodes, as their node's address by %s (%s)\n", n, l.External.IP, "masquerade")
+	if len(r.IPv6) > 0 {
+		bad := 0
+		for _, c := range r.IPv6 {
+			if !c.OK() {
+				bad++
+			}
+		}
+		fmt.Fprintf(out, "IPv6: %d pod-to-pod pairs (of the %d above) over the pods' IPv6 addresses, %d failed\n", len(r.IPv6), n, bad)
+	}
 	for _, c := range fails {
 		fmt.Fprintf(out, "FAIL %s -> %s: icmp=%v tcp=%v udp=%v seen=%q want=%q\n", c.From, c.To, c.ICMP, c.TCP, c.UDP, c.SeenTCP, c.WantSeen)
 	}

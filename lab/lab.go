@@ -68,6 +68,9 @@ type Lab struct {
 	// Phase is "creating" until up finished, then "up".
 	Phase       string       `json:"phase"`
 	ClusterCIDR netip.Prefix `json:"clusterCIDR"`
+	// ClusterCIDR6 is the IPv6 pod range of a dual-stack lab (--ipv6),
+	// absent (invalid) in an IPv4-only one.
+	ClusterCIDR6 netip.Prefix `json:"clusterCIDR6,omitzero"`
 	// Fabric is the namespace bridging the underlay segments (br0, br1);
 	// Router routes between them and to External.
 	Fabric   string   `json:"fabricNetns"`
@@ -143,6 +146,13 @@ func plan(name string) (base int) {
 	h := fnv.New32a()
 	h.Write([]byte(name))
 	return 64 + int(h.Sum32()%64)
+}
+
+// clusterCIDR6 is a dual-stack lab's IPv6 pod range, the ULA
+// fd10:0:<base>::/48 (base written in decimal digits, as in 10.<base>.0.0/16),
+// so labs that coexist usually get distinct ones as they do IPv4 ranges.
+func clusterCIDR6(base int) netip.Prefix {
+	return netip.MustParsePrefix(fmt.Sprintf("fd10:0:%d::/48", base))
 }
 
 func underlayIP(base, seg, host int) netip.Addr {
@@ -246,6 +256,16 @@ func (l *Lab) PodsOn(node string) []*Pod {
 func (p *Pod) IPv4() netip.Addr {
 	for _, a := range p.IPs {
 		if a.Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// IPv6 returns the pod's first IPv6 address (invalid in an IPv4-only lab).
+func (p *Pod) IPv6() netip.Addr {
+	for _, a := range p.IPs {
+		if a.Is6() && !a.Is4In6() {
 			return a
 		}
 	}

@@ -57,11 +57,19 @@ var seq atomic.Int32
 // ends, asserting nothing is left behind.
 func upLab(t *testing.T, backend string, nodes, pods int) *Lab {
 	t.Helper()
+	return upLabWith(t, Options{Nodes: nodes, PodsPerNode: pods, Backend: backend})
+}
+
+// upLabWith is upLab with more options (Name, binaries and Out are set
+// here).
+func upLabWith(t *testing.T, o Options) *Lab {
+	t.Helper()
 	roottest.Require(t)
 	name := fmt.Sprintf("t%d%d", os.Getpid()%100000, seq.Add(1))
 	var out strings.Builder
-	l, err := Up(context.Background(), Options{Name: name, Nodes: nodes, PodsPerNode: pods, Backend: backend,
-		AgentBin: filepath.Join(binDir, "podnet-agent"), PodnetBin: filepath.Join(binDir, "podnet"), Out: &out})
+	o.Name, o.Out = name, &out
+	o.AgentBin, o.PodnetBin = filepath.Join(binDir, "podnet-agent"), filepath.Join(binDir, "podnet")
+	l, err := Up(context.Background(), o)
 	t.Cleanup(func() {
 		if err := Down("", name, nil); err != nil {
 			t.Errorf("down: %v", err)

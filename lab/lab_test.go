@@ -30,6 +30,7 @@ func TestOptions(t *testing.T) {
 		{Options{Nodes: 100, AgentBin: "/bin/true", PodnetBin: "/bin/true"}, "--nodes 100"},
 		{Options{PodsPerNode: -1, AgentBin: "/bin/true", PodnetBin: "/bin/true"}, "--pods-per-node -1"},
 		{Options{Name: "x-y"}, `lab name "x-y"`},
+		{Options{IPv6: true, Backend: HostGW, AgentBin: "/bin/true", PodnetBin: "/bin/true"}, "--ipv6 with --backend host-gw"},
 		{Options{}, "AgentBin"},
 	} {
 		err := tc.o.defaults()
@@ -51,6 +52,53 @@ func TestPlanDistinct(t *testing.T) {
 		if b := plan(n); b < 64 || b > 127 {
 			t.Fatalf("%s: base %d outside 100.64.0.0/10", n, b)
 		}
+	}
+}
+
+func TestClusterCIDR6(t *testing.T) {
+	seen := map[netip.Prefix]string{}
+	for _, n := range []string{"lab", "demo", "x1", "a", "b", "c"} {
+		p := clusterCIDR6(plan(n))
+		if !p.Addr().Is6() || p.Bits() != 48 || !netip.MustParsePrefix("fc00::/7").Contains(p.Addr()) || p != p.Masked() {
+			t.Fatalf("%s: %s is not a ULA /48", n, p)
+		}
+		if o, ok := seen[p]; ok && plan(o) != plan(n) {
+			t.Fatalf("%s and %s share %s", n, o, p)
+		}
+		seen[p] = n
+	}
+	if got := clusterCIDR6(118).String(); got != "fd10:0:118::/48" {
+		t.Fatalf("clusterCIDR6(118) = %s", got)
+	}
+}
+
+func TestStatusJSONDualStack(t *testing.T) {
+	l := &Lab{Name: "x", Backend: VXLAN, Phase: "up", ClusterCIDR: netip.MustParsePrefix("10.70.0.0/16"),
+		ClusterCIDR6: netip.MustParsePrefix("fd10:0:70::/48"),
+		Pods:         []*Pod{{Name: "n1-p1", Node: "n1", IPs: []netip.Addr{netip.MustParseAddr("10.70.3.2"), netip.MustParseAddr("fd10:0:70:3::2")}}}}
+	var b bytes.Buffer
+	if err := l.Status(&b, true); err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		ClusterCIDR6 string `json:"clusterCIDR6"`
+		Pods         []Pod  `json:"pods"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &v); err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	if v.ClusterCIDR6 != "fd10:0:70::/48" || len(v.Pods) != 1 || v.Pods[0].IPv4().String() != "10.70.3.2" || v.Pods[0].IPv6().String() != "fd10:0:70:3::2" {
+		t.Fatalf("%+v\n%s", v, b.String())
+	}
+	b.Reset()
+	if err := l.Status(&b, false); err != nil || !strings.Contains(b.String(), "10.70.0.0/16,fd10:0:70::/48") || !strings.Contains(b.String(), "10.70.3.2,fd10:0:70:3::2") {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	// An IPv4-only lab records no clusterCIDR6, and its pods no IPv6.
+	l.ClusterCIDR6, l.Pods[0].IPs = netip.Prefix{}, l.Pods[0].IPs[:1]
+	b.Reset()
+	if err := l.Status(&b, true); err != nil || strings.Contains(b.String(), "clusterCIDR6") || l.Pods[0].IPv6().IsValid() {
+		t.Fatalf("%v\n%s", err, b.String())
 	}
 }
 

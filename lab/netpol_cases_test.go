@@ -1,6 +1,10 @@
 package lab
 
-import "strings"
+import (
+	"net/netip"
+	"slices"
+	"strings"
+)
 
 // The NetworkPolicy conformance cases, after the Kubernetes e2e netpol
 // suite (test/e2e/network/netpol): namespaces x, y, z, each with pods a, b,
@@ -32,8 +36,18 @@ func npPods() []npPod {
 	return out
 }
 
-// npCase is one policy set and the expected matrix. The policies may use
-// {{ip NS/NAME}} (a pod's IPv4 address) and {{cidr}} (the cluster CIDR).
+// npNode is the node a pod runs on: the pods alternate between n1 and n2.
+func npNode(p npPod) string {
+	if slices.Index(npPods(), p)%2 == 0 {
+		return "n1"
+	}
+	return "n2"
+}
+
+// npCase is one policy set and the expected matrix, the same over IPv4 and
+// IPv6. The policies may use, filled for the family probed: {{ip NS/NAME}}
+// (a pod's address), {{host NS/NAME}} (its /32 or /128), {{cidr}} (the
+// cluster CIDR) and {{subnet NODE}} (the node's pod subnet).
 type npCase struct {
 	name     string
 	policies string
@@ -138,7 +152,7 @@ spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
   - from:
-    - ipBlock: {cidr: "{{cidr}}", except: ["{{ip y/b}}/32"]}
+    - ipBlock: {cidr: "{{cidr}}", except: ["{{host y/b}}"]}
 `, allow: func(f, t npPod, _ string, _ int) bool { return t != xa || f != yb }},
 
 	{name: "ipblock-except-egress", policies: `
@@ -150,8 +164,19 @@ spec:
   policyTypes: [Egress]
   egress:
   - to:
-    - ipBlock: {cidr: "{{cidr}}", except: ["{{ip z/c}}/32"]}
+    - ipBlock: {cidr: "{{cidr}}", except: ["{{host z/c}}"]}
 `, allow: func(f, t npPod, _ string, _ int) bool { return f != xa || t != zc }},
+
+	{name: "ipblock-except-node-subnet", policies: `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: cidr-but-n2, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from:
+    - ipBlock: {cidr: "{{cidr}}", except: ["{{subnet n2}}"]}
+`, allow: func(f, t npPod, _ string, _ int) bool { return t != xa || npNode(f) != "n2" }},
 
 	{name: "named-port-ingress", policies: `
 apiVersion: networking.k8s.io/v1
@@ -261,10 +286,20 @@ spec:
 }
 
 // npExpand fills the placeholders of a case's policies.
-func npExpand(policies, cidr string, ip func(npPod) string) string {
+func npExpand(policies, cidr string, ip func(npPod) netip.Addr, subnet func(node string) string) string {
 	out := strings.ReplaceAll(policies, "{{cidr}}", cidr)
 	for _, p := range npPods() {
-		out = strings.ReplaceAll(out, "{{ip "+p.String()+"}}", ip(p))
+		if !strings.Contains(out, p.String()+"}}") {
+			continue
+		}
+		a := ip(p)
+		out = strings.ReplaceAll(out, "{{ip "+p.String()+"}}", a.String())
+		out = strings.ReplaceAll(out, "{{host "+p.String()+"}}", netip.PrefixFrom(a, a.BitLen()).String())
+	}
+	for _, n := range []string{"n1", "n2"} {
+		if strings.Contains(out, "{{subnet "+n+"}}") {
+			out = strings.ReplaceAll(out, "{{subnet "+n+"}}", subnet(n))
+		}
 	}
 	return out
 }

@@ -23,7 +23,8 @@ import (
 )
 
 // npWorld is the conformance lab: x, y, z with pods a, b, c spread over two
-// nodes, each pod serving TCP and UDP on 80 and 81.
+// nodes, each pod serving TCP and UDP on 80 and 81. The lab is dual-stack:
+// every pod has an IPv4 and an IPv6 address and serves on both.
 type npWorld struct {
 	t    *testing.T
 	l    *Lab
@@ -31,7 +32,7 @@ type npWorld struct {
 }
 
 func newNPWorld(t *testing.T) *npWorld {
-	l := upLab(t, VXLAN, 2, 0)
+	l := upLabWith(t, Options{Nodes: 2, Backend: VXLAN, IPv6: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var ports []corev1.ContainerPort
@@ -41,8 +42,8 @@ func newNPWorld(t *testing.T) *npWorld {
 		}
 	}
 	w := &npWorld{t: t, pods: map[npPod]*Pod{}}
-	for i, p := range npPods() {
-		spec := PodSpec{Namespace: p.ns, Name: p.name, Node: fmt.Sprintf("n%d", i%2+1), Labels: map[string]string{"pod": p.name}, Ports: ports}
+	for _, p := range npPods() {
+		spec := PodSpec{Namespace: p.ns, Name: p.name, Node: npNode(p), Labels: map[string]string{"pod": p.name}, Ports: ports}
 		if _, err := AddPod(ctx, "", l.Name, spec); err != nil {
 			t.Fatalf("add %s: %v", p, err)
 		}
@@ -59,12 +60,14 @@ func newNPWorld(t *testing.T) *npWorld {
 	w.l = l
 	for _, p := range npPods() {
 		lp := l.Pod(p.String())
-		if lp == nil || !lp.IPv4().IsValid() {
-			t.Fatalf("pod %s not in lab.json with an address: %+v", p, lp)
+		if lp == nil || !lp.IPv4().IsValid() || !lp.IPv6().IsValid() {
+			t.Fatalf("pod %s not in lab.json with an IPv4 and an IPv6 address: %+v", p, lp)
 		}
 		w.pods[p] = lp
 		for _, port := range npPorts {
-			ln, err := probe.Listen(NetnsPath(lp.Netns), fmt.Sprintf("0.0.0.0:%d", port))
+			// The wildcard "[::]" is one dual-stack socket per protocol
+			// (IPv4 peers appear as ::ffff:a.b.c.d).
+			ln, err := probe.Listen(NetnsPath(lp.Netns), fmt.Sprintf("[::]:%d", port))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,11 +77,31 @@ func newNPWorld(t *testing.T) *npWorld {
 	return w
 }
 
-// npCell is one probe: from, to, protocol, port.
+// npCell is one probe: from, to, protocol, port, over the pods' IPv4 or
+// (v6) IPv6 addresses.
 type npCell struct {
 	from, to npPod
 	proto    string
 	port     int
+	v6       bool
+}
+
+// npFamilies are the address families every case is probed over.
+var npFamilies = []bool{false, true}
+
+func famName(v6 bool) string {
+	if v6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// addr is p's address of the family.
+func (w *npWorld) addr(p npPod, v6 bool) netip.Addr {
+	if v6 {
+		return w.pods[p].IPv6()
+	}
+	return w.pods[p].IPv4()
 }
 
 // probeAll probes every cell (but a pod to itself) in parallel and returns
@@ -93,7 +116,7 @@ func (w *npWorld) probeAll(cells []npCell) map[npCell]bool {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			to := w.pods[c.to].IPv4()
+			to := w.addr(c.to, c.v6)
 			_, err := probe.Exchange(NetnsPath(w.pods[c.from].Netns), c.proto, netip.AddrPortFrom(to, uint16(c.port)).String(), 500*time.Millisecond)
 			mu.Lock()
 			got[c] = err == nil
@@ -104,7 +127,7 @@ func (w *npWorld) probeAll(cells []npCell) map[npCell]bool {
 	return got
 }
 
-func npCells() []npCell {
+func npCells(v6 bool) []npCell {
 	var out []npCell
 	for _, f := range npPods() {
 		for _, to := range npPods() {
@@ -113,7 +136,7 @@ func npCells() []npCell {
 			}
 			for _, proto := range npProtos {
 				for _, port := range npPorts {
-					out = append(out, npCell{f, to, proto, port})
+					out = append(out, npCell{f, to, proto, port, v6})
 				}
 			}
 		}
@@ -121,13 +144,14 @@ func npCells() []npCell {
 	return out
 }
 
-// expectMatrix probes until every cell is as allow says (cells that
-// differ are probed again: policy lands asynchronously, probes may time
-// out on a loaded machine) or the deadline passes, then fails with the
-// table. It returns what was probed last.
-func (w *npWorld) expectMatrix(name string, allow func(f, t npPod, proto string, port int) bool) map[npCell]bool {
+// expectMatrix probes, over IPv4 or (v6) IPv6, until every cell is as
+// allow says (cells that differ are probed again: policy lands
+// asynchronously, probes may time out on a loaded machine) or the deadline
+// passes, then fails with the table. It returns what was probed last.
+func (w *npWorld) expectMatrix(name string, v6 bool, allow func(f, t npPod, proto string, port int) bool) map[npCell]bool {
 	w.t.Helper()
-	cells := npCells()
+	name += " [" + famName(v6) + "]"
+	cells := npCells(v6)
 	got := w.probeAll(cells)
 	for deadline := time.Now().Add(15 * time.Second); ; {
 		var wrong []npCell
@@ -140,7 +164,7 @@ func (w *npWorld) expectMatrix(name string, allow func(f, t npPod, proto string,
 			return got
 		}
 		if time.Now().After(deadline) {
-			w.t.Errorf("%s: %d of %d cells differ from the expected reachability:\n%s", name, len(wrong), len(cells), npTable(got, allow))
+			w.t.Errorf("%s: %d of %d cells differ from the expected reachability:\n%s", name, len(wrong), len(cells), npTable(got, v6, allow))
 			return got
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -153,12 +177,12 @@ func (w *npWorld) expectMatrix(name string, allow func(f, t npPod, proto string,
 // npTable prints, per protocol and port, the probed matrix: rows from,
 // columns to; "." connected, "X" blocked, and a mismatch in brackets
 // (what was probed) with the expectation lost.
-func npTable(got map[npCell]bool, allow func(f, t npPod, proto string, port int) bool) string {
+func npTable(got map[npCell]bool, v6 bool, allow func(f, t npPod, proto string, port int) bool) string {
 	var b strings.Builder
 	pods := npPods()
 	for _, proto := range npProtos {
 		for _, port := range npPorts {
-			fmt.Fprintf(&b, "%s/%d  (. connected, X blocked, [.]/[X] probed against the expectation)\n      ", proto, port)
+			fmt.Fprintf(&b, "%s %s/%d  (. connected, X blocked, [.]/[X] probed against the expectation)\n      ", famName(v6), proto, port)
 			for _, to := range pods {
 				fmt.Fprintf(&b, "%-5s", to)
 			}
@@ -166,7 +190,7 @@ func npTable(got map[npCell]bool, allow func(f, t npPod, proto string, port int)
 			for _, f := range pods {
 				fmt.Fprintf(&b, "%-6s", f)
 				for _, to := range pods {
-					c := npCell{f, to, proto, port}
+					c := npCell{f, to, proto, port, v6}
 					s := "-"
 					if f != to {
 						s = "X"
@@ -197,10 +221,10 @@ func (w *npWorld) expectExplain(name string, got map[npCell]bool) {
 	bad := 0
 	for c, ok := range got {
 		proto, _ := policy.ParseProto(c.proto)
-		e := policy.ExplainModel(m, policy.Packet{Src: w.pods[c.from].IPv4(), Dst: w.pods[c.to].IPv4(), Proto: proto, Port: uint16(c.port)})
+		e := policy.ExplainModel(m, policy.Packet{Src: w.addr(c.from, c.v6), Dst: w.addr(c.to, c.v6), Proto: proto, Port: uint16(c.port)})
 		if (e.Verdict == "allow") != ok {
 			if bad++; bad <= 10 {
-				w.t.Errorf("%s: %s -> %s %s/%d probed connected=%v, explain says: %s", name, c.from, c.to, c.proto, c.port, ok, e)
+				w.t.Errorf("%s [%s]: %s -> %s %s/%d probed connected=%v, explain says: %s", name, famName(c.v6), c.from, c.to, c.proto, c.port, ok, e)
 			}
 		}
 	}
@@ -223,8 +247,22 @@ func (w *npWorld) delete(yaml string) {
 	}
 }
 
-func (w *npWorld) expand(c npCase) string {
-	return npExpand(c.policies, w.l.ClusterCIDR.String(), func(p npPod) string { return w.pods[p].IPv4().String() })
+// expand fills c's placeholders with the IPv4 or (v6) IPv6 values.
+func (w *npWorld) expand(c npCase, v6 bool) string {
+	cidr := w.l.ClusterCIDR
+	if v6 {
+		cidr = w.l.ClusterCIDR6
+	}
+	subnet := func(node string) string {
+		for _, s := range w.l.Node(node).Subnets {
+			if s.Addr().Is6() == v6 {
+				return s.String()
+			}
+		}
+		w.t.Fatalf("node %s has no %s subnet: %v", node, famName(v6), w.l.Node(node).Subnets)
+		return ""
+	}
+	return npExpand(c.policies, cidr.String(), func(p npPod) netip.Addr { return w.addr(p, v6) }, subnet)
 }
 
 // TestNetpolConformance runs the e2e-shaped cases with real TCP and UDP
@@ -234,16 +272,27 @@ func (w *npWorld) expand(c npCase) string {
 func TestNetpolConformance(t *testing.T) {
 	t.Parallel()
 	w := newNPWorld(t)
-	w.expectMatrix("before any policy", npAll)
+	for _, v6 := range npFamilies {
+		w.expectMatrix("before any policy", v6, npAll)
+	}
 	for _, c := range npCases {
 		if !t.Run(c.name, func(t *testing.T) {
 			w.t = t
-			y := w.expand(c)
-			w.apply(y)
-			got := w.expectMatrix(c.name, c.allow)
-			w.expectExplain(c.name, got)
-			w.delete(y)
-			w.expectMatrix(c.name+" deleted", npAll)
+			// Each family in turn; a case whose text names addresses
+			// (ipBlock) is replaced by its IPv6 text for the IPv6 pass.
+			applied := ""
+			for _, v6 := range npFamilies {
+				if y := w.expand(c, v6); y != applied {
+					w.apply(y)
+					applied = y
+				}
+				got := w.expectMatrix(c.name, v6, c.allow)
+				w.expectExplain(c.name, got)
+			}
+			w.delete(applied)
+			for _, v6 := range npFamilies {
+				w.expectMatrix(c.name+" deleted", v6, npAll)
+			}
 		}) {
 			w.t = t
 			return
@@ -265,19 +314,19 @@ spec:
 `
 		}
 		w.apply(from("z"))
-		w.expectMatrix("from z", func(f, to npPod, _ string, _ int) bool { return to != xa || f.ns == "z" })
+		w.expectMatrix("from z", false, func(f, to npPod, _ string, _ int) bool { return to != xa || f.ns == "z" })
 		w.apply(from("y"))
-		w.expectMatrix("updated to from y", func(f, to npPod, _ string, _ int) bool { return to != xa || f.ns == "y" })
+		w.expectMatrix("updated to from y", false, func(f, to npPod, _ string, _ int) bool { return to != xa || f.ns == "y" })
 		w.delete(from("y"))
-		w.expectMatrix("deleted", npAll)
+		w.expectMatrix("deleted", false, npAll)
 	})
 
 	t.Run("policy-log", func(t *testing.T) {
 		w.t = t
-		deny := w.expand(npCases[0]) // default-deny-ingress in x
+		deny := w.expand(npCases[0], false) // default-deny-ingress in x
 		w.apply(deny)
 		defer w.delete(deny)
-		w.expectMatrix("deny x", npCases[0].allow)
+		w.expectMatrix("deny x", false, npCases[0].allow)
 		ns, err := vns.GetFromPath(NetnsPath(w.l.Node(w.pods[xa].Node).Netns))
 		if err != nil {
 			t.Fatal(err)
@@ -290,7 +339,7 @@ spec:
 		defer r.Close()
 		// The chain is x/a's ingress profile (shared, named by a hash).
 		want := policykernel.LoggedDrop{Src: w.pods[yb].IPv4(), Dst: w.pods[xa].IPv4(), Proto: 6, Port: 80}
-		w.probeAll([]npCell{{yb, xa, "tcp", 80}})
+		w.probeAll([]npCell{{yb, xa, "tcp", 80, false}})
 		var seen []policykernel.LoggedDrop
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 			_ = r.SetDeadline(deadline)
@@ -310,9 +359,9 @@ spec:
 
 	t.Run("fail-closed-pod-creation", func(t *testing.T) {
 		w.t = t
-		deny := w.expand(npCases[0]) // default-deny-ingress in x
+		deny := w.expand(npCases[0], false) // default-deny-ingress in x
 		w.apply(deny)
-		w.expectMatrix("deny x", npCases[0].allow)
+		w.expectMatrix("deny x", false, npCases[0].allow)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := w.l.StopAgent("n1", syscall.SIGTERM); err != nil {
@@ -328,8 +377,8 @@ spec:
 			t.Fatalf("z/free (no policies) with n1's agent down: %v", err)
 		}
 		// Rules stay in force while the agent is down.
-		got := w.probeAll([]npCell{{yb, xa, "tcp", 80}})
-		if got[npCell{yb, xa, "tcp", 80}] {
+		got := w.probeAll([]npCell{{yb, xa, "tcp", 80, false}})
+		if got[npCell{yb, xa, "tcp", 80, false}] {
 			t.Error("y/b reached x/a while n1's agent was down: the rules did not stay")
 		}
 		l, err := Load("", w.l.Name) // AddPod saved lab.json: start from it

@@ -44,7 +44,11 @@ func (l *Lab) Status(out io.Writer, asJSON bool) error {
 		_, err = fmt.Fprintf(out, "%s\n", b)
 		return err
 	}
-	fmt.Fprintf(out, "lab %s (%s, backend %s, pods %s, etcd pid %d %s at %v)\n", l.Name, l.Phase, l.Backend, l.ClusterCIDR, l.Etcd.PID, running(l.Etcd.PID), l.Etcd.Endpoints)
+	pods := l.ClusterCIDR.String()
+	if l.ClusterCIDR6.IsValid() {
+		pods += "," + l.ClusterCIDR6.String()
+	}
+	fmt.Fprintf(out, "lab %s (%s, backend %s, pods %s, etcd pid %d %s at %v)\n", l.Name, l.Phase, l.Backend, pods, l.Etcd.PID, running(l.Etcd.PID), l.Etcd.Endpoints)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tNETNS\tUNDERLAY\tSUBNETS\tAGENT")
 	for _, n := range l.Nodes {

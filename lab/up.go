@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -34,6 +35,11 @@ type Options struct {
 	Nodes       int    // default 2
 	PodsPerNode int    // 0: none (the CLI's default is 2)
 	Backend     string // vxlan (default), host-gw or auto
+	// IPv6 makes the lab dual-stack: an IPv6 cluster CIDR as well (a ULA
+	// /48 derived from the lab's name, as the IPv4 one), given to every
+	// agent, so pods get an IPv4 and an IPv6 address. The underlay stays
+	// IPv4 (VXLAN carries IPv6 pods over it).
+	IPv6 bool
 	// AgentBin is the podnet-agent binary (agents and the etcd
 	// supervisor); PodnetBin the podnet binary the plugin links point at.
 	AgentBin, PodnetBin string
@@ -65,6 +71,12 @@ func (o *Options) defaults() error {
 	case VXLAN, HostGW, Auto:
 	default:
 		return fmt.Errorf("--backend %q: must be vxlan, host-gw or auto", o.Backend)
+	}
+	if o.IPv6 && o.Backend == HostGW {
+		// The agent routes a family host-gw only via an underlay address
+		// of that family (agent/overlay: "host-gw route ... needs an
+		// underlay address of the same family"); the lab's is IPv4.
+		return errors.New("--ipv6 with --backend host-gw: the lab's underlay is IPv4 only and host-gw needs an IPv6 underlay for IPv6 pods; use vxlan or auto (auto carries IPv6 pods over VXLAN)")
 	}
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 15 * time.Second
@@ -106,6 +118,9 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 		Name: o.Name, Dir: dir, Backend: o.Backend, Phase: "creating",
 		ClusterCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(base), 0, 0}), 16),
 		AgentBin:    o.AgentBin, PodnetBin: o.PodnetBin,
+	}
+	if o.IPv6 {
+		l.ClusterCIDR6 = clusterCIDR6(base)
 	}
 	if err := l.Save(); err != nil {
 		return nil, err
@@ -308,7 +323,7 @@ func (l *Lab) waitReady(ctx context.Context, n *Node, d time.Duration) error {
 	for {
 		if _, err := os.Stat(filepath.Join(n.ConfDir, agent.ConflistName)); err == nil {
 			st, err := nodestate.Read(n.StateDir)
-			if err == nil {
+			if err == nil && (!l.ClusterCIDR6.IsValid() || slices.ContainsFunc(st.Subnets, func(s netip.Prefix) bool { return s.Addr().Is6() })) {
 				n.Subnets = st.Subnets
 				return nil
 			}
@@ -334,9 +349,13 @@ func (l *Lab) StartAgent(node string, leaseTTL time.Duration) error {
 	if leaseTTL == 0 {
 		leaseTTL = 15 * time.Second
 	}
-	args := []string{"agent", "--node-name", n.Name, "--cluster-cidr", l.ClusterCIDR.String(), "--backend", l.Backend,
+	args := []string{"agent", "--node-name", n.Name, "--cluster-cidr", l.ClusterCIDR.String()}
+	if l.ClusterCIDR6.IsValid() {
+		args = append(args, "--cluster-cidr", l.ClusterCIDR6.String())
+	}
+	args = append(args, "--backend", l.Backend,
 		"--underlay", "eth0", "--netns", NetnsPath(n.Netns), "--state-dir", n.StateDir, "--cni-conf-dir", n.ConfDir,
-		"--etcd-endpoints", l.Etcd.Endpoints[0], "--resync", "2s", "--lease-ttl", leaseTTL.String()}
+		"--etcd-endpoints", l.Etcd.Endpoints[0], "--resync", "2s", "--lease-ttl", leaseTTL.String())
 	if lv := os.Getenv("PODNET_LAB_LOG_LEVEL"); lv != "" {
 		args = append(args, "--log-level", lv) // e.g. debug: the policy loop's timings
 	}

@@ -52,6 +52,7 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 		c.Flags().IntVar(&o.Nodes, "nodes", 2, "number of nodes")
 		c.Flags().IntVar(&o.PodsPerNode, "pods-per-node", 2, "pods per node (0: none; add them with `lab pod add`)")
 		c.Flags().StringVar(&o.Backend, "backend", lab.VXLAN, "vxlan, host-gw or auto (auto: nodes alternate between two routed underlay segments)")
+		c.Flags().BoolVar(&o.IPv6, "ipv6", false, "dual-stack: an IPv6 cluster CIDR (a ULA /48 derived from the lab name) as well; pods get an IPv4 and an IPv6 address")
 	}
 	fill := func() error {
 		var err error
