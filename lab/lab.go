@@ -271,3 +271,7 @@ func (p *Pod) IPv6() netip.Addr {
 	}
 	return netip.Addr{}
 }
+
+// MetricsAddress is where the node's agent serves /metrics, /healthz and
+// /readyz: a unix socket in its state directory (no TCP port anywhere).
+func (n *Node) MetricsAddress() string { return "unix:" + filepath.Join(n.StateDir, "metrics.sock") }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/podnet/podnet/agent"
 	"github.com/podnet/podnet/agent/datastore/etcd"
+	"github.com/podnet/podnet/agent/metrics"
 	"github.com/podnet/podnet/agent/policy"
 	"github.com/podnet/podnet/agent/policykernel"
 	"github.com/podnet/podnet/internal/probe"
@@ -233,6 +234,28 @@ func (w *npWorld) expectExplain(name string, got map[npCell]bool) {
 	}
 }
 
+// expectDenied checks that the agent of pod p's node reports packets
+// denied by policy in direction on its /metrics.
+func (w *npWorld) expectDenied(p npPod, policy, direction string) {
+	w.t.Helper()
+	addr := w.l.Node(w.pods[p].Node).MetricsAddress()
+	want := fmt.Sprintf(`podnet_policy_denied_packets_total{direction=%q,policy=%q} `, direction, policy)
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		b, err := metrics.Fetch(context.Background(), addr, "/metrics")
+		if err != nil {
+			w.t.Fatalf("metrics of %s's node: %v", p, err)
+		}
+		body = b
+		for _, line := range strings.Split(body, "\n") {
+			if n, ok := strings.CutPrefix(line, want); ok && n != "0" {
+				return
+			}
+		}
+	}
+	w.t.Errorf("metrics of %s's node: no %s> 0 in\n%s", p, want, body)
+}
+
 func (w *npWorld) apply(yaml string) {
 	w.t.Helper()
 	if err := w.l.Apply(context.Background(), strings.NewReader(yaml), io.Discard); err != nil {
@@ -351,6 +374,7 @@ spec:
 			if slices.ContainsFunc(ds, func(d policykernel.LoggedDrop) bool {
 				return strings.HasPrefix(d.Chain, "ingress-") && d.Src == want.Src && d.Dst == want.Dst && d.Proto == want.Proto && d.Port == want.Port
 			}) {
+				w.expectDenied(xa, "x/deny-ingress", "ingress")
 				return
 			}
 		}

@@ -355,7 +355,8 @@ func (l *Lab) StartAgent(node string, leaseTTL time.Duration) error {
 	}
 	args = append(args, "--backend", l.Backend,
 		"--underlay", "eth0", "--netns", NetnsPath(n.Netns), "--state-dir", n.StateDir, "--cni-conf-dir", n.ConfDir,
-		"--etcd-endpoints", l.Etcd.Endpoints[0], "--resync", "2s", "--lease-ttl", leaseTTL.String())
+		"--etcd-endpoints", l.Etcd.Endpoints[0], "--resync", "2s", "--lease-ttl", leaseTTL.String(),
+		"--metrics-address", n.MetricsAddress())
 	if lv := os.Getenv("PODNET_LAB_LOG_LEVEL"); lv != "" {
 		args = append(args, "--log-level", lv) // e.g. debug: the policy loop's timings
 	}
