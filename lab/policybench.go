@@ -365,7 +365,7 @@ func (b *policyBench) latency(ctx context.Context) error {
 	}
 	p50, p99 := percentile(ds, 50), percentile(ds, 99)
 	b.say("  change -> enforced (ms): p50 %.1f  p99 %.1f  min %.1f  max %.1f  (target p99 < 100: %s)", p50, p99, slices.Min(ds), slices.Max(ds), verdict(p99 < 100))
-	b.say("  (the agent recompiles the whole node per change and resyncs every 2 s: a change arriving during a resync waits for it)")
+	b.say("  (each change: both agents compile the namespace it touches and commit a batch that moves the two pods' map entries, which waits for the kernel's RCU grace period)")
 	b.mem("  agent memory at this size")
 	return nil
 }
