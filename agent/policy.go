@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/metrics"
 	"github.com/podnet/podnet/agent/podreg"
@@ -233,13 +231,7 @@ func policyNamespaces(o datastore.Objects) []string {
 // addresses this node's plugin registered taking precedence for its pods
 // (the datastore learns a pod's IPs only after ADD returns).
 func modelOf(o datastore.Objects, node string, regs []podreg.Registration) policy.Model {
-	pods := make([]*corev1.Pod, 0, len(o.Pods))
-	for _, p := range o.Pods {
-		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
-			pods = append(pods, p) // a finished pod's addresses may be another's
-		}
-	}
-	m := policy.ModelFromObjects(o.Namespaces, pods, o.Policies)
+	m := policy.ModelFrom(o.Namespaces, o.Pods, o.Policies) // finished pods are not in o.Pods
 	byKey := map[string]podreg.Registration{}
 	for _, r := range regs {
 		byKey[r.Key()] = r

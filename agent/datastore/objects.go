@@ -7,14 +7,19 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/podnet/podnet/agent/policy"
 )
 
-// Objects are the Kubernetes-typed objects network policy reads: the same
-// types whatever the store (Kubernetes API objects; in etcd, the JSON a
-// `kubectl get -o json` prints, stored under the store's prefix).
+// Objects are the objects network policy reads, whatever the store
+// (Kubernetes API objects; in etcd, the JSON a `kubectl get -o json`
+// prints, stored under the store's prefix): namespaces and policies as
+// Kubernetes types, pods converted on arrival to what policy reads
+// (policy.PodFromAPI: a fraction of a core/v1 Pod's memory, which counts
+// at 10,000 pods), finished pods (Succeeded, Failed) left out.
 type Objects struct {
 	Namespaces []*corev1.Namespace
-	Pods       []*corev1.Pod
+	Pods       []*policy.Pod
 	Policies   []*networkingv1.NetworkPolicy
 }
 

@@ -49,6 +49,26 @@ func ModelFromObjects(namespaces []*corev1.Namespace, pods []*corev1.Pod, polici
 	return m
 }
 
+// ModelFrom is ModelFromObjects for pods already converted (as the
+// agent's object sources keep them: PodFromAPI's form, a fraction of a
+// core/v1 Pod's memory).
+func ModelFrom(namespaces []*corev1.Namespace, pods []*Pod, policies []*networkingv1.NetworkPolicy) Model {
+	m := ModelFromObjects(namespaces, nil, policies)
+	m.Pods = make([]Pod, 0, len(pods))
+	for _, p := range pods {
+		if p != nil {
+			m.Pods = append(m.Pods, *p)
+		}
+	}
+	return m
+}
+
+// Finished reports whether p has terminated (phase Succeeded or Failed):
+// policy ignores such pods, whose addresses may already be another's.
+func Finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
 // PodFromAPI converts a core/v1 Pod: labels, spec.nodeName,
 // spec.hostNetwork, status.podIPs (status.podIP when podIPs is empty;
 // IPv4-mapped IPv6 addresses are unmapped, unparsable ones skipped) and the

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/podnet/podnet/agent/datastore"
+	"github.com/podnet/podnet/agent/policy"
 )
 
 // Object keys, under <prefix>/objects/:
@@ -208,9 +209,9 @@ type ObjectSource struct {
 
 	mu     sync.Mutex
 	synced bool
-	objs   map[string]runtime.Object // by key
-	bad    map[string]string         // key -> reason
-	snap   *datastore.Objects        // built lazily from objs
+	objs   map[string]any     // by key: *corev1.Namespace, *policy.Pod, *networkingv1.NetworkPolicy
+	bad    map[string]string  // key -> reason
+	snap   *datastore.Objects // built lazily from objs
 }
 
 var _ datastore.ObjectSource = (*ObjectSource)(nil)
@@ -260,11 +261,11 @@ func (o *ObjectSource) list(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("etcd: list %s: %w", o.prefix, err)
 	}
-	objs, bad := map[string]runtime.Object{}, map[string]string{}
+	objs, bad := map[string]any{}, map[string]string{}
 	for _, kv := range resp.Kvs {
 		if obj, why := o.decode(kv.Key, kv.Value); why != "" {
 			bad[string(kv.Key)] = why
-		} else {
+		} else if obj != nil {
 			objs[string(kv.Key)] = obj
 		}
 	}
@@ -274,12 +275,22 @@ func (o *ObjectSource) list(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-func (o *ObjectSource) decode(key, val []byte) (runtime.Object, string) {
+// decode decodes a record into what the source keeps: pods converted
+// (policy.PodFromAPI), nil for a finished pod (absent to policy).
+func (o *ObjectSource) decode(key, val []byte) (any, string) {
 	obj, why := decodeObject(o.prefix, key, val)
 	if why != "" {
 		o.log.Warn("policy objects: skipping a record that cannot be used", "key", string(key), "reason", why)
+		return nil, why
 	}
-	return obj, why
+	if p, ok := obj.(*corev1.Pod); ok {
+		if policy.Finished(p) {
+			return nil, ""
+		}
+		pp := policy.PodFromAPI(p)
+		return &pp, ""
+	}
+	return obj, ""
 }
 
 // watch applies changes after rev until the watch fails or ctx ends.
@@ -303,13 +314,13 @@ func (o *ObjectSource) watch(ctx context.Context, rev int64, changed func()) err
 			old := o.objs[k]
 			delete(o.objs, k)
 			delete(o.bad, k)
-			var obj runtime.Object
+			var obj any
 			if e.Type == clientv3.EventTypePut {
 				// A record that cannot be used is, to the reader, gone.
 				var why string
 				if obj, why = o.decode(e.Kv.Key, e.Kv.Value); why != "" {
 					o.bad[k] = why
-				} else {
+				} else if obj != nil {
 					o.objs[k] = obj
 				}
 			}
@@ -341,10 +352,10 @@ func (o *ObjectSource) Objects() datastore.Objects {
 	if o.snap != nil {
 		return *o.snap
 	}
-	s := datastore.Objects{Namespaces: []*corev1.Namespace{}, Pods: []*corev1.Pod{}, Policies: []*networkingv1.NetworkPolicy{}}
+	s := datastore.Objects{Namespaces: []*corev1.Namespace{}, Pods: []*policy.Pod{}, Policies: []*networkingv1.NetworkPolicy{}}
 	type entry struct {
 		id  [2]string
-		obj runtime.Object
+		obj any
 	}
 	all := make([]entry, 0, len(o.objs))
 	for _, obj := range o.objs {
@@ -357,7 +368,7 @@ func (o *ObjectSource) Objects() datastore.Objects {
 		switch v := e.obj.(type) {
 		case *corev1.Namespace:
 			s.Namespaces = append(s.Namespaces, v)
-		case *corev1.Pod:
+		case *policy.Pod:
 			s.Pods = append(s.Pods, v)
 		case *networkingv1.NetworkPolicy:
 			s.Policies = append(s.Policies, v)
@@ -370,7 +381,7 @@ func (o *ObjectSource) Objects() datastore.Objects {
 // patch makes the snapshot (if built) hold obj instead of old (either
 // may be nil; both have the key's namespace and name), copying the one
 // list it changes: snapshots already handed out never change.
-func (o *ObjectSource) patch(old, obj runtime.Object) {
+func (o *ObjectSource) patch(old, obj any) {
 	if o.snap == nil || (old == nil && obj == nil) {
 		return
 	}
@@ -382,7 +393,7 @@ func (o *ObjectSource) patch(old, obj runtime.Object) {
 	switch ref.(type) {
 	case *corev1.Namespace:
 		s.Namespaces = patchSorted(s.Namespaces, ref, obj)
-	case *corev1.Pod:
+	case *policy.Pod:
 		s.Pods = patchSorted(s.Pods, ref, obj)
 	case *networkingv1.NetworkPolicy:
 		s.Policies = patchSorted(s.Policies, ref, obj)
@@ -393,7 +404,7 @@ func (o *ObjectSource) patch(old, obj runtime.Object) {
 // patchSorted returns a copy of list (sorted by namespace and name) with
 // the entry of ref's namespace and name replaced by obj, or removed when
 // obj is nil.
-func patchSorted[T runtime.Object](list []T, ref, obj runtime.Object) []T {
+func patchSorted[T any](list []T, ref, obj any) []T {
 	id := nsName(ref)
 	i, found := slices.BinarySearchFunc(list, id, func(e T, id [2]string) int {
 		x := nsName(e)
@@ -414,7 +425,10 @@ func patchSorted[T runtime.Object](list []T, ref, obj runtime.Object) []T {
 }
 
 // nsName sorts objects by namespace, then name.
-func nsName(obj runtime.Object) [2]string {
+func nsName(obj any) [2]string {
+	if p, ok := obj.(*policy.Pod); ok {
+		return [2]string{p.Namespace, p.Name}
+	}
 	m, ok := obj.(interface {
 		GetName() string
 		GetNamespace() string

@@ -13,9 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/podnet/podnet/agent/datastore/etcd/embedded"
+	"github.com/podnet/podnet/agent/policy"
 )
 
 // A watch from a compacted revision fails (and Run then lists again): the
@@ -70,14 +70,14 @@ func TestObjectWatchCompacted(t *testing.T) {
 // handed out before.
 func TestSnapshotPatch(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	o := &ObjectSource{objs: map[string]runtime.Object{}, synced: true}
-	mk := func(i int) (string, runtime.Object) {
+	o := &ObjectSource{objs: map[string]any{}, synced: true}
+	mk := func(i int) (string, any) {
 		ns, name := fmt.Sprint("ns", i%3), fmt.Sprint("o", i%7)
 		switch i % 3 {
 		case 0:
 			return "namespaces/" + name, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"v": fmt.Sprint(r.IntN(9))}}}
 		case 1:
-			return "pods/" + ns + "/" + name, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			return "pods/" + ns + "/" + name, &policy.Pod{Namespace: ns, Name: name}
 		default:
 			return "networkpolicies/" + ns + "/" + name, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 		}

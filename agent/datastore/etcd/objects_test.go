@@ -133,6 +133,13 @@ func TestObjectSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, src, "ns:ab ns:default pod:default/b map[app:c] pod:default/junk map[] np:ab/deny")
+	// A pod that finishes is gone to policy (its address may be reused).
+	finished := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "junk"}}
+	finished.Status.Phase = corev1.PodSucceeded
+	mustPut(finished)
+	waitFor(t, src, "ns:ab ns:default pod:default/b map[app:c] np:ab/deny")
+	mustPut(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "junk"}})
+	waitFor(t, src, "ns:ab ns:default pod:default/b map[app:c] pod:default/junk map[] np:ab/deny")
 	// Compaction: the watch restarts from a fresh list.
 	resp, err := cli.Put(ctx, "/t1/objects/namespaces/zz", `{"metadata":{"name":"zz"}}`)
 	if err != nil {

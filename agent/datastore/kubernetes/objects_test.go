@@ -99,8 +99,8 @@ func TestKubernetesObjectSource(t *testing.T) {
 	wait("ns:objtest pod:web map[app:web]")
 	got := src.Objects().Pods
 	for _, p := range got {
-		if p.Namespace == ns && (p.Spec.NodeName != "n1" || p.Spec.Containers[0].Ports[0].Name != "http") {
-			t.Fatalf("pod not kept as is: %+v", p.Spec)
+		if p.Namespace == ns && (p.Node != "n1" || len(p.Ports) == 0 || p.Ports[0].Name != "http") {
+			t.Fatalf("pod not converted as policy reads it: %+v", p)
 		}
 	}
 
