@@ -33,7 +33,7 @@ func newBenchPolicyCmd(name, root *string) *cobra.Command {
 	f.IntVar(&o.Adds, "adds", 30, "pod adds timed per namespace")
 	f.IntVar(&o.ColdPods, "cold-pods", 10000, "simulated pods for the cold start (0: skip it)")
 	f.StringSliceVar(&o.Parts, "parts", nil, "what to run: latency,packet,add,cold (default all)")
-	f.Float64Var(&o.MaxForeign, "max-foreign-cpu", 0.25, "CPU cores used by other processes (before the run, or during a part) above which the run is reported noisy")
+	f.Float64Var(&o.MaxForeign, "max-foreign-cpu", 0.25, "CPU cores used by other processes, or taken by the hypervisor (steal), before the run or during a part, above which the run is reported noisy")
 	f.Float64Var(&o.MaxSpread, "max-spread", 0.10, "(max-min)/median of a side above which the run is reported noisy")
 	f.BoolVar(&o.PauseAgents, "pause-agents", true, "stop the agents (SIGSTOP) while the per-packet cost is measured, so their compiles do not share the CPU with the traffic")
 	f.IntVar(&o.MaxAgentRSS, "max-agent-rss", 2048, "MiB: abort a load (and report it) when an agent's RSS passes this, to spare a shared machine")
