@@ -5,10 +5,11 @@
 // a Ruleset (golden tests, `podnet policy dump`), and explain, which
 // evaluates a packet against compiled Rulesets, never against the YAML.
 //
-// Entry points: ModelFromObjects (and PodFromAPI) build a Model from
-// Kubernetes objects; Compile(model, node) gives the node's Ruleset, with
-// the input it could not compile listed in Ruleset.Problems (failing
-// closed); Render prints a Ruleset as nft text; Explain(src, dst, packet)
+// Entry points: ModelFromObjects (and PodFromAPI, ModelFrom) build a
+// Model from Kubernetes objects; Compile(model, node) gives the node's
+// Ruleset, with the input it could not compile listed in Ruleset.Problems
+// (failing closed), and a Compiler does the same while reusing, per
+// namespace, what an earlier compile resolved (the agent keeps one); Render prints a Ruleset as nft text; Explain(src, dst, packet)
 // evaluates a packet on the Rulesets of the source's and destination's
 // nodes exactly as the kernel sets do, naming the deciding policy and rule.
 //
