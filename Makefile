@@ -48,11 +48,13 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMAGE_REPO ?= ghcr.io/podnet/podnet
 IMAGE_BIN ?= bin/linux-amd64
 IMAGE_TAR ?= bin/podnet-image.tar
+# Image and file times: the commit's, so the same commit gives the same digest.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
 image:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '-s -w' -o $(IMAGE_BIN)/podnet ./cmd/podnet
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '-s -w' -o $(IMAGE_BIN)/podnet-agent ./cmd/podnet-agent
-	$(GO) -C tools/image run . -podnet $(abspath $(IMAGE_BIN))/podnet -agent $(abspath $(IMAGE_BIN))/podnet-agent \
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) -C tools/image run . -podnet $(abspath $(IMAGE_BIN))/podnet -agent $(abspath $(IMAGE_BIN))/podnet-agent \
 		-version '$(VERSION)' -repo '$(IMAGE_REPO)' -o $(abspath $(IMAGE_TAR))
 
 clean:

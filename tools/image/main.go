@@ -9,7 +9,8 @@
 // bin/linux-amd64/ and runs this program (go -C tools/image run .) with
 // -version from `git describe --tags --always --dirty` (podnet has no
 // version constant), writing bin/podnet-image.tar tagged
-// ghcr.io/podnet/podnet:VERSION.
+// ghcr.io/podnet/podnet:VERSION, with SOURCE_DATE_EPOCH set to the commit's
+// time so the same commit gives the same image digest.
 //
 // Layout: /usr/local/bin/podnet and /usr/local/bin/podnet-agent (0755),
 // both on PATH, so `podnet agent` finds the agent next to itself and an init
