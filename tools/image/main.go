@@ -113,6 +113,7 @@ func Build(s Spec) (v1.Image, error) {
 	cf.Architecture = "amd64"
 	cf.OS = "linux"
 	cf.Created = v1.Time{Time: s.Created.UTC()}
+	cf.History = []v1.History{{Created: cf.Created, CreatedBy: "podnet tools/image: " + BinDir + "/podnet, " + BinDir + "/podnet-agent"}}
 	cf.Config = v1.Config{
 		Entrypoint: []string{AgentPath},
 		Cmd:        []string{"agent"},
@@ -124,7 +125,7 @@ func Build(s Spec) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return mutate.CreatedAt(img, v1.Time{Time: s.Created.UTC()})
+	return img, nil
 }
 
 // Labels are the image's OCI annotations-as-labels.

@@ -121,6 +121,9 @@ func checkImage(t *testing.T, out string, wantTag string, s Spec) v1.Image {
 	if !cf.Created.Time.Equal(s.Created) {
 		t.Errorf("created %v, want %v", cf.Created.Time, s.Created)
 	}
+	if len(cf.History) != 1 || !cf.History[0].Created.Time.Equal(s.Created) {
+		t.Errorf("history %+v, want one entry created %v", cf.History, s.Created)
+	}
 
 	fs := files(t, img)
 	for dst, src := range map[string]string{"/usr/local/bin/podnet": s.Podnet, "/usr/local/bin/podnet-agent": s.Agent} {
