@@ -16,7 +16,10 @@
 // package's initialisation; the kernel keeps the start in clock ticks, so it
 // is only good to 1/CLK_TCK, usually 10 ms) and "init→main" (the package
 // initialisation that runs after this package's, and the runtime, up to
-// Start). GODEBUG=inittrace=1 breaks init down per package.
+// Start). As the first is coarse, "exec→main CPU" adds the CPU time
+// (user + system, every thread, µs resolution) the process used before
+// main: execve, page faults, runtime start and init. GODEBUG=inittrace=1
+// breaks init down per package.
 package trace
 
 import (
@@ -90,6 +93,11 @@ func Start(plugin string) {
 		r.add("exec→init", loaded.Add(-d), d)
 	}
 	r.add("init→main", loaded, now.Sub(loaded))
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		r.add("exec→main CPU (rusage, all threads)", now.Add(-cpu), cpu)
+	}
 	rec = r
 }
 

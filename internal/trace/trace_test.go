@@ -89,8 +89,11 @@ func TestFileLines(t *testing.T) {
 			t.Errorf("exec→init = %+v, %v; want a positive duration", s, ok)
 		}
 	}
-	if n != 6 { // exec→init, init→main, sleep, goroutine, main→exit twice
-		t.Errorf("%d lines, want 6:\n%s", n, b)
+	if _, ok := got["exec→main CPU (rusage, all threads)"]; !ok {
+		t.Errorf("no exec→main CPU line in\n%s", b)
+	}
+	if n != 7 { // exec→init, init→main, exec→main CPU, sleep, goroutine, main→exit twice
+		t.Errorf("%d lines, want 7:\n%s", n, b)
 	}
 }
 
