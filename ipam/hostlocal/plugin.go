@@ -21,8 +21,8 @@ import (
 
 	"github.com/podnet/podnet/internal/cnierr"
 	"github.com/podnet/podnet/internal/cniplugin"
-	"github.com/podnet/podnet/internal/trace"
 	"github.com/podnet/podnet/internal/delegate"
+	"github.com/podnet/podnet/internal/trace"
 	"github.com/podnet/podnet/ipam/internal/ipamconf"
 )
 
