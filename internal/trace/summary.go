@@ -55,11 +55,11 @@ func Summarize(r io.Reader, w io.Writer) error {
 		}
 		return a.step < b.step
 	})
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "plugin\tcmd\tstep\tn\tmedian start\tmedian\t")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "plugin\tcmd\tstep\t    n\tmedian start\t      median")
 	for _, k := range keys {
 		a := steps[k]
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t\n", k.plugin, k.cmd, k.step, len(a.us), us(Median(a.at)), us(Median(a.us)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%5d\t%12s\t%12s\n", k.plugin, k.cmd, k.step, len(a.us), us(Median(a.at)), us(Median(a.us)))
 	}
 	return tw.Flush()
 }
