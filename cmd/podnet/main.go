@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podnet/podnet/internal/trace"
 	"github.com/podnet/podnet/plugins/all"
 )
 
@@ -18,12 +19,15 @@ func main() {
 	// plugin only when a runtime calls it (CNI_COMMAND set).
 	argv0 := filepath.Base(os.Args[0])
 	if p := all.ByType(argv0); p != nil && (argv0 != "podnet" || os.Getenv("CNI_COMMAND") != "") {
+		trace.Start(argv0) // PODNET_TRACE: per-step durations (docs/performance.md)
 		if err := p.Main(); err != nil {
 			if perr := err.Print(); perr != nil {
 				fmt.Fprintln(os.Stderr, err.Error())
 			}
+			trace.Flush()
 			os.Exit(1)
 		}
+		trace.Flush()
 		return
 	}
 	if err := newRootCmd().Execute(); err != nil {
@@ -38,7 +42,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newDemoCmd(), newReapCmd(), newHeavyCmd("agent", "run the node agent (exec's podnet-agent)"), newHeavyCmd("lab", "a podnet cluster in network namespaces: up, status, check, exec, down, demo (exec's podnet-agent)"),
+	root.AddCommand(newPluginsCmd(), newCNICmd(), newBenchCmd(), newTraceCmd(), newDemoCmd(), newReapCmd(), newHeavyCmd("agent", "run the node agent (exec's podnet-agent)"), newHeavyCmd("lab", "a podnet cluster in network namespaces: up, status, check, exec, down, demo (exec's podnet-agent)"),
 		newHeavyCmd("policy", "NetworkPolicy: explain a verdict, dump a node's compiled rules (exec's podnet-agent)"))
 	return root
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -20,6 +21,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/podnet/podnet/internal/cnierr"
+	"github.com/podnet/podnet/internal/trace"
 )
 
 // Versions are the spec versions every podnet plugin accepts. Results are
@@ -47,8 +49,14 @@ type Plugin struct {
 // Decode's is.
 func (p *Plugin) Main() *types.Error {
 	unsetOwnNetnsForDel()
+	skelStart = trace.Begin()
 	return p.reword(skel.PluginMainFuncsWithError(p.Funcs(), Versions, p.About))
 }
+
+// skelStart is when Main handed over to the spec library (traced: the
+// library reads the environment and stdin and checks versions before it
+// calls a verb).
+var skelStart time.Time
 
 // reword replaces the spec library's decoding error for input nested
 // deeper than encoding/json allows by cnierr.TooDeep.
@@ -71,18 +79,23 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	}
 	return skel.CNIFuncs{
 		Add: func(args *skel.CmdArgs) error {
+			trace.End("skel: env, stdin", skelStart)
 			res, err := p.CmdAdd(args)
 			if err != nil {
 				return err
 			}
+			defer trace.Span("result print")()
 			ver, err := ConfVersion(args.StdinData)
 			if err != nil {
 				return err
 			}
 			return types.PrintResult(res, ver)
 		},
-		Check:  p.CmdCheck,
-		Del:    p.CmdDel,
+		Check: p.CmdCheck,
+		Del: func(args *skel.CmdArgs) error {
+			trace.End("skel: env, stdin", skelStart)
+			return p.CmdDel(args)
+		},
 		GC:     orNop(p.GC),
 		Status: orNop(p.Status),
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/cnierr"
+	"github.com/podnet/podnet/internal/trace"
 )
 
 // The plugin's own namespace as CNI_NETNS.
@@ -92,7 +93,10 @@ func (p *Plugin) refuseOwnNetns(args *skel.CmdArgs) error {
 
 // CmdAdd is ADD as a runtime runs it: p.Add after the CNI_NETNS check.
 func (p *Plugin) CmdAdd(args *skel.CmdArgs) (types.Result, error) {
-	if err := p.refuseOwnNetns(args); err != nil {
+	t := trace.Begin()
+	err := p.refuseOwnNetns(args)
+	trace.End("own-netns check", t)
+	if err != nil {
 		return nil, err
 	}
 	return p.Add(args)
@@ -113,7 +117,9 @@ func (p *Plugin) CmdCheck(args *skel.CmdArgs) error {
 // CmdDel is DEL as a runtime runs it: with CNI_NETNS the plugin's own
 // namespace, p.Del runs as for a namespace that is gone.
 func (p *Plugin) CmdDel(args *skel.CmdArgs) error {
+	t := trace.Begin()
 	own, err := p.ownNetns(args)
+	trace.End("own-netns check", t)
 	if err != nil {
 		return err
 	}

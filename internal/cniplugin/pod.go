@@ -13,6 +13,7 @@ import (
 	"github.com/podnet/podnet/internal/cnierr"
 	"github.com/podnet/podnet/internal/netlinkx"
 	"github.com/podnet/podnet/internal/rollback"
+	"github.com/podnet/podnet/internal/trace"
 )
 
 // Pod is what a plugin that wires a pod's interface (bridge, ptp) works
@@ -30,6 +31,7 @@ type Pod struct {
 // namespace that is gone), 999 for the kernel refusing a socket. The caller
 // must Close the result.
 func OpenPod(plugin string, args *skel.CmdArgs) (*Pod, error) {
+	defer trace.Span("open pod netns + netlink handles")()
 	if err := netlinkx.ValidIfName(args.IfName); err != nil {
 		return nil, cnierr.Env(plugin, "CNI_IFNAME", "%q %v", args.IfName, err)
 	}

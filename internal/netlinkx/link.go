@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/internal/sysctl"
+	"github.com/podnet/podnet/internal/trace"
 )
 
 // Veth describes a veth pair whose host end stays in the namespace of the
@@ -75,7 +76,9 @@ func CreateVethPair(host, pod *netlink.Handle, v Veth) (*netlink.Veth, netlink.L
 		veth.PeerName = v.PodName
 		veth.PeerHardwareAddr = v.PodMAC
 		veth.PeerNamespace = netlink.NsFd(int(v.PodNS))
+		t := trace.Begin()
 		err := host.LinkAdd(veth)
+		trace.End("veth pair create (pod end into netns)", t)
 		if err == nil {
 			hostLink = veth
 			break
@@ -109,6 +112,7 @@ func CreateVethPair(host, pod *netlink.Handle, v Veth) (*netlink.Veth, netlink.L
 // DAD off, master, pod end read-back. It removes nothing; its caller does.
 func finishVethPair(host, pod *netlink.Handle, hostLink *netlink.Veth, v Veth) (netlink.Link, error) {
 	if hostLink.Index == 0 {
+		defer trace.Span("host veth index read-back")()
 		l, err := host.LinkByName(hostLink.Name)
 		if err != nil {
 			return nil, fmt.Errorf("read back %q: %w", hostLink.Name, err)
@@ -120,7 +124,10 @@ func finishVethPair(host, pod *netlink.Handle, hostLink *netlink.Veth, v Veth) (
 	// a pod install the node's default route. The pod end is still down,
 	// so nothing has arrived before this write. (The reference plugins
 	// do the same.)
-	if err := ipv6Off(hostLink.Name, "accept_ra"); err != nil {
+	t := trace.Begin()
+	err := ipv6Off(hostLink.Name, "accept_ra")
+	trace.End("sysctl host veth accept_ra=0", t)
+	if err != nil {
 		return nil, err
 	}
 	if v.HostNoDAD {
@@ -132,12 +139,17 @@ func finishVethPair(host, pod *netlink.Handle, hostLink *netlink.Veth, v Veth) (
 		}
 	}
 	if v.MasterIndex != 0 {
-		if err := host.LinkSetMasterByIndex(hostLink, v.MasterIndex); err != nil {
+		t := trace.Begin()
+		err := host.LinkSetMasterByIndex(hostLink, v.MasterIndex)
+		trace.End("bridge attach (set master)", t)
+		if err != nil {
 			return nil, fmt.Errorf("attach %q to bridge: %w", hostLink.Name, err)
 		}
 		hostLink.MasterIndex = v.MasterIndex
 	}
+	t = trace.Begin()
 	podLink, err := pod.LinkByName(v.PodName)
+	trace.End("pod link read-back", t)
 	if err != nil {
 		return nil, fmt.Errorf("read back %q in pod: %w", v.PodName, err)
 	}

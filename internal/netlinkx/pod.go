@@ -11,6 +11,7 @@ import (
 
 	"github.com/podnet/podnet/internal/netns"
 	"github.com/podnet/podnet/internal/sysctl"
+	"github.com/podnet/podnet/internal/trace"
 )
 
 // DADTimeout bounds the wait for IPv6 duplicate address detection when a
@@ -53,25 +54,33 @@ func ConfigurePod(h *netlink.Handle, ns vns.NsHandle, p PodIface) error {
 		}
 	}
 	if (v4 && p.ARPNotify) || v6 || (p.NoDADSysctl && !p.DAD) {
-		if err := netns.DoHandle(ns, func() error {
+		t := trace.Begin()
+		err := netns.DoHandle(ns, func() error {
 			return podSysctls(name, v4 && p.ARPNotify, v6, p.DAD, p.NoDADSysctl)
-		}); err != nil {
+		})
+		trace.End("pod sysctls (netns switch + writes)", t)
+		if err != nil {
 			return err
 		}
 	}
+	t := trace.Begin()
 	for _, a := range p.Addrs {
 		if err := AddAddr(h, p.Link, a, AddrOpts{NoDAD: !p.DAD, NoPrefixRoute: p.NoPrefixRoute}); err != nil {
 			return err
 		}
 	}
+	trace.End("pod addr add", t)
+	t = trace.Begin()
 	if err := h.LinkSetUp(p.Link); err != nil {
 		return fmt.Errorf("set %q up: %w", name, err)
 	}
+	trace.End("pod link up", t)
 	if v6 && p.DAD {
 		if err := WaitAddrsSettled(h, p.Link, DADTimeout); err != nil {
 			return err
 		}
 	}
+	defer trace.Span("pod routes add")()
 	for _, r := range p.Routes {
 		if r.LinkIndex == 0 {
 			r.LinkIndex = p.Link.Attrs().Index

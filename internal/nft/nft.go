@@ -24,6 +24,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/internal/trace"
 )
 
 // Chain names a chain and the table that holds it, with the base-chain
@@ -119,11 +121,15 @@ const batchRetries = 5
 func Apply(c Chain, tag string, rules [][]expr.Any) error {
 	ud := userdata.AppendString(nil, userdata.TypeComment, tag)
 	for try := 0; ; try++ {
+		tl := trace.Begin()
 		stale, err := RuleRefs(c)
+		trace.End("nft list chain rules", tl)
 		if err != nil {
 			return err
 		}
+		tl = trace.Begin()
 		cc, err := conn()
+		trace.End("nft open socket", tl)
 		if err != nil {
 			return err
 		}
@@ -140,8 +146,10 @@ func Apply(c Chain, tag string, rules [][]expr.Any) error {
 		for _, exprs := range rules {
 			cc.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: ud})
 		}
+		tf := trace.Begin()
 		err = cc.Flush()
 		cc.CloseLasting()
+		trace.End("nft batch (table, chain, rules) + close", tf)
 		if err == nil {
 			return nil
 		}
@@ -165,7 +173,9 @@ func GC(c Chain, prefix string, keep func(tag string) bool) (int, error) {
 
 func removeIf(c Chain, match func(tag string) bool) (int, error) {
 	for try := 0; ; try++ {
+		t := trace.Begin()
 		rules, err := RuleRefs(c)
+		trace.End("nft list chain rules", t)
 		if err != nil || len(rules) == 0 {
 			return 0, err
 		}
@@ -187,8 +197,10 @@ func removeIf(c Chain, match func(tag string) bool) (int, error) {
 			cc.CloseLasting()
 			return 0, nil
 		}
+		t = trace.Begin()
 		err = cc.Flush()
 		cc.CloseLasting()
+		trace.End("nft delete batch + close", t)
 		if err == nil {
 			return n, nil
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/podnet/podnet/internal/cnierr"
 	"github.com/podnet/podnet/internal/cniplugin"
 	"github.com/podnet/podnet/internal/delegate"
+	"github.com/podnet/podnet/internal/trace"
 	"github.com/podnet/podnet/ipam/internal/ipamconf"
 )
 
@@ -51,7 +52,9 @@ func ioErr(err error, format string, a ...any) error {
 }
 
 func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
+	t := trace.Begin()
 	conf, err := LoadConfig(args.StdinData, args.Args)
+	trace.End("host-local: config parse", t)
 	if err != nil {
 		return nil, err
 	}
@@ -76,16 +79,22 @@ func cmdAdd(args *skel.CmdArgs) (types.Result, error) {
 
 // allocate reserves one address per range set for o, all or nothing.
 func allocate(conf *Config, o Owner) (ips []*current.IPConfig, err error) {
+	t := trace.Begin()
 	s, err := OpenStore(conf.NetDir(), true)
+	trace.End("host-local: lock (mkdir, open, flock, temp sweep)", t)
 	if err != nil {
 		return nil, ioErr(err, "open reservation directory %s", conf.NetDir())
 	}
 	defer func() {
+		t := trace.Begin()
 		if cerr := s.Close(); cerr != nil && err == nil {
 			err = ioErr(cerr, "close reservation directory %s", conf.NetDir())
 		}
+		trace.End("host-local: close (temp remove, unlock)", t)
 	}()
+	t = trace.Begin()
 	ents, err := s.Entries()
+	trace.End("host-local: read reservations", t)
 	if err != nil {
 		return nil, ioErr(err, "read reservation directory %s", conf.NetDir())
 	}
@@ -113,7 +122,9 @@ func allocate(conf *Config, o Owner) (ips []*current.IPConfig, err error) {
 	taken := func(a netip.Addr) bool { _, ok := ents[a]; return ok }
 	for i, set := range conf.Ranges {
 		req := conf.Requested[i]
+		t := trace.Begin()
 		r, a, ok, err := Allocate(set, s.LastReserved(i), req, taken, storeReserver{s, o})
+		trace.End("host-local: reserve (cursor read, temp write, link)", t)
 		if err != nil {
 			return nil, ioErr(err, "reserve an address in range set %d (%s)", i, set)
 		}
@@ -131,7 +142,10 @@ func allocate(conf *Config, o Owner) (ips []*current.IPConfig, err error) {
 			return nil, cnierr.New(cnierr.Internal, name, "no free address in range set %d (subnet %s) of network %q: every address of %s (gateway excluded) is allocated", i, set, conf.Name, rangesText(set))
 		}
 		got = append(got, a)
-		if err := s.SetLastReserved(i, a); err != nil {
+		t = trace.Begin()
+		err = s.SetLastReserved(i, a)
+		trace.End("host-local: cursor write (temp, rename)", t)
+		if err != nil {
 			return nil, ioErr(err, "record last reserved address of range set %d", i)
 		}
 		ips = append(ips, &current.IPConfig{
@@ -151,22 +165,30 @@ func rangesText(set RangeSet) string {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
+	t := trace.Begin()
 	conf, err := LoadStoreConfig(args.StdinData)
+	trace.End("host-local: config decode", t)
 	if err != nil {
 		return err
 	}
 	if err := validIDs(args); err != nil {
 		return err
 	}
+	t = trace.Begin()
 	s, err := OpenStore(conf.NetDir(), false)
+	trace.End("host-local: lock (open, flock, temp sweep)", t)
 	if errors.Is(err, ErrNoStore) {
 		return nil
 	}
 	if err != nil {
 		return ioErr(err, "open reservation directory %s", conf.NetDir())
 	}
+	t = trace.Begin()
 	_, rerr := s.ReleaseOwner(Owner{ContainerID: args.ContainerID, IfName: args.IfName})
+	trace.End("host-local: release (read all, remove)", t)
+	t = trace.Begin()
 	cerr := s.Close()
+	trace.End("host-local: close (unlock)", t)
 	if rerr != nil {
 		return ioErr(rerr, "release addresses of %s/%s", args.ContainerID, args.IfName)
 	}

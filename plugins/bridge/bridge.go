@@ -37,6 +37,7 @@ import (
 	"github.com/podnet/podnet/internal/netlinkx"
 	"github.com/podnet/podnet/internal/nft"
 	"github.com/podnet/podnet/internal/rollback"
+	"github.com/podnet/podnet/internal/trace"
 
 	// podnet's IPAM plugins run in-process when delegated to.
 	_ "github.com/podnet/podnet/ipam/hostlocal"
@@ -151,7 +152,9 @@ func internal(err error, format string, a ...any) error {
 }
 
 func add(args *skel.CmdArgs) (_ types.Result, err error) {
+	t := trace.Begin()
 	conf, err := parse(args)
+	trace.End("bridge: config parse", t)
 	if err != nil {
 		return nil, err
 	}
@@ -180,13 +183,17 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 		}
 		ch := make(chan out, 1)
 		go func() {
+			t := trace.Begin()
 			r, err := delegate.Add(ctx, conf.IPAM.Type, args)
+			trace.End("ipam ADD (goroutine, overlaps)", t)
 			ch <- out{r, err}
 		}()
 		var o *out
 		waitIPAM = func() (*current.Result, error) {
 			if o == nil {
+				t := trace.Begin()
 				v := <-ch
+				trace.End("ipam wait", t)
 				o = &v
 			}
 			return o.res, o.err
@@ -199,7 +206,9 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 		})
 	}
 
+	t = trace.Begin()
 	br, created, err := netlinkx.EnsureBridge(node, netlinkx.Bridge{Name: conf.BrName, MTU: conf.MTU, Promisc: conf.PromiscMode})
+	trace.End("bridge ensure (look up)", t)
 	if err != nil {
 		return nil, internal(err, "")
 	}
@@ -241,7 +250,10 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 		if err != nil {
 			return nil, internal(err, "")
 		}
-		if err := nft.Apply(SpoofChain, tag, [][]expr.Any{rule}); err != nil {
+		t := trace.Begin()
+		err = nft.Apply(SpoofChain, tag, [][]expr.Any{rule})
+		trace.End("nft spoof check apply", t)
+		if err != nil {
 			return nil, internal(err, "macspoofchk")
 		}
 		undo = append(undo, func() error { _, err := nft.Remove(SpoofChain, tag); return err })
@@ -260,7 +272,10 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 			}
 			p.Routes = append(p.Routes, netlinkx.RouteFromCNI(r, podLink.Attrs().Index, gw))
 		}
-		if err := netlinkx.ConfigurePod(pod, podNS, p); err != nil {
+		t := trace.Begin()
+		err := netlinkx.ConfigurePod(pod, podNS, p)
+		trace.End("pod configure (total)", t)
+		if err != nil {
 			return nil, internal(err, "configure %s in %s", args.IfName, args.Netns)
 		}
 	}
@@ -268,7 +283,9 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	if conf.IsGW && len(bridgeAddrs) > 0 {
 		v4, v6 := false, false
 		for _, gw := range bridgeAddrs {
+			t := trace.Begin()
 			added, err := netlinkx.EnsureGatewayAddr(node, br, gw, bridgeAddrs, conf.ForceAddress)
+			trace.End("gateway addr ensure", t)
 			if err != nil {
 				return nil, cnierr.Wrap(cnierr.Internal, name, err, "gateway address")
 			}
@@ -283,7 +300,10 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 				v6 = true
 			}
 		}
-		if err := netlinkx.EnableForwarding(v4, v6); err != nil {
+		t := trace.Begin()
+		err := netlinkx.EnableForwarding(v4, v6)
+		trace.End("sysctl ip_forward ensure", t)
+		if err != nil {
 			return nil, internal(err, "enable forwarding")
 		}
 	}
@@ -297,7 +317,10 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 		if err != nil {
 			return nil, internal(err, "")
 		}
-		if err := nft.Apply(MasqChain, tag, rules); err != nil {
+		t := trace.Begin()
+		err = nft.Apply(MasqChain, tag, rules)
+		trace.End("nft masquerade apply (total)", t)
+		if err != nil {
 			return nil, internal(err, "ipMasq")
 		}
 		undo = append(undo, func() error { _, err := nft.Remove(MasqChain, tag); return err })
@@ -306,7 +329,10 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	if !conf.DisableContainerInterface {
 		// The bridge forwards through the port once the kernel has seen its
 		// carrier (asynchronous link-watch work): usually done by now.
-		if _, err := netlinkx.WaitOperUp(node, hostVeth.Index, portUpTimeout); err != nil {
+		t := trace.Begin()
+		_, err := netlinkx.WaitOperUp(node, hostVeth.Index, portUpTimeout)
+		trace.End("wait host veth oper up", t)
+		if err != nil {
 			return nil, internal(err, "read back %s", hostVeth.Name)
 		}
 	}
@@ -314,9 +340,11 @@ func add(args *skel.CmdArgs) (_ types.Result, err error) {
 	brMAC := br.HardwareAddr
 	if !created {
 		// An adopted bridge's MAC may follow its ports: report it as it is now.
+		t := trace.Begin()
 		if l, err := node.LinkByIndex(br.Index); err == nil {
 			brMAC = l.Attrs().HardwareAddr
 		}
+		trace.End("bridge MAC read-back", t)
 	}
 	res.Interfaces = []*current.Interface{
 		{Name: br.Name, Mac: brMAC.String()},
@@ -341,7 +369,9 @@ func dnsSet(d types.DNS) bool {
 // vanished netns, no prevResult. It decodes the config without ADD's
 // checks (docs/del.md): a config ADD refused still cleans up.
 func del(args *skel.CmdArgs) error {
+	t := trace.Begin()
 	conf, err := decode(args)
+	trace.End("bridge: config decode", t)
 	if err != nil {
 		return err
 	}
@@ -355,30 +385,40 @@ func del(args *skel.CmdArgs) error {
 			// and delete the pod's interface (and its peer) at once.
 			br = ""
 		}
+		t := trace.Begin()
 		waitLink = netlinkx.StartReleasePodLink(netlinkx.Detach{
 			Path: args.Netns, IfName: args.IfName, Bridge: br, Info: netlinkx.ReapInfo(conf.Name, args.ContainerID, args.IfName),
 		})
+		trace.End("pod link detach (reaper start in background)", t)
 	}
 	tag := nft.Tag(conf.Name, args.ContainerID, args.IfName)
 	if conf.IPMasq {
+		t := trace.Begin()
 		if _, err := nft.Remove(MasqChain, tag); err != nil {
 			errs = append(errs, err)
 		}
+		trace.End("nft masquerade remove (total)", t)
 	}
 	if conf.MacSpoofChk {
+		t := trace.Begin()
 		if _, err := nft.Remove(SpoofChain, tag); err != nil {
 			errs = append(errs, err)
 		}
+		trace.End("nft spoof check remove", t)
 	}
 	// The address is released only once the interface that carried it is
 	// gone or down, so a new pod never shares it with a live one.
+	t = trace.Begin()
 	if err := waitLink(); err != nil {
 		errs = append(errs, err)
 	}
+	trace.End("wait pod link released / reaper started", t)
 	if conf.L3() {
+		t := trace.Begin()
 		if err := delegate.Del(context.Background(), conf.IPAM.Type, args); err != nil {
 			errs = append(errs, err)
 		}
+		trace.End("ipam DEL", t)
 	}
 	if len(errs) == 1 {
 		return cnierr.Wrap(cnierr.Internal, name, errs[0], "DEL")
