@@ -278,15 +278,7 @@ func TestMigrateOldLayout(t *testing.T) {
 		st.ElementsAdded != 10+6 || st.ElementsRemoved != 6 {
 		t.Errorf("migration: %+v", st)
 	}
-	for _, stop := range stops {
-		n, errs := stop()
-		if n == 0 {
-			t.Error("background prober never ran")
-		}
-		for _, err := range errs {
-			t.Error(err)
-		}
-	}
+	stopProbers(t, stops)
 	check(t, baseFlows(tp))
 	chains, sets := tableContent(t, tp)
 	if len(chains) != 4 || len(sets) != 4+7 {

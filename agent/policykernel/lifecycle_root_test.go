@@ -92,15 +92,7 @@ func TestUpdateWhileTrafficFlows(t *testing.T) {
 			{"egress peer back", A.path, B.v4, "tcp", 7000, true},
 		})
 	}
-	for _, stop := range stops {
-		n, errs := stop()
-		if n == 0 {
-			t.Error("background prober never ran")
-		}
-		for _, err := range errs {
-			t.Error(err)
-		}
-	}
+	stopProbers(t, stops)
 }
 
 // Incremental changes send only their difference: a member out and in,

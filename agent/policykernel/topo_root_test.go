@@ -222,3 +222,18 @@ func (f flow) run() error {
 	}
 	return nil
 }
+
+// stopProbers stops background probers and fails t on what they saw
+// (or when one never ran).
+func stopProbers(t *testing.T, stops []func() (int, []error)) {
+	t.Helper()
+	for _, stop := range stops {
+		n, errs := stop()
+		if n == 0 {
+			t.Error("background prober never ran")
+		}
+		for _, err := range errs {
+			t.Error(err)
+		}
+	}
+}
