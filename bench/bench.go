@@ -50,11 +50,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -138,12 +140,16 @@ type Options struct {
 
 // Stats are the sequential medians of one implementation.
 type Stats struct {
-	Name    string
-	Add     time.Duration
-	Del     time.Duration
-	AddDel  time.Duration // Add + Del (sum of the medians)
-	Floor   time.Duration // its own loopback ADD
-	Samples int
+	Name   string
+	Add    time.Duration
+	Del    time.Duration
+	AddDel time.Duration // Add + Del (sum of the medians)
+	Floor  time.Duration // its own loopback ADD
+	// FloorFirst and FloorLast are its loopback ADD medians over the
+	// first and the last quarter of the iterations: how much the
+	// machine's speed moved during the run.
+	FloorFirst, FloorLast time.Duration
+	Samples               int
 }
 
 // ParStats are the parallel wall times of one implementation (medians
@@ -181,6 +187,26 @@ type Report struct {
 	ReferenceDir   string
 	ReferenceAbout string
 	PodnetBin      string
+	// LoadBefore and LoadAfter are /proc/loadavg's 1-minute load average
+	// before the first and after the last iteration (-1 unknown).
+	LoadBefore, LoadAfter float64
+}
+
+// MaxFloorDrift is how far the floor may move between the first and the
+// last quarter of a run before the run's ratios are not called met or
+// not met: the machine's speed changed under the comparison.
+const MaxFloorDrift = 0.20
+
+// FloorDrift is the largest relative move of any implementation's floor
+// between the first and the last quarter of the iterations.
+func (r *Report) FloorDrift() float64 {
+	d := 0.0
+	for _, s := range r.Impls {
+		if s.FloorFirst > 0 {
+			d = max(d, math.Abs(float64(s.FloorLast-s.FloorFirst))/float64(s.FloorFirst))
+		}
+	}
+	return d
 }
 
 // Podnet returns podnet's stats.
@@ -269,9 +295,15 @@ func (r *Report) WriteTable(w io.Writer) {
 		floors = append(floors, fmt.Sprintf("%s %s", s.Name, ms(s.Floor)))
 	}
 	fmt.Fprintf(w, "floor = loopback-only ADD, smallest of (%s) ms; above floor = ADD+DEL - 2 verbs x %d plugin start(s) x floor\n", strings.Join(floors, ", "), HarnessExecs(r.Chain))
+	drift := r.FloorDrift()
+	fmt.Fprintf(w, "machine: load average %s before, %s after; floor moved %.0f%% between the first and the last quarter of the run (limit %.0f%%)\n",
+		loadString(r.LoadBefore), loadString(r.LoadAfter), 100*drift, 100*MaxFloorDrift)
 	for _, s := range r.References() {
 		verdict := "met"
-		if r.Ratio(s) > Target {
+		switch {
+		case drift > MaxFloorDrift:
+			verdict = "undecided: the floor moved during the run"
+		case r.Ratio(s) > Target:
 			verdict = "NOT met"
 		}
 		fmt.Fprintf(w, "ratio podnet/%s (above floor): %.3f  (target <= %.2f: %s)", s.Name, r.Ratio(s), Target, verdict)
@@ -468,6 +500,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 
+	loadBefore := loadAverage()
 	total := o.Warmup + o.Iterations
 	for it := 0; it < total; it++ {
 		if err := ctx.Err(); err != nil {
@@ -498,7 +531,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 
 	rep = &Report{Chain: o.Chain, Iterations: o.Iterations, ReferenceDir: o.ReferenceDir, PodnetBin: o.Podnet,
-		ReferenceAbout: about(ctx, filepath.Join(o.ReferenceDir, "bridge"))}
+		ReferenceAbout: about(ctx, filepath.Join(o.ReferenceDir, "bridge")), LoadBefore: loadBefore, LoadAfter: loadAverage()}
 	for i, im := range impls {
 		s := im.stats()
 		rep.Impls = append(rep.Impls, s)
@@ -629,13 +662,16 @@ func (r *run) dropPod() error {
 
 func (im *impl) stats() Stats {
 	add, del := median(im.adds), median(im.dels)
+	q := max(1, len(im.floors)/4)
 	return Stats{
-		Name:    im.name,
-		Add:     add,
-		Del:     del,
-		AddDel:  add + del,
-		Floor:   median(im.floors),
-		Samples: len(im.adds),
+		Name:       im.name,
+		Add:        add,
+		Del:        del,
+		AddDel:     add + del,
+		Floor:      median(im.floors),
+		FloorFirst: median(im.floors[:min(q, len(im.floors))]),
+		FloorLast:  median(im.floors[max(0, len(im.floors)-q):]),
+		Samples:    len(im.adds),
 	}
 }
 
@@ -770,4 +806,28 @@ func loUp(path string) error {
 		}
 		return netlink.LinkSetUp(lo)
 	})
+}
+
+// loadAverage is /proc/loadavg's 1-minute load average, -1 when unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+func loadString(v float64) string {
+	if v < 0 {
+		return "unknown"
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
 }

@@ -210,3 +210,30 @@ func BenchmarkMeta(b *testing.B) {
 		}
 	}
 }
+
+// TestFloorDrift: a run whose floor moved more than MaxFloorDrift between
+// its first and last quarter calls no ratio met or not met.
+func TestFloorDrift(t *testing.T) {
+	ms := time.Millisecond
+	im := &impl{name: "podnet", adds: []time.Duration{ms, ms, ms, ms}, dels: []time.Duration{ms, ms, ms, ms},
+		floors: []time.Duration{10 * ms, 10 * ms, 12 * ms, 13 * ms, 13 * ms, 13 * ms, 14 * ms, 14 * ms}}
+	s := im.stats()
+	if s.FloorFirst != 10*ms || s.FloorLast != 14*ms {
+		t.Fatalf("first/last quarter floors %v %v", s.FloorFirst, s.FloorLast)
+	}
+	steady := Stats{Name: "reference", AddDel: 100 * ms, FloorFirst: 10 * ms, FloorLast: 10 * ms}
+	for _, tc := range []struct {
+		podnet Stats
+		want   string
+	}{
+		{Stats{Name: "podnet", AddDel: 9 * ms, FloorFirst: 10 * ms, FloorLast: 11 * ms}, "target <= 0.10: met)"},
+		{s, "undecided: the floor moved during the run"},
+	} {
+		r := &Report{Floor: ms, Impls: []Stats{tc.podnet, steady}, LoadBefore: 0.5, LoadAfter: -1}
+		var b bytes.Buffer
+		r.WriteTable(&b)
+		if !strings.Contains(b.String(), tc.want) || !strings.Contains(b.String(), "load average 0.50 before, unknown after") {
+			t.Errorf("want %q in:\n%s", tc.want, b.String())
+		}
+	}
+}
