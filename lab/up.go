@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	vns "github.com/vishvananda/netns"
 
 	"github.com/podnet/podnet/agent"
+	"github.com/podnet/podnet/agent/metrics"
 	"github.com/podnet/podnet/agent/nodestate"
 	"github.com/podnet/podnet/internal/cniclient"
 	"github.com/podnet/podnet/internal/netns"
@@ -236,6 +238,14 @@ func (l *Lab) up(ctx context.Context, o Options, base int, say func(string, ...a
 		}
 		say("node %s: agent leased %v, wrote %s", n.Name, n.Subnets, filepath.Join(n.ConfDir, agent.ConflistName))
 	}
+	// Until an agent has applied a state with every node, its pods'
+	// traffic to a node it does not know yet is masqueraded (and that
+	// mapping stays in conntrack): wait for every agent to know all.
+	for _, n := range l.Nodes {
+		if err := l.waitSeesAll(ctx, n, 30*time.Second); err != nil {
+			return err
+		}
+	}
 	if err := l.Save(); err != nil {
 		return err
 	}
@@ -335,6 +345,29 @@ func (l *Lab) waitReady(ctx context.Context, n *Node, d time.Duration) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitSeesAll waits until n's agent reports (on its metrics socket) that
+// it applied a state with every node of the lab and is ready.
+func (l *Lab) waitSeesAll(ctx context.Context, n *Node, d time.Duration) error {
+	want := fmt.Sprintf("podnet_nodes %d\n", len(l.Nodes))
+	deadline := time.Now().Add(d)
+	for {
+		body, err := metrics.Fetch(ctx, n.MetricsAddress(), "/metrics")
+		if err == nil && strings.Contains(body, want) {
+			if _, err = metrics.Fetch(ctx, n.MetricsAddress(), "/readyz"); err == nil {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s: agent has not applied a state with all %d nodes after %s (%v); see %s", n.Name, len(l.Nodes), d, err, filepath.Join(n.StateDir, "agent.log"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
