@@ -101,13 +101,9 @@ func benchCompile(b *testing.B, pods, policies, nodes, namespaces int) {
 		rs = Compile(m, "n0")
 	}
 	b.StopTimer()
-	rules := 0
-	for _, p := range rs.Profiles {
-		rules += len(p.Rules)
-	}
 	b.ReportMetric(float64(len(rs.Pods)), "pods")
 	b.ReportMetric(float64(len(rs.Profiles)), "profiles")
-	b.ReportMetric(float64(rules), "rules")
+	b.ReportMetric(float64(rs.RuleCount()), "rules")
 	b.ReportMetric(float64(rs.Elements()), "elements")
 	if errs := invariantErrors(rs); errs != nil {
 		b.Fatal(errs[0])

@@ -157,6 +157,15 @@ func (rs *Ruleset) Matches(r Rule, peer netip.Addr, proto Proto, port uint16) bo
 	}
 }
 
+// RuleCount is the number of rules in all the Ruleset's profiles.
+func (rs *Ruleset) RuleCount() int {
+	n := 0
+	for _, p := range rs.Profiles {
+		n += len(p.Rules)
+	}
+	return n
+}
+
 // Elements counts the Ruleset's set and map elements (for metrics): the
 // members of every set plus one map entry per isolated pod address and
 // direction.
