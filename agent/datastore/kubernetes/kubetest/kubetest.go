@@ -4,7 +4,7 @@
 // system:masters, and an unprivileged "podnet-agent" user that tests bind
 // to AgentClusterRole, so the documented permissions are what is tested).
 //
-// The binary is built by tools/kube-apiserver/build.sh; Binary finds it.
+// The binary is built by tools/kubernetes/build.sh; Binary finds it.
 // Only tests import this package.
 package kubetest
 
@@ -39,7 +39,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// Version is the kube-apiserver tools/kube-apiserver builds.
+// Version is the kube-apiserver tools/kubernetes builds.
 const Version = "v1.34.4"
 
 // Users with a static token.
@@ -64,7 +64,7 @@ func Binary() (string, error) {
 	}
 	p := filepath.Join(dir, "kube-apiserver-"+Version)
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no kube-apiserver at %s: build it with tools/kube-apiserver/build.sh (needs the Go module proxy, ~4 min) or set PODNET_KUBE_APISERVER", p)
+		return "", fmt.Errorf("no kube-apiserver at %s: build it with tools/kubernetes/build.sh (needs the Go module proxy, ~4 min) or set PODNET_KUBE_APISERVER", p)
 	}
 	return p, nil
 }
