@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -32,7 +33,7 @@ func newPluginsCmd() *cobra.Command {
 		},
 	}
 	install.Flags().StringVar(&dir, "dir", "/opt/cni/bin", "directory to install the plugin links into")
-	install.Flags().BoolVar(&copyBin, "copy", false, "copy this binary into --dir as podnet first and link to that copy")
+	install.Flags().BoolVar(&copyBin, "copy", false, "copy this binary into --dir as podnet first (atomically) and link to that copy with relative links (target \"podnet\"), which resolve wherever --dir is mounted")
 	cmd.AddCommand(install)
 	return cmd
 }
@@ -50,11 +51,14 @@ func installPlugins(cmd *cobra.Command, dir string, copyBin bool) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		target = filepath.Join(dir, "podnet")
-		if err := copyFile(self, target); err != nil {
+		dst := filepath.Join(dir, "podnet")
+		if err := copyFile(self, dst); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "copied %s -> %s\n", self, target)
+		fmt.Fprintf(cmd.OutOrStdout(), "copied %s -> %s\n", self, dst)
+		// Relative: an init container sees the host's /opt/cni/bin as
+		// /host/opt/cni/bin; "podnet" resolves next to the link on both.
+		target = "podnet"
 	}
 	links, err := all.Install(dir, target)
 	for _, l := range links {
@@ -63,14 +67,37 @@ func installPlugins(cmd *cobra.Command, dir string, copyBin bool) error {
 	return err
 }
 
+// copyFile copies src to dst atomically: a temp file in dst's directory,
+// written, synced and made 0755, then renamed over dst. A runtime exec'ing
+// dst meanwhile runs the old or the new binary, never a half-written one
+// (and writing over a running binary in place would fail with ETXTBSY).
 func copyFile(src, dst string) error {
-	data, err := os.ReadFile(src)
+	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
-	tmp := dst + ".podnet-tmp"
-	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+	defer in.Close()
+	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".podnet-tmp-*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, dst)
+	tmp := f.Name()
+	_, werr := io.Copy(f, in)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Chmod(tmp, 0o755)
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, dst)
+	}
+	if werr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("copy %s to %s: %w", src, dst, werr)
+	}
+	return nil
 }
