@@ -225,6 +225,7 @@ func (s *Server) start(bin string) error {
 			"--tls-private-key-file=" + f("serving.key"),
 			"--token-auth-file=" + f("tokens.csv"),
 			"--authorization-mode=RBAC",
+			"--allow-privileged=true", // as kubeadm: deploy/podnet.yaml's agent is privileged
 			"--anonymous-auth=false",
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 			"--service-account-key-file=" + f("sa.pub"),
@@ -355,15 +356,16 @@ func (s *Server) Kubeconfig(user string) (string, error) {
 }
 
 // AgentClusterRole is what the podnet agent needs with the kubernetes
-// datastore (docs/agent.md shows it as YAML).
+// datastore: informers (list, watch) and patches, no get; deploy/podnet.yaml
+// grants exactly this (its test compares).
 func AgentClusterRole() *rbacv1.ClusterRole {
 	return &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "podnet-agent"},
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch", "patch"}},
 			{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
-			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"list", "watch"}},
 		},
 	}
 }
