@@ -31,8 +31,14 @@ func Conflist(stateDir string) []byte {
 		pm["dataDir"] = filepath.Join(stateDir, "portmap")
 	}
 	list := map[string]any{
-		"cniVersion": "1.1.0",
-		"name":       NetworkName,
+		// cniVersions (spec 1.1) lets a runtime whose libcni knows it pick
+		// the highest version both sides support (1.1.0: GC, STATUS);
+		// cniVersion is what older runtimes read, and containerd 1.6 and
+		// CRI-O 1.2x reject a 1.1.0 list outright ("unsupported CNI result
+		// version"), as the lab's Kubernetes nodes showed.
+		"cniVersion":  "1.0.0",
+		"cniVersions": []string{"1.0.0", "1.1.0"},
+		"name":        NetworkName,
 		"plugins": []any{
 			pn,
 			pm,

@@ -31,6 +31,9 @@ func Down(root, name string, out io.Writer) error {
 	dir := Dir(root, name)
 	var errs []error
 	l, lerr := Load(root, name)
+	if lerr == nil && l.Kubernetes != nil {
+		errs = append(errs, l.downKube(say)...)
+	}
 	if lerr == nil {
 		// DEL pods while the node namespaces still exist.
 		for _, p := range l.Pods {

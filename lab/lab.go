@@ -79,6 +79,10 @@ type Lab struct {
 	Etcd     Etcd     `json:"etcd"`
 	Nodes    []*Node  `json:"nodes"`
 	Pods     []*Pod   `json:"pods"`
+	// Kubernetes is set in a lab started with --kubernetes (kube.go): the
+	// nodes run kubelets and podnet is the DaemonSet of deploy/podnet.yaml;
+	// Etcd, AgentPID and Pods are unused.
+	Kubernetes *Kube `json:"kubernetes,omitempty"`
 	// Binaries the lab runs.
 	AgentBin  string `json:"agentBin"`
 	PodnetBin string `json:"podnetBin"`

@@ -45,6 +45,11 @@ type Options struct {
 	// AgentBin is the podnet-agent binary (agents and the etcd
 	// supervisor); PodnetBin the podnet binary the plugin links point at.
 	AgentBin, PodnetBin string
+	// Kubernetes makes a real Kubernetes cluster (kube.go): control plane,
+	// kubelets with containerd, kube-proxy, podnet installed by kubectl
+	// from Kube.Manifest. PodsPerNode and IPv6 do not apply.
+	Kubernetes bool
+	Kube       KubeOptions
 	// LeaseTTL of the agents' etcd lease (default 15s).
 	LeaseTTL time.Duration
 	Out      io.Writer // progress (default io.Discard)
@@ -80,6 +85,9 @@ func (o *Options) defaults() error {
 		// underlay address of the same family"); the lab's is IPv4.
 		return errors.New("--ipv6 with --backend host-gw: the lab's underlay is IPv4 only and host-gw needs an IPv6 underlay for IPv6 pods; use vxlan or auto (auto carries IPv6 pods over VXLAN)")
 	}
+	if o.Kubernetes && (o.IPv6 || o.PodsPerNode > 0) {
+		return errors.New("--kubernetes: pods are made with kubectl (`podnet lab kubectl -- ...`) and the cluster is IPv4: drop --pods-per-node and --ipv6")
+	}
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 15 * time.Second
 	}
@@ -98,6 +106,9 @@ func (o *Options) defaults() error {
 			return fmt.Errorf("lab: %w", err)
 		}
 		*b = p
+	}
+	if o.Kubernetes {
+		return o.Kube.defaults(o.AgentBin)
 	}
 	return nil
 }
@@ -128,14 +139,22 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 		return nil, err
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(o.Out, format+"\n", a...) }
-	if err := l.up(ctx, o, base, say); err != nil {
+	up := l.up
+	if o.Kubernetes {
+		l.Kubernetes = &Kube{BinDir: o.Kube.BinDir, ImagesDir: o.Kube.ImagesDir, PodnetImage: o.Kube.PodnetImage,
+			PIDs: map[string]int{}, NodePIDs: map[string]int{}}
+		up = l.upKube
+	}
+	if err := up(ctx, o, base, say); err != nil {
 		return l, errors.Join(err, l.Save())
 	}
 	l.Phase = "up"
 	return l, l.Save()
 }
 
-func (l *Lab) up(ctx context.Context, o Options, base int, say func(string, ...any)) error {
+// makeFabric creates the fabric and router namespaces (underlay segments
+// br0 and br1, routed) and the external host.
+func (l *Lab) makeFabric(base int, say func(string, ...any)) error {
 	// Fabric: br0 and br1, two underlay L2 segments. A router netns with
 	// a veth leg on each segment and one to the external host routes
 	// between them. The router is its own namespace with veth legs, as a
@@ -196,6 +215,18 @@ func (l *Lab) up(ctx context.Context, o Options, base int, say func(string, ...a
 		return err
 	}
 	say("external: netns %s at %s (outside the cluster: pods reach it masqueraded)", l.External.Netns, l.External.IP)
+	return nil
+}
+
+func (l *Lab) up(ctx context.Context, o Options, base int, say func(string, ...any)) error {
+	if err := l.makeFabric(base, say); err != nil {
+		return err
+	}
+	fh, err := handle(l.Fabric)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
 
 	// etcd in a detached supervisor.
 	if err := l.startServe(); err != nil {
@@ -478,6 +509,11 @@ func tail(b []byte) string {
 // spawn starts bin detached (own session, stdin /dev/null, output appended
 // to logPath) and reaps it in the background while this process lives.
 func spawn(bin string, args []string, logPath string) (int, error) {
+	return spawnAttr(bin, args, logPath, &syscall.SysProcAttr{Setsid: true})
+}
+
+// spawnAttr is spawn with the given process attributes.
+func spawnAttr(bin string, args []string, logPath string, attr *syscall.SysProcAttr) (int, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return 0, err
@@ -485,7 +521,7 @@ func spawn(bin string, args []string, logPath string) (int, error) {
 	defer f.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = attr
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}

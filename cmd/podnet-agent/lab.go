@@ -52,13 +52,20 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 		c.Flags().IntVar(&o.Nodes, "nodes", 2, "number of nodes")
 		c.Flags().IntVar(&o.PodsPerNode, "pods-per-node", 2, "pods per node (0: none; add them with `lab pod add`)")
 		c.Flags().StringVar(&o.Backend, "backend", lab.VXLAN, "vxlan, host-gw or auto (auto: nodes alternate between two routed underlay segments)")
+		c.Flags().BoolVar(&o.Kubernetes, "kubernetes", false, "a real Kubernetes "+lab.KubeVersion+" cluster: control plane, per node containerd + kubelet + kube-proxy (nftables), podnet installed by `kubectl apply` of deploy/podnet.yaml (binaries: tools/kubernetes/build.sh all; images: make image, tools/image/test-images.sh)")
 		c.Flags().BoolVar(&o.IPv6, "ipv6", false, "dual-stack: an IPv6 cluster CIDR (a ULA /48 derived from the lab name) as well; pods get an IPv4 and an IPv6 address")
 	}
 	fill := func() error {
 		var err error
 		o.Name, o.Root, o.Out = name, root, os.Stdout
 		o.AgentBin, o.PodnetBin, err = binaries()
-		return err
+		if err != nil {
+			return err
+		}
+		if o.Kubernetes {
+			o.PodsPerNode = 0
+		}
+		return nil
 	}
 	up := &cobra.Command{
 		Use:   "up",
@@ -184,6 +191,31 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 	serve.Flags().StringVar(&clientURL, "client-url", "", "etcd client URL of a previous run (restart)")
 	serve.Flags().StringVar(&peerURL, "peer-url", "", "etcd peer URL of a previous run (restart)")
 
+	kubectl := &cobra.Command{
+		Use:   "kubectl -- ARGS...",
+		Short: "run kubectl against a --kubernetes lab (from its control plane's namespace)",
+		RunE: func(c *cobra.Command, args []string) error {
+			l, err := lab.Load(root, name)
+			if err != nil {
+				return err
+			}
+			return l.Kubectl(c.Context(), args, os.Stdin, os.Stdout, os.Stderr)
+		},
+	}
+	var kubeNode string
+	kubenode := &cobra.Command{
+		Use:    "kubenode",
+		Short:  "a --kubernetes lab node's supervisor (started by `lab up` in the node's namespaces)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(c.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return lab.RunKubeNode(ctx, root, name, kubeNode)
+		},
+	}
+	kubenode.Flags().StringVar(&kubeNode, "node", "", "the node")
+	cmd.AddCommand(kubectl, kubenode)
 	cmd.AddCommand(up, demo, status, check, execCmd, down, bench, serve, newBenchPolicyCmd(&name, &root))
 	cmd.AddCommand(labObjectCmds(&name, &root)...)
 	pol := &cobra.Command{Use: "policy", Short: "NetworkPolicy in the lab: explain a verdict, dump a node's compiled rules"}

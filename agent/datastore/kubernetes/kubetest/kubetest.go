@@ -11,15 +11,10 @@ package kubetest
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -37,6 +32,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/podnet/podnet/internal/kubepki"
 )
 
 // Version is the kube-apiserver tools/kubernetes builds.
@@ -184,16 +181,16 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 }
 
 func (s *Server) start(bin string) error {
-	caPEM, servingCert, servingKey, saKey, saPub, err := makeCerts()
+	pki, err := kubepki.New("podnet-test-ca", []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, net.IPv4(10, 96, 0, 1)}, nil, 24*time.Hour)
 	if err != nil {
 		return err
 	}
-	s.CAPEM = caPEM
+	s.CAPEM = pki.CA
 	files := map[string][]byte{
-		"serving.crt": servingCert,
-		"serving.key": servingKey,
-		"sa.key":      saKey,
-		"sa.pub":      saPub,
+		"serving.crt": pki.Cert,
+		"serving.key": pki.Key,
+		"sa.key":      pki.SAKey,
+		"sa.pub":      pki.SAPublic,
 	}
 	var tokens strings.Builder
 	for _, u := range []struct{ user, group string }{{AdminUser, "system:masters"}, {AgentUser, "podnet:agents"}} {
@@ -400,75 +397,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func pemKey(k *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
-}
-
-// makeCerts makes a CA, a serving certificate for 127.0.0.1/localhost
-// signed by it, and a service-account signing key pair.
-func makeCerts() (caPEM, certPEM, keyPEM, saPEM, saPubPEM []byte, err error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return
-	}
-	now := time.Now()
-	ca := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "podnet-test-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		return
-	}
-	ca, err = x509.ParseCertificate(caDER)
-	if err != nil {
-		return
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, net.IPv4(10, 96, 0, 1)},
-		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return
-	}
-	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return
-	}
-	caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER})
-	if keyPEM, err = pemKey(key); err != nil {
-		return
-	}
-	if saPEM, err = pemKey(saKey); err != nil {
-		return
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
-	if err != nil {
-		return
-	}
-	saPubPEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
-	return
 }
