@@ -17,11 +17,15 @@ package main
 //   agnhost.tar  registry.k8s.io/e2e-test-images/agnhost:2.56
 //                the busybox layer (the same blob) plus a layer with
 //                /agnhost, /agnhost-2 -> agnhost and /uploads as upstream's
-//                Dockerfile, and the host's curl and OpenBSD netcat (nc -u;
-//                busybox's nc has none) at /usr/bin/curl and /usr/bin/nc with
-//                every shared library they load in /usr/lib/x86_64-linux-gnu
-//                and the loader at its PT_INTERP path; ENTRYPOINT
-//                ["/agnhost"], CMD ["pause"].
+//                Dockerfile, and the host's curl, OpenBSD netcat (nc -u;
+//                busybox's nc has none) and bash at /usr/bin/curl,
+//                /usr/bin/nc and /bin/bash with every shared library they
+//                load in /usr/lib/x86_64-linux-gnu and the loader at its
+//                PT_INTERP path; ENTRYPOINT ["/agnhost"], CMD ["pause"].
+//                /bin/sh is bash, not busybox: Debian's busybox ash runs its
+//                own applets before searching PATH, so `sh -c "... | nc -u
+//                ..."` (how the e2e tests exec) would get busybox's nc.
+//                Upstream's agnhost (alpine) has bash too.
 //
 // Every timestamp is the Created time (SOURCE_DATE_EPOCH, else the epoch):
 // the same inputs give the same digests.
@@ -57,7 +61,7 @@ const (
 	PauseFile   = "pause.tar"
 	BusyboxFile = "busybox.tar"
 	AgnhostFile = "agnhost.tar"
-	ListFile    = "images.txt" // one "file ref digest" line per image
+	ListFile    = "images.txt" // one "file ref digest" line per image (see WriteTestImages)
 	LibDir      = "/usr/lib/x86_64-linux-gnu"
 	PauseUser   = "65535:65535"
 )
@@ -65,12 +69,21 @@ const (
 //go:embed pause/main.go
 var pauseSource []byte
 
-// Tool is a host program copied into the agnhost image with its libraries.
-type Tool struct{ Src, Dst string }
+// Tool is a host program copied into the agnhost image with its libraries,
+// at Dst, with symlinks to it at Links.
+type Tool struct {
+	Src, Dst string
+	Links    []string
+}
 
 // DefaultTools are the programs the e2e network tests exec in agnhost
-// besides its own: curl, and a netcat with UDP (nc -u).
-var DefaultTools = []Tool{{"/usr/bin/curl", "/usr/bin/curl"}, {"/usr/bin/nc.openbsd", "/usr/bin/nc"}}
+// besides its own: curl, a netcat with UDP (nc -u), and bash as /bin/sh
+// (see above).
+var DefaultTools = []Tool{
+	{Src: "/usr/bin/curl", Dst: "/usr/bin/curl"},
+	{Src: "/usr/bin/nc.openbsd", Dst: "/usr/bin/nc"},
+	{Src: "/bin/bash", Dst: "/bin/bash", Links: []string{"/bin/sh"}},
+}
 
 // TestSpec is what goes into the test images.
 type TestSpec struct {
@@ -247,7 +260,7 @@ func agnhostLayer(s TestSpec) (v1.Layer, error) {
 	b.file("etc/nsswitch.conf", 0o644, []byte("hosts: files dns\n"))
 	libs := map[string]string{}
 	interps := map[string]bool{}
-	for _, t := range append([]Tool{{s.Agnhost, "/agnhost"}}, tools...) {
+	for _, t := range append([]Tool{{Src: s.Agnhost, Dst: "/agnhost"}}, tools...) {
 		d, err := ResolveELF(t.Src, search)
 		if err != nil {
 			return nil, err
@@ -258,6 +271,9 @@ func agnhostLayer(s TestSpec) (v1.Layer, error) {
 				return nil, err
 			}
 			b.file(t.Dst, 0o755, data)
+		}
+		for _, l := range t.Links {
+			b.symlink(l, relLink(l, t.Dst))
 		}
 		if d.Interp != "" {
 			interps[d.Interp] = true
@@ -295,6 +311,15 @@ func agnhostLayer(s TestSpec) (v1.Layer, error) {
 		}
 	}
 	return b.layer()
+}
+
+// relLink is the target of a symlink at link to dst: relative within one
+// directory (/bin/sh -> bash), else dst.
+func relLink(link, dst string) string {
+	if path.Dir(link) == path.Dir(dst) {
+		return path.Base(dst)
+	}
+	return dst
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -349,7 +374,7 @@ func BuildTestImages(s TestSpec) ([]TestImage, error) {
 			v1.Config{Entrypoint: []string{"/pause"}, User: PauseUser, Env: env, WorkingDir: "/"}},
 		{BusyboxFile, BusyboxRef, []v1.Layer{bl}, []string{"busybox rootfs from " + s.Busybox},
 			v1.Config{Cmd: []string{"sh"}, Env: env, WorkingDir: "/"}},
-		{AgnhostFile, AgnhostRef, []v1.Layer{bl, al}, []string{"busybox rootfs from " + s.Busybox, "/agnhost, curl, nc and their libraries"},
+		{AgnhostFile, AgnhostRef, []v1.Layer{bl, al}, []string{"busybox rootfs from " + s.Busybox, "/agnhost, curl, nc, bash and their libraries"},
 			v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: env, WorkingDir: "/", ExposedPorts: ports}},
 	} {
 		tag, err := name.NewTag(c.ref, name.StrictValidation)
@@ -366,7 +391,11 @@ func BuildTestImages(s TestSpec) ([]TestImage, error) {
 }
 
 // WriteTestImages builds the images and writes each, tagged, as a tarball
-// in dir (through a temporary file, renamed), then ListFile.
+// in dir (through a temporary file, renamed), then ListFile, last, so its
+// presence means the set is complete. Its digests are the images' manifest
+// digests as written here; `ctr images import` of a docker-archive writes
+// its own manifest for the same config and layers, so containerd lists
+// another (equally reproducible) digest.
 func WriteTestImages(s TestSpec, dir string) ([]TestImage, error) {
 	imgs, err := BuildTestImages(s)
 	if err != nil {

@@ -24,9 +24,9 @@ import (
 // needTestInputs skips unless the host has what the test images copy.
 func needTestInputs(t *testing.T) {
 	t.Helper()
-	for _, p := range []string{"/bin/busybox", "/usr/bin/curl", "/usr/bin/nc.openbsd"} {
+	for _, p := range []string{"/bin/busybox", "/usr/bin/curl", "/usr/bin/nc.openbsd", "/bin/bash"} {
 		if _, err := os.Stat(p); err != nil {
-			t.Skipf("skipped: %s missing (busybox-static, curl, netcat-openbsd: run scripts/runtimes-setup.sh)", p)
+			t.Skipf("skipped: %s missing (busybox-static, curl, netcat-openbsd, bash: run scripts/runtimes-setup.sh)", p)
 		}
 	}
 	if _, err := exec.LookPath("go"); err != nil {
@@ -197,14 +197,14 @@ func checkTestImages(t *testing.T, dir string, s TestSpec) string {
 				continue
 			}
 			applets++
-			if img == "agnhost" && a == "usr/bin/nc" {
-				continue // replaced by OpenBSD netcat
+			if img == "agnhost" && (a == "usr/bin/nc" || a == "bin/sh") {
+				continue // OpenBSD netcat, bash
 			}
 			if e := fs["/"+a]; e.typ != tar.TypeSymlink || e.link != "/bin/busybox" {
 				t.Errorf("%s: /%s is not a link to /bin/busybox: %+v", img, a, e.link)
 			}
 		}
-		for _, a := range []string{"/bin/sh", "/bin/sleep", "/bin/ls", "/usr/bin/wget", "/sbin/ip"} {
+		for _, a := range []string{"/bin/ash", "/bin/sleep", "/bin/ls", "/usr/bin/wget", "/sbin/ip"} {
 			if _, e, ok := resolve(fs, a); !ok || !bytes.Equal(e.data, bbBody) {
 				t.Errorf("%s: applet %s does not lead to busybox", img, a)
 			}
@@ -264,12 +264,18 @@ func checkTestImages(t *testing.T, dir string, s TestSpec) string {
 	if e := fs["/uploads"]; e.typ != tar.TypeDir {
 		t.Error("/uploads missing")
 	}
-	for dst, src := range map[string]string{"/usr/bin/curl": "/usr/bin/curl", "/usr/bin/nc": "/usr/bin/nc.openbsd"} {
+	if _, ok := fs["/bin/ash"]; !ok {
+		t.Error("/bin/ash missing")
+	}
+	if e := fs["/bin/sh"]; e.typ != tar.TypeSymlink || e.link != "bash" {
+		t.Errorf("/bin/sh: link %q, want bash (busybox ash prefers its own nc)", e.link)
+	}
+	for dst, src := range map[string]string{"/usr/bin/curl": "/usr/bin/curl", "/usr/bin/nc": "/usr/bin/nc.openbsd", "/bin/bash": "/bin/bash", "/bin/sh": "/bin/bash"} {
 		body, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e := fs[dst]; e.typ != tar.TypeReg || !bytes.Equal(e.data, body) {
+		if _, e, _ := resolve(fs, dst); e.typ != tar.TypeReg || !bytes.Equal(e.data, body) {
 			t.Errorf("%s is not %s", dst, src)
 		}
 		checkRuns(t, fs, dst)
