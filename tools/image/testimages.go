@@ -17,9 +17,10 @@ package main
 //   agnhost.tar  registry.k8s.io/e2e-test-images/agnhost:2.56
 //                the busybox layer (the same blob) plus a layer with
 //                /agnhost, /agnhost-2 -> agnhost and /uploads as upstream's
-//                Dockerfile, and the host's curl, OpenBSD netcat (nc -u;
-//                busybox's nc has none) and bash at /usr/bin/curl,
-//                /usr/bin/nc and /bin/bash with every shared library they
+//                Dockerfile, and the host's programs the e2e network tests
+//                exec in agnhost: curl, OpenBSD netcat (nc -u; busybox's nc
+//                has none), dig and getent (DNS tests), ss (a NodePort test)
+//                and bash (DefaultTools), with every shared library they
 //                load in /usr/lib/x86_64-linux-gnu and the loader at its
 //                PT_INTERP path; ENTRYPOINT ["/agnhost"], CMD ["pause"].
 //                /bin/sh is bash, not busybox: Debian's busybox ash runs its
@@ -77,11 +78,15 @@ type Tool struct {
 }
 
 // DefaultTools are the programs the e2e network tests exec in agnhost
-// besides its own: curl, a netcat with UDP (nc -u), and bash as /bin/sh
-// (see above).
+// besides its own (upstream's image has them from alpine packages), and
+// bash as /bin/sh (see above). Debian packages: curl, netcat-openbsd,
+// bind9-dnsutils, libc-bin, iproute2, bash (scripts/runtimes-setup.sh).
 var DefaultTools = []Tool{
 	{Src: "/usr/bin/curl", Dst: "/usr/bin/curl"},
 	{Src: "/usr/bin/nc.openbsd", Dst: "/usr/bin/nc"},
+	{Src: "/usr/bin/dig", Dst: "/usr/bin/dig"},
+	{Src: "/usr/bin/getent", Dst: "/usr/bin/getent"},
+	{Src: "/usr/bin/ss", Dst: "/usr/bin/ss"},
 	{Src: "/bin/bash", Dst: "/bin/bash", Links: []string{"/bin/sh"}},
 }
 
@@ -374,7 +379,7 @@ func BuildTestImages(s TestSpec) ([]TestImage, error) {
 			v1.Config{Entrypoint: []string{"/pause"}, User: PauseUser, Env: env, WorkingDir: "/"}},
 		{BusyboxFile, BusyboxRef, []v1.Layer{bl}, []string{"busybox rootfs from " + s.Busybox},
 			v1.Config{Cmd: []string{"sh"}, Env: env, WorkingDir: "/"}},
-		{AgnhostFile, AgnhostRef, []v1.Layer{bl, al}, []string{"busybox rootfs from " + s.Busybox, "/agnhost, curl, nc, bash and their libraries"},
+		{AgnhostFile, AgnhostRef, []v1.Layer{bl, al}, []string{"busybox rootfs from " + s.Busybox, "/agnhost, curl, nc, dig, getent, ss, bash and their libraries"},
 			v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: env, WorkingDir: "/", ExposedPorts: ports}},
 	} {
 		tag, err := name.NewTag(c.ref, name.StrictValidation)

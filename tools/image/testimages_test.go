@@ -24,9 +24,14 @@ import (
 // needTestInputs skips unless the host has what the test images copy.
 func needTestInputs(t *testing.T) {
 	t.Helper()
-	for _, p := range []string{"/bin/busybox", "/usr/bin/curl", "/usr/bin/nc.openbsd", "/bin/bash"} {
+	for _, p := range []string{"/bin/busybox"} {
 		if _, err := os.Stat(p); err != nil {
-			t.Skipf("skipped: %s missing (busybox-static, curl, netcat-openbsd, bash: run scripts/runtimes-setup.sh)", p)
+			t.Skipf("skipped: %s missing (busybox-static: run scripts/runtimes-setup.sh)", p)
+		}
+	}
+	for _, tool := range DefaultTools {
+		if _, err := os.Stat(tool.Src); err != nil {
+			t.Skipf("skipped: %s missing (run scripts/runtimes-setup.sh)", tool.Src)
 		}
 	}
 	if _, err := exec.LookPath("go"); err != nil {
@@ -270,7 +275,16 @@ func checkTestImages(t *testing.T, dir string, s TestSpec) string {
 	if e := fs["/bin/sh"]; e.typ != tar.TypeSymlink || e.link != "bash" {
 		t.Errorf("/bin/sh: link %q, want bash (busybox ash prefers its own nc)", e.link)
 	}
-	for dst, src := range map[string]string{"/usr/bin/curl": "/usr/bin/curl", "/usr/bin/nc": "/usr/bin/nc.openbsd", "/bin/bash": "/bin/bash", "/bin/sh": "/bin/bash"} {
+	tools := map[string]string{"/bin/sh": "/bin/bash"}
+	for _, tool := range DefaultTools {
+		tools[tool.Dst] = tool.Src
+	}
+	for _, dst := range []string{"/usr/bin/curl", "/usr/bin/nc", "/usr/bin/dig", "/usr/bin/getent", "/usr/bin/ss", "/bin/bash"} {
+		if tools[dst] == "" {
+			t.Errorf("DefaultTools lack %s", dst)
+		}
+	}
+	for dst, src := range tools {
 		body, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
