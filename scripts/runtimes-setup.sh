@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what test/runtimes needs on a Debian 12 CI machine: podman 4.3
 # (CNI backend), containerd 1.6 + runc, busybox-static (the tests build their
-# busybox image from /bin/busybox). Idempotent: apt runs only for missing
+# busybox image from /bin/busybox), and curl, netcat-openbsd,
+# bind9-dnsutils and iproute2 (tools/image -test-images copies curl, nc,
+# dig and ss, with their libraries, into the lab's agnhost image: the e2e
+# network tests run them in it). Idempotent: apt runs only for missing
 # packages, and no existing config is overwritten.
 #
 # The tests themselves need no config from here: each run writes a private
@@ -18,7 +21,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for p in podman containerd runc busybox-static; do
+for p in podman containerd runc busybox-static curl netcat-openbsd bind9-dnsutils iproute2; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -18,6 +18,12 @@
 // `podnet plugins install` there. The entrypoint is the agent
 // (`podnet-agent agent` by default; a DaemonSet passes its own args).
 //
+// With -test-images it builds instead the pause, busybox and agnhost images
+// the lab's Kubernetes cluster and the e2e network tests run (testimages.go;
+// tools/image/test-images.sh caches them):
+//
+//	go -C tools/image run . -test-images -agnhost /var/cache/podnet-test/agnhost-v1.34.4 -o DIR
+//
 // It is its own Go module (tools/image) so that go-containerregistry and its
 // dependencies stay out of podnet's main module.
 package main
@@ -31,6 +37,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -222,11 +229,37 @@ func main() {
 	flag.StringVar(&s.Version, "version", "", "image version (label and tag), e.g. `git describe --tags --always --dirty`")
 	flag.StringVar(&s.Repo, "repo", DefaultRepo, "image repository the tarball is tagged with")
 	flag.StringVar(&s.Source, "source", DefaultSource, "org.opencontainers.image.source label")
-	flag.StringVar(&out, "o", "bin/podnet-image.tar", "output tarball")
+	flag.StringVar(&out, "o", "bin/podnet-image.tar", "output tarball (with -test-images: output directory, required)")
+	testImages := flag.Bool("test-images", false, "build the lab's test images ("+PauseFile+", "+BusyboxFile+", "+AgnhostFile+") into the -o directory instead")
+	var ts TestSpec
+	flag.StringVar(&ts.Agnhost, "agnhost", "/var/cache/podnet-test/agnhost-v1.34.4", "with -test-images: the agnhost binary (tools/kubernetes/build.sh agnhost)")
+	flag.StringVar(&ts.Busybox, "busybox", "/bin/busybox", "with -test-images: static busybox (busybox-static)")
+	flag.StringVar(&ts.Pause, "pause", "", "with -test-images: prebuilt static pause binary (default: build pause/main.go)")
 	flag.Parse()
 	var err error
 	if s.Created, err = createdTime(); err != nil {
 		fatal(err)
+	}
+	if *testImages {
+		oSet := false
+		flag.Visit(func(f *flag.Flag) { oSet = oSet || f.Name == "o" })
+		if !oSet {
+			fatal(errors.New("-test-images needs -o DIR"))
+		}
+		ts.Created = s.Created
+		imgs, err := WriteTestImages(ts, out)
+		if err != nil {
+			fatal(err)
+		}
+		for _, ti := range imgs {
+			p := filepath.Join(out, ti.File)
+			st, err := os.Stat(p)
+			if err != nil {
+				fatal(err)
+			}
+			fmt.Printf("%s: %s (%.1f MiB)\n", p, ti.Tag.Name(), float64(st.Size())/(1<<20))
+		}
+		return
 	}
 	tag, err := Write(s, out)
 	if err != nil {

@@ -39,6 +39,7 @@ type entry struct {
 	mode int64
 	typ  byte
 	data []byte
+	link string // a symlink's target
 }
 
 // files flattens the image's filesystem: path -> entry.
@@ -63,7 +64,7 @@ func files(t *testing.T, img v1.Image) map[string]entry {
 		if h.Uid != 0 || h.Gid != 0 {
 			t.Errorf("%s owned by %d:%d, want root", h.Name, h.Uid, h.Gid)
 		}
-		m["/"+strings.TrimSuffix(h.Name, "/")] = entry{h.Mode, h.Typeflag, data}
+		m["/"+strings.TrimSuffix(h.Name, "/")] = entry{h.Mode, h.Typeflag, data, h.Linkname}
 	}
 	return m
 }
