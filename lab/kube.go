@@ -70,6 +70,9 @@ type KubeOptions struct {
 	// PodnetImage is the tarball `make image` wrote (default
 	// podnet-image.tar next to the agent binary).
 	PodnetImage string
+	// beforeInstall, if set (tests), runs once every node is registered,
+	// before podnet is applied.
+	beforeInstall func(*Lab) error
 }
 
 func (k *Kube) bin(name string) string { return filepath.Join(k.BinDir, name+"-"+KubeVersion) }
@@ -190,6 +193,11 @@ func (l *Lab) upKube(ctx context.Context, o Options, base int, say func(string, 
 	}
 	say("nodes registered with pod CIDRs %s (%s); NotReady until podnet is installed", l.nodeSubnets(), time.Since(start).Round(100*time.Millisecond))
 
+	if o.Kube.beforeInstall != nil {
+		if err := o.Kube.beforeInstall(l); err != nil {
+			return err
+		}
+	}
 	start = time.Now()
 	if err := l.applyPodnet(ctx); err != nil {
 		return err

@@ -83,6 +83,12 @@ func (l *Lab) downKube(say func(string, ...any)) []error {
 		}
 	}
 	say("stopped the nodes' containerd, kubelet, kube-proxy, containers and the control plane")
+	// Removing a directory that is a mount point in another mount
+	// namespace detaches that mount: leave the mount points while another
+	// lab's nodes may use them (the last lab down removes them).
+	if others, _ := filepath.Glob(filepath.Join(filepath.Dir(l.Dir), "*", "cp")); len(others) > 1 {
+		return errs
+	}
 	for _, n := range l.Nodes {
 		b, err := os.ReadFile(filepath.Join(n.StateDir, "created-dirs"))
 		if err != nil {

@@ -2,7 +2,8 @@
 # Builds the upstream Kubernetes v1.34.4 binaries podnet's tests and lab run,
 # from this module (k8s.io/kubernetes with its staging modules at v0.34.4),
 # once each: a binary is cached as <cache>/<name>-v1.34.4 and only rebuilt
-# when missing. Prints the cache directory.
+# when missing (the e2e suite as e2e-network-v1.34.4.test: ginkgo runs only
+# files named *.test). Prints the cache directory.
 #
 #   tools/kubernetes/build.sh                  # kube-apiserver only (the datastore tests)
 #   tools/kubernetes/build.sh all              # + the lab cluster and e2e binaries
@@ -23,6 +24,7 @@ ld="-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/compone
 mkdir -p "$cache"
 for n in "${names[@]}"; do
 	out=$cache/$n-$version
+	[ "$n" = e2e-network.test ] && out=$cache/e2e-network-$version.test
 	[ -x "$out" ] && continue
 	case $n in
 	kube-apiserver) pkg=./cmd/kube-apiserver ;;
