@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/klog/v2"
 
 	"github.com/podnet/podnet/agent/datastore/kubernetes/kubetest"
 )
@@ -120,7 +121,7 @@ func TestDaemonSet(t *testing.T) {
 		{Key: "CriticalAddonsOnly", Value: "true"},
 	}
 	for _, taint := range taints {
-		if !slices.ContainsFunc(pod.Tolerations, func(tol corev1.Toleration) bool { return tol.ToleratesTaint(&taint) }) {
+		if !slices.ContainsFunc(pod.Tolerations, func(tol corev1.Toleration) bool { return tol.ToleratesTaint(klog.Background(), &taint, false) }) {
 			t.Errorf("taint %s=%s:%s not tolerated", taint.Key, taint.Value, taint.Effect)
 		}
 	}

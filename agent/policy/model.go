@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Model is everything the compiler reads: the cluster's namespaces, pods
@@ -18,6 +19,9 @@ type Model struct {
 	Namespaces map[string]map[string]string
 	Pods       []Pod
 	Policies   []*networkingv1.NetworkPolicy
+	// ClusterPolicies are the cluster's ClusterNetworkPolicies
+	// (policy.networking.k8s.io/v1beta1, tiers Admin and Baseline).
+	ClusterPolicies []*cnp.ClusterNetworkPolicy
 }
 
 // Pod is one pod as far as policy is concerned.

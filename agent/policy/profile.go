@@ -24,18 +24,54 @@ type Profile struct {
 	// Policies are the "namespace/name" of the policies that isolate the
 	// profile's pods in this direction, sorted.
 	Policies []string
-	// Rules in order; a packet is allowed by the first that matches (its
-	// Policy and Index are what explain reports); none matching, dropped.
+	// Rules in order; the first that matches decides by its Action (its
+	// Policy and Index are what explain reports). NetworkPolicy rules
+	// only allow; ClusterNetworkPolicy rules also deny, or pass to Next.
 	Rules []Rule
+	// Next, if set, is the profile a packet continues in when no rule
+	// matched or a Pass rule did (ClusterNetworkPolicy's Admin tier
+	// handing over to NetworkPolicy and the Baseline tier). Otherwise a
+	// packet no rule matched is dropped, unless Open: a pod that no
+	// NetworkPolicy isolates, whose cluster policies decided nothing, is
+	// allowed.
+	Next string
+	Open bool
+}
+
+// Action is what a matching rule does.
+type Action uint8
+
+// Actions. Allow is a NetworkPolicy rule's and ClusterNetworkPolicy's
+// Accept; Pass skips the rest of the Admin tier (kernel: goto Next).
+const (
+	Allow Action = iota
+	Deny
+	Pass
+)
+
+func (a Action) String() string {
+	switch a {
+	case Deny:
+		return "Deny"
+	case Pass:
+		return "Pass"
+	}
+	return "Accept"
 }
 
 // Rule is one kernel rule of a profile: a peer match, a port match, and
 // the policy rule it comes from. Each policy rule gives one or more.
 type Rule struct {
-	// Policy is "namespace/name", Index the rule's index in the policy's
-	// ingress or egress list.
+	// Policy is "namespace/name" (NetworkPolicy) or the name of a
+	// ClusterNetworkPolicy (Tier set), Index the rule's index in the
+	// policy's ingress or egress list.
 	Policy string
 	Index  int
+	// Tier is "" for NetworkPolicy, else "Admin" or "Baseline", with the
+	// policy's Priority; Action what a match does.
+	Tier     string
+	Priority int32
+	Action   Action
 	// Peers is the AddrSet the peer's address must be in (the source for
 	// ingress, the destination for egress; the rule applies to that set's
 	// family only); "" is every address of both families.
