@@ -92,7 +92,10 @@ type block struct {
 	rules  []Rule
 }
 
-type podState struct{ in, eg []*block }
+// podState is what a pod on the node is given, per direction: the blocks
+// of the NetworkPolicies isolating it (nil: none), and of the
+// ClusterNetworkPolicies of each tier selecting it, in evaluation order.
+type podState struct{ in, eg, admIn, admEg, blIn, blEg []*block }
 
 func newCompiler(m Model, node string) *compiler {
 	c := &compiler{
@@ -260,13 +263,11 @@ func (c *compiler) ruleset() Ruleset {
 		p := c.pods[pi]
 		pr := PodRules{ID: PodID(p.Namespace, p.Name), Namespace: p.Namespace, Name: p.Name, IPs: slices.Clone(p.IPs)}
 		slices.SortFunc(pr.IPs, netip.Addr.Compare)
-		if st.in != nil {
-			pr.IngressChain = c.profile(st.in, false).Name
+		pr.IngressChain = c.chain(st.admIn, st.in, st.blIn, false)
+		pr.EgressChain = c.chain(st.admEg, st.eg, st.blEg, true)
+		if pr.IngressChain != "" || pr.EgressChain != "" {
+			rs.Pods = append(rs.Pods, pr)
 		}
-		if st.eg != nil {
-			pr.EgressChain = c.profile(st.eg, true).Name
-		}
-		rs.Pods = append(rs.Pods, pr)
 	}
 	slices.SortFunc(rs.Pods, func(a, b PodRules) int {
 		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))

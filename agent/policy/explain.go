@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -45,6 +46,13 @@ type Direction struct {
 	Rule   *int   `json:"rule,omitempty"`
 	// Policies are the policies isolating the pod, when isolated.
 	Policies []string `json:"policies,omitempty"`
+	// Tier, Priority and Action are set when a ClusterNetworkPolicy rule
+	// decided (Policy is then its name); Passed lists the Admin-tier
+	// policies whose Pass rule handed the packet on, in order.
+	Tier     string   `json:"tier,omitempty"`
+	Priority *int32   `json:"priority,omitempty"`
+	Action   string   `json:"action,omitempty"`
+	Passed   []string `json:"passed,omitempty"`
 	// Reason is a short text: "no policy selects ...", "allowed by ns/p
 	// egress[0]", or "default deny: selected by ns/a, ns/b".
 	Reason string `json:"reason"`
@@ -93,28 +101,83 @@ func explainDir(rs *Ruleset, self, peer netip.Addr, p Packet, ingress bool) Dire
 		return Direction{Allowed: true, Reason: fmt.Sprintf("no policy selects %s for %s", self, name)}
 	}
 	d := Direction{Pod: pr.Namespace + "/" + pr.Name, Isolated: true}
-	prof := rs.FindProfile(chain)
-	if prof == nil {
-		d.Reason = "default deny: chain " + chain + " missing (inconsistent Ruleset)"
-		return d
-	}
-	d.Policies = prof.Policies
 	port := p.Port
 	if p.Proto != TCP && p.Proto != UDP && p.Proto != SCTP {
 		port = 0
 	}
-	for _, r := range prof.Rules {
-		if rs.Matches(r, peer, p.Proto, port) {
-			d.Allowed = true
-			d.Policy = r.Policy
-			idx := r.Index
-			d.Rule = &idx
-			d.Reason = fmt.Sprintf("allowed by %s %s[%d]", r.Policy, name, r.Index)
+	for hops := 0; chain != "" && hops < 3; hops++ {
+		prof := rs.FindProfile(chain)
+		if prof == nil {
+			d.Allowed = false
+			d.Reason = "default deny: chain " + chain + " missing (inconsistent Ruleset)"
 			return d
 		}
+		d.Policies = mergePolicies(d.Policies, prof.Policies)
+		next := prof.Next
+		decided := false
+		for _, r := range prof.Rules {
+			if !rs.Matches(r, peer, p.Proto, port) {
+				continue
+			}
+			idx := r.Index
+			if r.Tier == "" {
+				d.Allowed, d.Policy, d.Rule = true, r.Policy, &idx
+				d.Reason = fmt.Sprintf("allowed by %s %s[%d]", r.Policy, name, r.Index)
+				return d
+			}
+			prio := r.Priority
+			src := fmt.Sprintf("%s tier ClusterNetworkPolicy %s (priority %d) %s[%d]", r.Tier, r.Policy, r.Priority, name, r.Index)
+			switch r.Action {
+			case Pass:
+				d.Passed = append(d.Passed, fmt.Sprintf("%s %s[%d]", r.Policy, name, r.Index))
+				decided = true
+			case Deny:
+				d.Policy, d.Rule, d.Tier, d.Priority, d.Action = r.Policy, &idx, r.Tier, &prio, r.Action.String()
+				d.Reason = "denied by " + src
+				return d
+			default:
+				d.Allowed = true
+				d.Policy, d.Rule, d.Tier, d.Priority, d.Action = r.Policy, &idx, r.Tier, &prio, r.Action.String()
+				d.Reason = "accepted by " + src
+				return d
+			}
+			break
+		}
+		if decided && next == "" {
+			d.Allowed = true
+			d.Reason = "passed by " + strings.Join(d.Passed, ", ") + "; no lower tier selects the pod: allowed"
+			return d
+		}
+		if next != "" {
+			chain = next
+			continue
+		}
+		if prof.Open {
+			d.Allowed = true
+			d.Reason = "no cluster policy rule matched (" + strings.Join(prof.Policies, ", ") + "): allowed"
+			if len(d.Passed) > 0 {
+				d.Reason = "passed by " + strings.Join(d.Passed, ", ") + "; " + d.Reason
+			}
+			return d
+		}
+		d.Reason = "default deny: selected by " + strings.Join(prof.Policies, ", ")
+		if len(d.Passed) > 0 {
+			d.Reason = "passed by " + strings.Join(d.Passed, ", ") + "; " + d.Reason
+		}
+		return d
 	}
-	d.Reason = "default deny: selected by " + strings.Join(prof.Policies, ", ")
+	d.Reason = "default deny: chain " + chain + " loops (inconsistent Ruleset)"
 	return d
+}
+
+// mergePolicies appends the names of b not in a.
+func mergePolicies(a, b []string) []string {
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			a = append(a, x)
+		}
+	}
+	return a
 }
 
 // String is one line starting with the verdict, e.g. "allow tcp

@@ -32,11 +32,18 @@ func TestExplainMatchesReference(t *testing.T) {
 	if testing.Short() {
 		models = 300
 	}
-	var denied, isolatedAllowed, byRule int
+	var denied, isolatedAllowed, byRule, passed int
+	byTier := map[string]int{}
 	defer func() {
-		t.Logf("%d denied, %d allowed in an isolated direction, %d by a named-port or port rule", denied, isolatedAllowed, byRule)
-		if denied < models || isolatedAllowed < models || byRule < models/10 {
+		t.Logf("%d denied, %d allowed in an isolated direction, %d by a named-port or port rule; cluster policy decisions %v, %d passed",
+			denied, isolatedAllowed, byRule, byTier, passed)
+		if denied < models || isolatedAllowed < models || byRule < models/10 || passed < models/20 {
 			t.Errorf("random models too weak")
+		}
+		for _, k := range []string{"Admin Accept", "Admin Deny", "Baseline Accept", "Baseline Deny"} {
+			if byTier[k] < models/20 {
+				t.Errorf("random models too weak: %d decisions by %s rules", byTier[k], k)
+			}
 		}
 	}()
 	for i := range models {
@@ -54,7 +61,13 @@ func TestExplainMatchesReference(t *testing.T) {
 				denied++
 			}
 			for _, d := range []Direction{e.Egress, e.Ingress} {
-				if d.Isolated && d.Allowed {
+				if d.Tier != "" {
+					byTier[d.Tier+" "+d.Action]++
+				}
+				if len(d.Passed) > 0 {
+					passed++
+				}
+				if d.Isolated && d.Allowed && d.Rule != nil {
 					isolatedAllowed++
 					if p.Proto != 1 && ruleHasPorts(d, rsOf(p.Src), rsOf(p.Dst)) {
 						byRule++

@@ -10,6 +10,10 @@ func shuffled(r *rand.Rand, m Model) Model {
 	s := Model{Namespaces: m.Namespaces}
 	s.Pods = append(s.Pods, m.Pods...)
 	s.Policies = append(s.Policies, m.Policies...)
+	s.ClusterPolicies = append(s.ClusterPolicies, m.ClusterPolicies...)
+	r.Shuffle(len(s.ClusterPolicies), func(i, j int) {
+		s.ClusterPolicies[i], s.ClusterPolicies[j] = s.ClusterPolicies[j], s.ClusterPolicies[i]
+	})
 	r.Shuffle(len(s.Pods), func(i, j int) { s.Pods[i], s.Pods[j] = s.Pods[j], s.Pods[i] })
 	r.Shuffle(len(s.Policies), func(i, j int) { s.Policies[i], s.Policies[j] = s.Policies[j], s.Policies[i] })
 	return s

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -40,6 +41,7 @@ func parseObjects(data []byte) (Model, error) {
 		nss  []*corev1.Namespace
 		pods []*corev1.Pod
 		pols []*networkingv1.NetworkPolicy
+		cnps []*cnp.ClusterNetworkPolicy
 	)
 	for i, doc := range docSep.Split(string(data), -1) {
 		if strings.TrimSpace(doc) == "" {
@@ -60,6 +62,9 @@ func parseObjects(data []byte) (Model, error) {
 		case "NetworkPolicy":
 			np := &networkingv1.NetworkPolicy{}
 			pols, obj = append(pols, np), np
+		case "ClusterNetworkPolicy":
+			p := &cnp.ClusterNetworkPolicy{}
+			cnps, obj = append(cnps, p), p
 		default:
 			return Model{}, fmt.Errorf("document %d: unknown kind %q", i, tm.Kind)
 		}
@@ -67,7 +72,9 @@ func parseObjects(data []byte) (Model, error) {
 			return Model{}, fmt.Errorf("document %d (%s): %v", i, tm.Kind, err)
 		}
 	}
-	return ModelFromObjects(nss, pods, pols), nil
+	m := ModelFromObjects(nss, pods, pols)
+	m.ClusterPolicies = cnps
+	return m, nil
 }
 
 // goldenCases are the testdata cases and the node each is compiled for.
@@ -80,6 +87,8 @@ var goldenCases = []struct{ name, node string }{
 	{"ports", "n2"},
 	{"problems", "n1"},
 	{"dualstack", "n1"},
+	{"tiers", "n1"},
+	{"tiers", "n2"},
 }
 
 func TestGolden(t *testing.T) {

@@ -132,6 +132,7 @@ func (x *Compiler) Compile(m Model, node string) Ruleset {
 		i = j
 	}
 	x.ns = memos
+	c.clusterPolicies()
 	rs := c.ruleset()
 	x.profiles = c.profiles
 	return rs

@@ -44,6 +44,19 @@ func invariantErrors(rs Ruleset) []string {
 			}
 		}
 	}
+	for _, pr := range rs.Profiles {
+		if pr.Next != "" {
+			usedProfiles[pr.Next] = true
+			if n := rs.FindProfile(pr.Next); n == nil || n.Egress != pr.Egress || n.Next != "" || pr.Open {
+				bad("%s: next %s missing, of the other direction, open or chained further", pr.Name, pr.Next)
+			}
+		}
+		for _, r := range pr.Rules {
+			if (r.Tier == "") != (r.Action == Allow && r.Priority == 0) && r.Tier == "" {
+				bad("%s: NetworkPolicy rule with an action or priority", pr.Name)
+			}
+		}
+	}
 	sortedAndUsed(bad, "profile", rs.Profiles, func(p Profile) string { return p.Name }, usedProfiles)
 	for _, pr := range rs.Profiles {
 		if prefix := map[bool]string{false: "ingress-", true: "egress-"}[pr.Egress]; !strings.HasPrefix(pr.Name, prefix) || len(pr.Name) != len(prefix)+12 {

@@ -9,6 +9,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Small random models over a small universe (few labels, addresses,
@@ -199,7 +200,9 @@ func genModel(r *rand.Rand) Model {
 		}
 		pols = append(pols, np)
 	}
-	return ModelFromObjects(nss, pods, pols)
+	m := ModelFromObjects(nss, pods, pols)
+	m.ClusterPolicies = genClusterPolicies(r)
+	return m
 }
 
 // genPacket picks addresses of the model's pods or the universe.
@@ -223,4 +226,77 @@ func genPacket(r *rand.Rand, m Model) Packet {
 	p.Proto = []Proto{TCP, UDP, SCTP, 1}[r.IntN(4)]
 	p.Port = []uint16{0, 79, 80, 81, 82, 83}[r.IntN(6)]
 	return p
+}
+
+// genClusterPolicies makes 0-3 valid ClusterNetworkPolicies (few
+// priorities, so ties broken by name occur).
+func genClusterPolicies(r *rand.Rand) []*cnp.ClusterNetworkPolicy {
+	actions := []cnp.ClusterNetworkPolicyRuleAction{cnp.ClusterNetworkPolicyRuleActionAccept, cnp.ClusterNetworkPolicyRuleActionDeny, cnp.ClusterNetworkPolicyRuleActionPass}
+	nsPods := func() (*metav1.LabelSelector, *cnp.NamespacedPod) {
+		ns := genSelector(r)
+		if r.IntN(2) == 0 {
+			return &ns, nil
+		}
+		return nil, &cnp.NamespacedPod{NamespaceSelector: ns, PodSelector: genSelector(r)}
+	}
+	protocols := func() []cnp.ClusterNetworkPolicyProtocol {
+		var out []cnp.ClusterNetworkPolicyProtocol
+		for range r.IntN(3) {
+			var port *cnp.Port
+			switch r.IntN(3) {
+			case 1:
+				port = &cnp.Port{Number: int32(genPorts[r.IntN(len(genPorts))])}
+			case 2:
+				s := int32(genPorts[r.IntN(len(genPorts))])
+				port = &cnp.Port{Range: &cnp.PortRange{Start: s, End: s + 1 + int32(r.IntN(2))}}
+			}
+			if port == nil && r.IntN(3) == 0 {
+				out = append(out, cnp.ClusterNetworkPolicyProtocol{DestinationNamedPort: genPortNames[r.IntN(len(genPortNames))]})
+				continue
+			}
+			if port == nil {
+				port = &cnp.Port{Range: &cnp.PortRange{Start: 1, End: 65535}}
+			}
+			switch r.IntN(3) {
+			case 0:
+				out = append(out, cnp.ClusterNetworkPolicyProtocol{TCP: &cnp.ClusterNetworkPolicyProtocolTCP{DestinationPort: port}})
+			case 1:
+				out = append(out, cnp.ClusterNetworkPolicyProtocol{UDP: &cnp.ClusterNetworkPolicyProtocolUDP{DestinationPort: port}})
+			default:
+				out = append(out, cnp.ClusterNetworkPolicyProtocol{SCTP: &cnp.ClusterNetworkPolicyProtocolSCTP{DestinationPort: port}})
+			}
+		}
+		return out
+	}
+	var out []*cnp.ClusterNetworkPolicy
+	for i := range r.IntN(4) {
+		p := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprint("cnp", i)}}
+		p.Spec.Tier = []cnp.Tier{cnp.AdminTier, cnp.BaselineTier}[r.IntN(2)]
+		p.Spec.Priority = int32(r.IntN(3))
+		p.Spec.Subject.Namespaces, p.Spec.Subject.Pods = nsPods()
+		for range r.IntN(3) {
+			rule := cnp.ClusterNetworkPolicyIngressRule{Action: actions[r.IntN(3)], Protocols: protocols()}
+			for range 1 + r.IntN(2) {
+				var pe cnp.ClusterNetworkPolicyIngressPeer
+				pe.Namespaces, pe.Pods = nsPods()
+				rule.From = append(rule.From, pe)
+			}
+			p.Spec.Ingress = append(p.Spec.Ingress, rule)
+		}
+		for range r.IntN(3) {
+			rule := cnp.ClusterNetworkPolicyEgressRule{Action: actions[r.IntN(3)], Protocols: protocols()}
+			for range 1 + r.IntN(2) {
+				var pe cnp.ClusterNetworkPolicyEgressPeer
+				if r.IntN(3) == 0 {
+					pe.Networks = []cnp.CIDR{cnp.CIDR(genPrefix(r).String())}
+				} else {
+					pe.Namespaces, pe.Pods = nsPods()
+				}
+				rule.To = append(rule.To, pe)
+			}
+			p.Spec.Egress = append(p.Spec.Egress, rule)
+		}
+		out = append(out, p)
+	}
+	return out
 }

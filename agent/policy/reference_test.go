@@ -3,11 +3,13 @@ package policy
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // A direct evaluation of NetworkPolicy semantics on a Model, written
@@ -165,7 +167,21 @@ func refDirection(m Model, self *Pod, peer netip.Addr, proto Proto, port uint16,
 	if self == nil || self.Node == "" || len(self.IPs) == 0 {
 		return true
 	}
-	isolated := false
+	switch refTier(m, TierAdmin, self, peer, proto, port, ingress) {
+	case cnp.ClusterNetworkPolicyRuleActionAccept:
+		return true
+	case cnp.ClusterNetworkPolicyRuleActionDeny:
+		return false
+	}
+	if isolated, allowed := refNetworkPolicy(m, self, peer, proto, port, ingress); isolated {
+		return allowed
+	}
+	return refTier(m, TierBaseline, self, peer, proto, port, ingress) != cnp.ClusterNetworkPolicyRuleActionDeny
+}
+
+// refNetworkPolicy: whether NetworkPolicies isolate self in the direction,
+// and if so whether one allows the packet.
+func refNetworkPolicy(m Model, self *Pod, peer netip.Addr, proto Proto, port uint16, ingress bool) (isolated, allowed bool) {
 	for _, np := range m.Policies {
 		if np.Namespace != self.Namespace || !refSelects(&np.Spec.PodSelector, self.Labels) {
 			continue
@@ -175,7 +191,7 @@ func refDirection(m Model, self *Pod, peer netip.Addr, proto Proto, port uint16,
 			isolated = true
 			for _, r := range np.Spec.Ingress {
 				if refRuleAllows(m, np.Namespace, r.From, r.Ports, self, peer, proto, port, true) {
-					return true
+					return true, true
 				}
 			}
 		}
@@ -183,15 +199,138 @@ func refDirection(m Model, self *Pod, peer netip.Addr, proto Proto, port uint16,
 			isolated = true
 			for _, r := range np.Spec.Egress {
 				if refRuleAllows(m, np.Namespace, r.To, r.Ports, self, peer, proto, port, false) {
-					return true
+					return true, true
 				}
 			}
 		}
 	}
-	return !isolated
+	return isolated, false
 }
 
 func refAllows(m Model, p Packet) bool {
 	return refDirection(m, refPodAt(m, p.Src), p.Dst, p.Proto, p.Port, false) &&
 		refDirection(m, refPodAt(m, p.Dst), p.Src, p.Proto, p.Port, true)
+}
+
+// ClusterNetworkPolicy, evaluated directly: Admin tier, then
+// NetworkPolicy, then Baseline, then allow.
+
+// refSubject: the policy's subject selects pod self.
+func refSubject(m Model, s cnp.ClusterNetworkPolicySubject, self *Pod) bool {
+	switch {
+	case s.Namespaces != nil:
+		return refSelects(s.Namespaces, m.Namespaces[self.Namespace])
+	case s.Pods != nil:
+		return refSelects(&s.Pods.NamespaceSelector, m.Namespaces[self.Namespace]) && refSelects(&s.Pods.PodSelector, self.Labels)
+	}
+	return false
+}
+
+// refCNPPeer: address a matches a peer (pods by namespace and pod labels,
+// networks by prefix); viaPod tells whether a pod matched.
+func refCNPPeer(m Model, ns, pods *metav1.LabelSelector, nets []cnp.CIDR, a netip.Addr) (match, viaPod bool) {
+	for _, n := range nets {
+		if netip.MustParsePrefix(string(n)).Contains(a) {
+			return true, false
+		}
+	}
+	if ns == nil {
+		return false, false
+	}
+	p := refPodAt(m, a)
+	if p == nil || !refSelects(ns, m.Namespaces[p.Namespace]) || (pods != nil && !refSelects(pods, p.Labels)) {
+		return false, false
+	}
+	return true, true
+}
+
+func refCNPProtocols(protocols []cnp.ClusterNetworkPolicyProtocol, proto Proto, port uint16, named *Pod) bool {
+	if len(protocols) == 0 {
+		return true
+	}
+	for _, pr := range protocols {
+		var want Proto
+		var dp *cnp.Port
+		switch {
+		case pr.TCP != nil:
+			want, dp = TCP, pr.TCP.DestinationPort
+		case pr.UDP != nil:
+			want, dp = UDP, pr.UDP.DestinationPort
+		case pr.SCTP != nil:
+			want, dp = SCTP, pr.SCTP.DestinationPort
+		case pr.DestinationNamedPort != "":
+			if named != nil {
+				for _, np := range named.Ports {
+					if np.Name == pr.DestinationNamedPort && np.Protocol == proto && np.Port == port {
+						return true
+					}
+				}
+			}
+			continue
+		}
+		if want != proto {
+			continue
+		}
+		switch {
+		case dp == nil:
+			return true
+		case dp.Range != nil:
+			if int32(port) >= dp.Range.Start && int32(port) <= dp.Range.End {
+				return true
+			}
+		case int32(port) == dp.Number:
+			return true
+		}
+	}
+	return false
+}
+
+// refTier is the action of the first rule of tier's policies (priority,
+// then name) selecting self that matches, "" when none.
+func refTier(m Model, tier string, self *Pod, peer netip.Addr, proto Proto, port uint16, ingress bool) cnp.ClusterNetworkPolicyRuleAction {
+	var pols []*cnp.ClusterNetworkPolicy
+	for _, p := range m.ClusterPolicies {
+		if string(p.Spec.Tier) == tier && refSubject(m, p.Spec.Subject, self) {
+			pols = append(pols, p)
+		}
+	}
+	slices.SortStableFunc(pols, func(a, b *cnp.ClusterNetworkPolicy) int {
+		if a.Spec.Priority != b.Spec.Priority {
+			return int(a.Spec.Priority - b.Spec.Priority)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	for _, p := range pols {
+		if ingress {
+			for _, r := range p.Spec.Ingress {
+				for _, pe := range r.From {
+					ns, pods := pe.Namespaces, (*metav1.LabelSelector)(nil)
+					if pe.Pods != nil {
+						ns, pods = &pe.Pods.NamespaceSelector, &pe.Pods.PodSelector
+					}
+					if ok, _ := refCNPPeer(m, ns, pods, nil, peer); ok && refCNPProtocols(r.Protocols, proto, port, self) {
+						return r.Action
+					}
+				}
+			}
+			continue
+		}
+		for _, r := range p.Spec.Egress {
+			for _, pe := range r.To {
+				ns, pods := pe.Namespaces, (*metav1.LabelSelector)(nil)
+				if pe.Pods != nil {
+					ns, pods = &pe.Pods.NamespaceSelector, &pe.Pods.PodSelector
+				}
+				ok, viaPod := refCNPPeer(m, ns, pods, pe.Networks, peer)
+				var named *Pod
+				if viaPod {
+					named = refPodAt(m, peer)
+				}
+				if ok && refCNPProtocols(r.Protocols, proto, port, named) {
+					return r.Action
+				}
+			}
+		}
+	}
+	return ""
 }

@@ -126,15 +126,28 @@ func renderProfile(b *strings.Builder, rs *Ruleset, p Profile) {
 	fmt.Fprintf(b, "\n\t# policies: %s\n", strings.Join(p.Policies, ", "))
 	fmt.Fprintf(b, "\tchain %s {\n", p.Name)
 	for _, r := range p.Rules {
-		fmt.Fprintf(b, "\t\t%s  # %s %s[%d]\n", ruleString(rs, r, p.Egress), r.Policy, dir, r.Index)
+		src := fmt.Sprintf("%s %s[%d]", r.Policy, dir, r.Index)
+		if r.Tier != "" {
+			src = fmt.Sprintf("%s %s priority %d: %s %s[%d] %s", r.Tier, "ClusterNetworkPolicy", r.Priority, r.Policy, dir, r.Index, r.Action)
+		}
+		fmt.Fprintf(b, "\t\t%s  # %s\n", ruleString(rs, r, p), src)
 	}
-	b.WriteString("\t\tcounter drop\n\t}\n")
+	switch {
+	case p.Next != "":
+		fmt.Fprintf(b, "\t\tgoto %s\n\t}\n", p.Next)
+	case p.Open:
+		b.WriteString("\t\t# no rule matched: allowed\n\t}\n")
+	default:
+		b.WriteString("\t\tcounter drop\n\t}\n")
+	}
 }
 
 // ruleString is r as an nft rule of a profile chain: the peer match (the
 // source address for ingress, the destination for egress), the port
-// match, and return.
-func ruleString(rs *Ruleset, r Rule, egress bool) string {
+// match, and the action's verdict: return (allow), counter drop (deny) or
+// goto the profile's Next (pass; return when it has none).
+func ruleString(rs *Ruleset, r Rule, p Profile) string {
+	egress := p.Egress
 	var parts []string
 	if r.Peers != "" {
 		fam, key := "ip", "saddr"
@@ -155,7 +168,14 @@ func ruleString(rs *Ruleset, r Rule, egress bool) string {
 	default:
 		parts = append(parts, fmt.Sprintf("meta l4proto %s th dport %s", r.Proto, portString(r.Range)))
 	}
-	return strings.Join(append(parts, "return"), " ")
+	verdict := "return"
+	switch {
+	case r.Action == Deny:
+		verdict = "counter drop"
+	case r.Action == Pass && p.Next != "":
+		verdict = "goto " + p.Next
+	}
+	return strings.Join(append(parts, verdict), " ")
 }
 
 // peersV6 reports whether the peer set named name is of IPv6 addresses
