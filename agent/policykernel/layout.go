@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -200,59 +201,100 @@ func baseRules() [][]expr.Any {
 // (burst 5).
 const logRate, logBurst = 10, 5
 
-// profileRules are the rules of profile p: one per policy.Rule, then
-// with logGroup >= 0 `limit rate 10/second log prefix "<name>" group
-// <logGroup>`, then `counter drop`. ids gives the batch IDs of the sets
-// created in the same batch (absent: 0). sets are the Ruleset's address
-// sets by name (their family).
+// profileRules are the rules of profile p: one per policy.Rule, its
+// match then its verdict: Allow `return`, Deny `counter drop` (with
+// logGroup >= 0 preceded by a rule of the same match that logs, limited
+// as below), Pass `goto <Next>` (without Next: what the chain's end does
+// with no match: as Allow if Open, else as Deny). Then the
+// chain's end: `goto <Next>`; nothing if Open (the packet returns);
+// otherwise with logGroup >= 0 `limit rate 10/second log prefix "<name>"
+// group <logGroup>`, then `counter drop`. ids gives the batch IDs of the
+// sets created in the same batch (absent: 0). sets are the Ruleset's
+// address sets by name (their family).
 func profileRules(p *policy.Profile, sets map[string]*policy.AddrSet, ids map[string]uint32, logGroup int) [][]expr.Any {
-	ret := &expr.Verdict{Kind: expr.VerdictReturn}
-	rules := make([][]expr.Any, 0, len(p.Rules)+2)
-	for _, r := range p.Rules {
-		var l []expr.Any
-		if r.Peers != "" {
-			v6 := sets[r.Peers] != nil && sets[r.Peers].V6
-			off, ln, fam := uint32(saddr4), uint32(4), byte(unix.NFPROTO_IPV4)
-			if v6 {
-				off, ln, fam = saddr6, 16, unix.NFPROTO_IPV6
-			}
-			if p.Egress {
-				off += ln // daddr follows saddr in both headers
-			}
-			l = append(l, nfproto(fam)...)
-			l = append(l, addrLoad(off, ln), &expr.Lookup{SourceRegister: 1, SetName: r.Peers, SetID: ids[r.Peers]})
-		}
-		dport := func(reg uint32) *expr.Payload {
-			return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}
-		}
-		switch {
-		case r.Ports != "":
-			// meta l4proto . th dport: 32-bit registers NFT_REG32_00
-			// (listed back as NFT_REG_1) and NFT_REG32_01.
-			l = append(l, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, dport(9),
-				&expr.Lookup{SourceRegister: 1, SetName: r.Ports, SetID: ids[r.Ports]})
-		case r.Proto != 0:
-			l = append(l, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(r.Proto)}})
-			be := func(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
-			switch {
-			case r.Range.From == 0 && r.Range.To == 65535:
-			case r.Range.From == r.Range.To:
-				l = append(l, dport(1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(r.Range.From)})
-			default:
-				l = append(l, dport(1), &expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: be(r.Range.From)},
-					&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: be(r.Range.To)})
-			}
-		}
-		rules = append(rules, append(l, ret))
-	}
+	drop := []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
+	var logged []expr.Any
 	if logGroup >= 0 {
-		rules = append(rules, []expr.Any{
+		logged = []expr.Any{
 			&expr.Limit{Type: expr.LimitTypePkts, Rate: logRate, Unit: expr.LimitTimeSecond, Burst: logBurst},
 			&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(logGroup), Data: []byte(p.Name)},
-		})
+		}
 	}
-	return append(rules, []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})
+	pass := []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: p.Next}}
+	rules := make([][]expr.Any, 0, len(p.Rules)+2)
+	for _, r := range p.Rules {
+		l := ruleMatch(p, r, sets, ids)
+		act := r.Action
+		if act == policy.Pass && p.Next == "" {
+			// Skips to the end, which has no goto.
+			act = policy.Deny
+			if p.Open {
+				act = policy.Allow
+			}
+		}
+		switch act {
+		case policy.Deny:
+			if logged != nil {
+				rules = append(rules, append(slices.Clip(l), logged...))
+			}
+			rules = append(rules, append(l, drop...))
+		case policy.Pass:
+			rules = append(rules, append(l, pass...))
+		default:
+			rules = append(rules, append(l, &expr.Verdict{Kind: expr.VerdictReturn}))
+		}
+	}
+	switch {
+	case p.Next != "":
+		return append(rules, pass)
+	case p.Open:
+		return rules
+	}
+	if logged != nil {
+		rules = append(rules, logged)
+	}
+	return append(rules, drop)
+}
+
+// ruleMatch are the expressions of r that match a packet, without a
+// verdict.
+func ruleMatch(p *policy.Profile, r policy.Rule, sets map[string]*policy.AddrSet, ids map[string]uint32) []expr.Any {
+	var l []expr.Any
+	if r.Peers != "" {
+		v6 := sets[r.Peers] != nil && sets[r.Peers].V6
+		off, ln, fam := uint32(saddr4), uint32(4), byte(unix.NFPROTO_IPV4)
+		if v6 {
+			off, ln, fam = saddr6, 16, unix.NFPROTO_IPV6
+		}
+		if p.Egress {
+			off += ln // daddr follows saddr in both headers
+		}
+		l = append(l, nfproto(fam)...)
+		l = append(l, addrLoad(off, ln), &expr.Lookup{SourceRegister: 1, SetName: r.Peers, SetID: ids[r.Peers]})
+	}
+	dport := func(reg uint32) *expr.Payload {
+		return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}
+	}
+	switch {
+	case r.Ports != "":
+		// meta l4proto . th dport: 32-bit registers NFT_REG32_00
+		// (listed back as NFT_REG_1) and NFT_REG32_01.
+		l = append(l, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, dport(9),
+			&expr.Lookup{SourceRegister: 1, SetName: r.Ports, SetID: ids[r.Ports]})
+	case r.Proto != 0:
+		l = append(l, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(r.Proto)}})
+		be := func(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
+		switch {
+		case r.Range.From == 0 && r.Range.To == 65535:
+		case r.Range.From == r.Range.To:
+			l = append(l, dport(1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(r.Range.From)})
+		default:
+			l = append(l, dport(1), &expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: be(r.Range.From)},
+				&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: be(r.Range.To)})
+		}
+	}
+	return l
 }
 
 // exprSig renders the verdict-relevant parts of an expression built here,

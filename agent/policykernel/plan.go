@@ -124,13 +124,18 @@ func (b *batch) rules(chain *nftables.Chain, rules [][]expr.Any) {
 	}
 }
 
-// addChain creates profile chain name with its rules.
-func (b *batch) addChain(name string) {
-	ch := chainDef(name)
-	b.c.AddChain(ch)
-	b.msg(0)
-	b.st.ChainsAdded++
-	b.profileRules(ch)
+// addChains creates profile chains names, then adds their rules: a rule
+// that goes to another chain needs it made first (earlier in the batch
+// will do).
+func (b *batch) addChains(names []string) {
+	for _, n := range names {
+		b.c.AddChain(chainDef(n))
+		b.msg(0)
+		b.st.ChainsAdded++
+	}
+	for _, n := range names {
+		b.profileRules(chainDef(n))
+	}
 }
 
 func (b *batch) profileRules(ch *nftables.Chain) {
@@ -174,6 +179,23 @@ func (b *batch) prepare(have, want *state) *state {
 			chains = append(chains, n)
 		}
 	}
+	// A chain going to one neither there nor made here waits for plan.
+	made := make(map[string]bool, len(chains))
+	for _, n := range chains {
+		made[n] = true
+	}
+	for again := true; again; {
+		again = false
+		for n := range made {
+			for _, j := range want.chains[n].jumps {
+				if have.chains[j] == nil && !made[j] {
+					delete(made, n)
+					again = true
+				}
+			}
+		}
+	}
+	chains = slices.DeleteFunc(chains, func(n string) bool { return !made[n] })
 	if len(sets)+len(chains) == 0 {
 		return nil
 	}
@@ -193,8 +215,8 @@ func (b *batch) prepare(have, want *state) *state {
 		mid.sets[n] = ws
 		b.made = append(b.made, n)
 	}
+	b.addChains(chains)
 	for _, n := range chains {
-		b.addChain(n)
 		mid.chains[n] = want.chains[n]
 		b.made = append(b.made, n)
 	}
@@ -284,9 +306,7 @@ func (b *batch) plan(have, want *state) {
 			b.setElems(n, ws.kind, minus(ws.els, hs.els), true)
 		}
 	}
-	for _, n := range newChains {
-		b.addChain(n)
-	}
+	b.addChains(newChains)
 	for _, n := range rewrite {
 		b.profileRules(chainDef(n))
 	}

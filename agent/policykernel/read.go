@@ -133,8 +133,7 @@ func (w *Writer) readOnce() (*state, error) {
 		return nil, err
 	}
 	for _, n := range profiles {
-		sig, uses := rawSig(dump[n])
-		s.chains[n] = &chainState{sig: sig, uses: uses}
+		s.chains[n] = rawSig(dump[n])
 	}
 
 	sets, err := c.GetSets(table)

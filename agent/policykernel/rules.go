@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
+	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -155,27 +157,34 @@ func parseRule(b []byte) (rawRule, error) {
 }
 
 // rawSig renders the rules of a chain as listed by the kernel the way
-// rulesSig renders rules built here, and returns the sets they look up.
-// An expression it cannot decode makes the signature differ from any
+// rulesSig renders rules built here, and returns the chain's state: that
+// signature, the sets its rules look up and the chains they jump or go
+// to. An expression it cannot decode makes the signature differ from any
 // built one.
-func rawSig(rules []rawRule) (string, []string) {
+func rawSig(rules []rawRule) *chainState {
 	var sb strings.Builder
-	var uses []string
+	cs := &chainState{}
 	for _, r := range rules {
 		sb.WriteString("|")
 		for _, e := range r.exprs {
-			s, set := rawExprSig(e)
-			if set != "" {
-				uses = append(uses, set)
+			s, ref := rawExprSig(e)
+			switch {
+			case ref == "":
+			case e.name == "lookup":
+				cs.uses = append(cs.uses, ref)
+			case !slices.Contains(cs.jumps, ref):
+				cs.jumps = append(cs.jumps, ref)
 			}
 			sb.WriteString(s)
 			sb.WriteString(";")
 		}
 	}
-	return sb.String(), uses
+	cs.sig = sb.String()
+	return cs
 }
 
-// rawExprSig is exprSig of a listed expression, and the set it looks up.
+// rawExprSig is exprSig of a listed expression, and the set it looks up
+// or the chain its verdict jumps or goes to.
 func rawExprSig(e rawExpr) (string, string) {
 	ad, err := nft.Decoder(e.data)
 	if err != nil {
@@ -227,7 +236,7 @@ func rawExprSig(e rawExpr) (string, string) {
 				chain = strings.TrimRight(vd.String(), "\x00")
 			}
 		}
-		return fmt.Sprintf("verdict %d %s", code, chain), ""
+		return fmt.Sprintf("verdict %d %s", code, chain), chain
 	case "counter":
 		return "counter", ""
 	case "limit":
@@ -256,24 +265,41 @@ func nested(b []byte, t uint16) []byte {
 	return nil
 }
 
-// droppedBy returns the packets of the counter in the last of rules.
+// dropSig is the signature of a drop verdict (NF_DROP).
+var dropSig = exprSig(&expr.Verdict{Kind: expr.VerdictDrop})
+
+// droppedBy returns the packets counted by the rules that drop: each
+// one's counter (a Deny rule's, the chain end's), summed; false when no
+// rule drops (an Open profile without Deny rules, one that goes to
+// another: that one counts its own drops).
 func droppedBy(rules []rawRule) (uint64, bool) {
-	if len(rules) == 0 {
-		return 0, false
-	}
-	for _, e := range rules[len(rules)-1].exprs {
-		if e.name != "counter" {
+	var sum uint64
+	found := false
+	for _, r := range rules {
+		if len(r.exprs) == 0 || r.exprs[len(r.exprs)-1].name != "immediate" {
 			continue
 		}
-		ad, err := nft.Decoder(e.data)
-		if err != nil {
-			return 0, false
+		if v, _ := rawExprSig(r.exprs[len(r.exprs)-1]); v != dropSig {
+			continue
 		}
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_COUNTER_PACKETS {
-				return ad.Uint64(), ad.Err() == nil
+		for _, e := range r.exprs {
+			if e.name != "counter" {
+				continue
+			}
+			ad, err := nft.Decoder(e.data)
+			if err != nil {
+				return 0, false
+			}
+			for ad.Next() {
+				if ad.Type() == unix.NFTA_COUNTER_PACKETS {
+					sum += ad.Uint64()
+					found = true
+				}
+			}
+			if ad.Err() != nil {
+				return 0, false
 			}
 		}
 	}
-	return 0, false
+	return sum, found
 }

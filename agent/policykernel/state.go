@@ -79,8 +79,9 @@ type chainState struct {
 	// sig is the signature of its rules (rulesSig, rawSig); "" for a
 	// chain that is not a profile chain (not read).
 	sig string
-	// uses are the sets its rules look up (read for profile chains).
-	uses []string
+	// uses are the sets its rules look up (read for profile chains);
+	// jumps the chains they jump or go to (a profile's Next).
+	uses, jumps []string
 }
 
 func newState() *state {
@@ -140,6 +141,7 @@ func desired(rs *policy.Ruleset, prev *state, sigs map[string]string, logGroup i
 		s.sets[ps.Name] = &setState{kind: kindPorts, els: els, fromRS: true, ports: slices.Clone(ps.Ports)}
 	}
 	egress := map[string]bool{}
+	next := map[string]string{}
 	for i := range rs.Profiles {
 		p := &rs.Profiles[i]
 		prefix := ingressPrefix
@@ -153,8 +155,12 @@ func desired(rs *policy.Ruleset, prev *state, sigs map[string]string, logGroup i
 			return nil, fmt.Errorf("profile %s appears twice", p.Name)
 		}
 		egress[p.Name] = p.Egress
+		next[p.Name] = p.Next
 		var uses []string
 		for _, r := range p.Rules {
+			if r.Action > policy.Pass {
+				return nil, fmt.Errorf("profile %s: rule of %s: action %d", p.Name, r.Policy, r.Action)
+			}
 			if r.Peers != "" {
 				if addrSets[r.Peers] == nil {
 					return nil, fmt.Errorf("profile %s: rule of %s names address set %q, not in the ruleset", p.Name, r.Policy, r.Peers)
@@ -175,7 +181,24 @@ func desired(rs *policy.Ruleset, prev *state, sigs map[string]string, logGroup i
 		if !ok {
 			sig = rulesSig(profileRules(p, addrSets, nil, logGroup))
 		}
-		s.chains[p.Name] = &chainState{sig: sig, uses: uses}
+		cs := &chainState{sig: sig, uses: uses}
+		if p.Next != "" {
+			cs.jumps = []string{p.Next}
+		}
+		s.chains[p.Name] = cs
+	}
+	// A profile goes on to another of its direction, never back to
+	// itself (the kernel refuses loops).
+	for n, to := range next {
+		for k := 0; to != ""; k++ {
+			if eg, ok := egress[to]; !ok || eg != egress[n] {
+				return nil, fmt.Errorf("profile %s: next %q is not a profile of the ruleset of the same direction", n, to)
+			}
+			if to == n || k > len(next) {
+				return nil, fmt.Errorf("profile %s: its next profiles make a loop", n)
+			}
+			to = next[to]
+		}
 	}
 	if err := s.mapsOf(rs, prev, egress); err != nil {
 		return nil, err

@@ -293,8 +293,11 @@ func setBuffers(nc *netlink.Conn, snd, rcv int) error {
 	return errors.Join(err, serr)
 }
 
-// Dropped returns, for each profile chain, the packets its final counter
-// drop has dropped, keyed by chain name (ingress-<H>, egress-<H>).
+// Dropped returns, for each profile chain that drops, the packets it has
+// dropped (its final counter drop and its Deny rules' counters, summed),
+// keyed by chain name (ingress-<H>, egress-<H>). A chain that goes on to
+// another (Next) does not count what that one drops; an Open chain without
+// Deny rules, which drops nothing, is absent.
 func (w *Writer) Dropped() (map[string]uint64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
