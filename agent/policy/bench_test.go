@@ -10,6 +10,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // bigModel is a synthetic cluster: pods spread over nodes n0.. and
@@ -116,3 +117,78 @@ func BenchmarkCompile(b *testing.B) { benchCompile(b, 1000, 5000, 10, 50) }
 
 // BenchmarkCompile10k: 10,000 pods on 100 nodes, 5,000 policies.
 func BenchmarkCompile10k(b *testing.B) { benchCompile(b, 10000, 5000, 100, 50) }
+
+// bigClusterPolicies are n ClusterNetworkPolicies over bigModel's
+// namespaces and labels, alternating tiers: subjects by namespace team or
+// pod app, ingress from namespaces or pods, egress to pods or networks,
+// with Accept, Deny and Pass rules and TCP ports or ranges.
+func bigClusterPolicies(n int) []*cnp.ClusterNetworkPolicy {
+	actions := []cnp.ClusterNetworkPolicyRuleAction{cnp.ClusterNetworkPolicyRuleActionAccept, cnp.ClusterNetworkPolicyRuleActionDeny, cnp.ClusterNetworkPolicyRuleActionPass}
+	var out []*cnp.ClusterNetworkPolicy
+	for i := range n {
+		p := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprint("cnp-", i)}}
+		p.Spec.Tier = []cnp.Tier{cnp.AdminTier, cnp.BaselineTier}[i%2]
+		p.Spec.Priority = int32(i % 1000)
+		if i%3 == 0 {
+			p.Spec.Subject.Namespaces = &metav1.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprint("t", i%5)}}
+		} else {
+			p.Spec.Subject.Pods = &cnp.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprint("app-", i%20)}}}
+		}
+		action := actions[i%3]
+		if p.Spec.Tier == cnp.BaselineTier && action == cnp.ClusterNetworkPolicyRuleActionPass {
+			action = cnp.ClusterNetworkPolicyRuleActionAccept
+		}
+		port := &cnp.Port{Number: int32(80 + i%5)}
+		if i%4 == 0 {
+			port = &cnp.Port{Range: &cnp.PortRange{Start: 8000, End: 8100}}
+		}
+		p.Spec.Ingress = []cnp.ClusterNetworkPolicyIngressRule{{
+			Action:    action,
+			From:      []cnp.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprint("t", (i+1)%5)}}}},
+			Protocols: []cnp.ClusterNetworkPolicyProtocol{{TCP: &cnp.ClusterNetworkPolicyProtocolTCP{DestinationPort: port}}},
+		}}
+		p.Spec.Egress = []cnp.ClusterNetworkPolicyEgressRule{{
+			Action: actions[(i+1)%3],
+			To:     []cnp.ClusterNetworkPolicyEgressPeer{{Pods: &cnp.NamespacedPod{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"tier": fmt.Sprint(i % 3)}}}}},
+		}, {
+			Action: cnp.ClusterNetworkPolicyRuleActionDeny,
+			To:     []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{cnp.CIDR(fmt.Sprintf("192.168.%d.0/24", i%256))}}},
+		}}
+		if p.Spec.Egress[0].Action == cnp.ClusterNetworkPolicyRuleActionPass && p.Spec.Tier == cnp.BaselineTier {
+			p.Spec.Egress[0].Action = cnp.ClusterNetworkPolicyRuleActionDeny
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// BenchmarkCompileCluster10k: BenchmarkCompile10k's model plus 500
+// ClusterNetworkPolicies; the agent's incremental Compiler after one
+// NetworkPolicy changed (what a change costs before the kernel).
+func BenchmarkCompileCluster10k(b *testing.B) {
+	for _, n := range []int{0, 500} {
+		b.Run(fmt.Sprint(n, "cnp"), func(b *testing.B) { benchIncremental(b, n) })
+	}
+}
+
+func benchIncremental(b *testing.B, cnps int) {
+	m := bigModel(10000, 5000, 100, 50)
+	m.ClusterPolicies = bigClusterPolicies(cnps)
+	x := NewCompiler()
+	rs := x.Compile(m, "n0")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		np := m.Policies[i%len(m.Policies)].DeepCopy()
+		np.Labels = map[string]string{"v": fmt.Sprint(i)}
+		m.Policies[i%len(m.Policies)] = np
+		rs = x.Compile(m, "n0")
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(len(rs.Pods)), "pods")
+	b.ReportMetric(float64(len(rs.Profiles)), "profiles")
+	b.ReportMetric(float64(rs.RuleCount()), "rules")
+	if errs := invariantErrors(rs); errs != nil {
+		b.Fatal(errs[0])
+	}
+}
