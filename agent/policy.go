@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/metrics"
 	"github.com/podnet/podnet/agent/podreg"
@@ -217,11 +220,29 @@ func (e *policyEngine) Unregister(containerID, ifName string) {
 	}
 }
 
-// policyNamespaces are the namespaces holding NetworkPolicies, sorted.
+// policyNamespaces are the namespaces holding NetworkPolicies, and those
+// whose pods a ClusterNetworkPolicy's subject may select (by the
+// namespace's labels; a subject without a field or with a selector that
+// does not parse counts every namespace), sorted: the plugin makes their
+// new pods wait for their policy.
 func policyNamespaces(o datastore.Objects) []string {
 	var out []string
 	for _, p := range o.Policies {
 		out = append(out, p.Namespace)
+	}
+	for _, cp := range o.ClusterPolicies {
+		var ls *metav1.LabelSelector
+		if s := cp.Spec.Subject; s.Namespaces != nil {
+			ls = s.Namespaces
+		} else if s.Pods != nil {
+			ls = &s.Pods.NamespaceSelector
+		}
+		sel, err := metav1.LabelSelectorAsSelector(ls)
+		for _, ns := range o.Namespaces {
+			if ls == nil || err != nil || sel.Matches(labels.Set(ns.Labels)) {
+				out = append(out, ns.Name)
+			}
+		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
@@ -231,7 +252,7 @@ func policyNamespaces(o datastore.Objects) []string {
 // addresses this node's plugin registered taking precedence for its pods
 // (the datastore learns a pod's IPs only after ADD returns).
 func modelOf(o datastore.Objects, node string, regs []podreg.Registration) policy.Model {
-	m := policy.ModelFrom(o.Namespaces, o.Pods, o.Policies) // finished pods are not in o.Pods
+	m := o.Model() // finished pods are not in o.Pods
 	byKey := map[string]podreg.Registration{}
 	for _, r := range regs {
 		byKey[r.Key()] = r
@@ -255,6 +276,7 @@ func (e *policyEngine) observe(o datastore.Objects, rs policy.Ruleset, took time
 	m.Objects.WithLabelValues("namespaces").Set(float64(len(o.Namespaces)))
 	m.Objects.WithLabelValues("pods").Set(float64(len(o.Pods)))
 	m.Objects.WithLabelValues("networkpolicies").Set(float64(len(o.Policies)))
+	m.Objects.WithLabelValues("clusternetworkpolicies").Set(float64(len(o.ClusterPolicies)))
 	in, eg := 0, 0
 	for _, p := range rs.Pods {
 		if p.IngressChain != "" {

@@ -30,6 +30,11 @@ func TestManifestAcceptedByAPIServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// The CRD first, as docs/kubernetes.md says (kube-apiserver v1.34 takes
+	// its schema and CEL rules).
+	if err := srv.InstallCRDs(ctx, CRDs); err != nil {
+		t.Fatal(err)
+	}
 	c := metav1.CreateOptions{FieldValidation: "Strict"}
 	for _, obj := range objs {
 		var err error
@@ -65,6 +70,9 @@ func TestManifestAcceptedByAPIServer(t *testing.T) {
 		{"", "nodes", "status", "patch", true},
 		{"", "pods", "", "list", true},
 		{"networking.k8s.io", "networkpolicies", "", "watch", true},
+		{"policy.networking.k8s.io", "clusternetworkpolicies", "", "list", true},
+		{"policy.networking.k8s.io", "clusternetworkpolicies", "", "watch", true},
+		{"policy.networking.k8s.io", "clusternetworkpolicies", "status", "patch", false},
 		{"", "nodes", "", "get", false},
 		{"", "nodes", "", "delete", false},
 		{"", "pods", "status", "patch", false},

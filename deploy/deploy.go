@@ -1,6 +1,7 @@
 // Package deploy owns podnet's Kubernetes manifest, podnet.yaml (embedded as
 // Manifest): the namespace, RBAC, ConfigMap and DaemonSet a cluster admin
-// applies with `kubectl apply -f deploy/podnet.yaml`. Decode reads it with
+// applies with `kubectl apply -f deploy/podnet.yaml`, after the
+// ClusterNetworkPolicy CRD (clusternetworkpolicies.yaml, embedded as CRDs). Decode reads it with
 // client-go's scheme, strictly; Render gives a copy with another image or
 // other ConfigMap values (what `podnet lab up --kubernetes` applies), so no
 // one edits the YAML by text substitution. docs/kubernetes.md explains it.
@@ -26,6 +27,19 @@ import (
 //
 //go:embed podnet.yaml
 var Manifest []byte
+
+// CRDs is deploy/clusternetworkpolicies.yaml: the ClusterNetworkPolicy
+// CRD (sigs.k8s.io/network-policy-api v0.3.0, standard channel, copied
+// verbatim), applied before Manifest with `kubectl apply --server-side`
+// (large: a client-side apply would keep a 68 KB copy in its
+// last-applied annotation). The agent reads ClusterNetworkPolicies when it
+// is installed.
+//
+//go:embed clusternetworkpolicies.yaml
+var CRDs []byte
+
+// CRDNames are the names of the CustomResourceDefinitions in CRDs.
+var CRDNames = []string{"clusternetworkpolicies.policy.networking.k8s.io"}
 
 // Names in the manifest.
 const (

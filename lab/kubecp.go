@@ -215,8 +215,17 @@ func (l *Lab) writeManifest() error {
 	return l.Save()
 }
 
-// applyPodnet applies the lab's manifest with kubectl.
+// applyPodnet applies the ClusterNetworkPolicy CRD (deploy.CRDs, written
+// to <lab dir>/crds.yaml; server-side, as docs/kubernetes.md says, since
+// it is large) and then the lab's manifest with kubectl.
 func (l *Lab) applyPodnet(ctx context.Context) error {
+	crds := filepath.Join(l.Dir, "crds.yaml")
+	if err := os.WriteFile(crds, deploy.CRDs, 0o644); err != nil {
+		return err
+	}
+	if _, err := l.kubectlOutput(ctx, "apply", "--server-side", "-f", crds); err != nil {
+		return err
+	}
 	_, err := l.kubectlOutput(ctx, "apply", "-f", l.Kubernetes.Manifest)
 	return err
 }

@@ -19,14 +19,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/datastore/etcd"
 )
 
 // The lab keeps Kubernetes-typed objects (Namespaces, Pods,
-// NetworkPolicies) in its etcd under etcd.DefaultPrefix + "/objects/",
-// where the agents' etcd.ObjectSource reads them.
+// NetworkPolicies, ClusterNetworkPolicies) in its etcd under
+// etcd.DefaultPrefix + "/objects/", where the agents' etcd.ObjectSource
+// reads them.
 
 // DefaultNamespace holds the pods `lab up` creates.
 const DefaultNamespace = "default"
@@ -160,9 +162,12 @@ func (c LabelChange) Apply(labels map[string]string) map[string]string {
 
 // DecodeObjects reads the documents of a `lab apply/delete -f` file, as
 // kubectl accepts them: YAML (several documents separated by ---) or JSON
-// (one object or several in a row), each a Namespace or NetworkPolicy or a
-// List of them. Unknown fields are errors (kubectl's strict validation). A
-// NetworkPolicy without a namespace is in "default".
+// (one object or several in a row), each a Namespace, NetworkPolicy or
+// ClusterNetworkPolicy (policy.networking.k8s.io/v1beta1 or v1alpha2,
+// stored as v1beta1; the standard channel's fields) or a List of them.
+// Unknown fields are errors (kubectl's strict validation). A
+// NetworkPolicy without a namespace is in "default"; a
+// ClusterNetworkPolicy's namespace is ignored (it is cluster-scoped).
 func DecodeObjects(r io.Reader) ([]runtime.Object, error) {
 	dec := k8syaml.NewYAMLOrJSONDecoder(r, 4096)
 	var out []runtime.Object
@@ -234,18 +239,33 @@ func decodeDoc(raw []byte) ([]runtime.Object, error) {
 			return nil, err
 		}
 		return []runtime.Object{np}, nil
+	case tm.Kind == etcd.KindClusterNetworkPolicy && (tm.APIVersion == cnp.GroupVersion.String() || tm.APIVersion == "policy.networking.k8s.io/v1alpha2"):
+		p := &cnp.ClusterNetworkPolicy{}
+		if err := strict(p); err != nil {
+			return nil, fmt.Errorf("ClusterNetworkPolicy: %w", err)
+		}
+		p.Namespace = ""                            // as kubectl: cluster-scoped
+		p.APIVersion = cnp.GroupVersion.String()    // the same schema
+		p.Status = cnp.ClusterNetworkPolicyStatus{} // written by implementations, not users
+		if err := datastore.ValidateClusterPolicy(p); err != nil {
+			return nil, err
+		}
+		return []runtime.Object{p}, nil
 	}
-	return nil, fmt.Errorf("apiVersion %q kind %q: the lab takes v1 Namespace and networking.k8s.io/v1 NetworkPolicy (and v1 List of them)", tm.APIVersion, tm.Kind)
+	return nil, fmt.Errorf("apiVersion %q kind %q: the lab takes v1 Namespace, networking.k8s.io/v1 NetworkPolicy and policy.networking.k8s.io/v1beta1 (or v1alpha2) ClusterNetworkPolicy (and v1 List of them)", tm.APIVersion, tm.Kind)
 }
 
 // describe names an object as kubectl does (namespace/x,
-// networkpolicy.networking.k8s.io/x).
+// networkpolicy.networking.k8s.io/x,
+// clusternetworkpolicy.policy.networking.k8s.io/x).
 func describe(obj runtime.Object) string {
 	switch o := obj.(type) {
 	case *corev1.Namespace:
 		return "namespace/" + o.Name
 	case *networkingv1.NetworkPolicy:
 		return "networkpolicy.networking.k8s.io/" + o.Name
+	case *cnp.ClusterNetworkPolicy:
+		return "clusternetworkpolicy.policy.networking.k8s.io/" + o.Name
 	}
 	return fmt.Sprintf("%T", obj)
 }
@@ -369,6 +389,8 @@ func (l *Lab) Delete(ctx context.Context, r io.Reader, out io.Writer) error {
 				ok, err = etcd.DeleteObject(ctx, cli, "", etcd.KindNamespace, "", o.Name)
 			case *networkingv1.NetworkPolicy:
 				ok, err = etcd.DeleteObject(ctx, cli, "", etcd.KindNetworkPolicy, o.Namespace, o.Name)
+			case *cnp.ClusterNetworkPolicy:
+				ok, err = etcd.DeleteObject(ctx, cli, "", etcd.KindClusterNetworkPolicy, "", o.Name)
 			}
 			if err != nil {
 				return err

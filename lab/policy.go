@@ -24,5 +24,5 @@ func (l *Lab) PolicyModel(ctx context.Context) (policy.Model, error) {
 	if err != nil {
 		return policy.Model{}, fmt.Errorf("lab %s: %w", l.Name, err)
 	}
-	return policy.ModelFrom(o.Namespaces, o.Pods, o.Policies), nil
+	return o.Model(), nil
 }

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/podnet/podnet/agent/policy"
 )
@@ -16,16 +17,27 @@ import (
 // prints, stored under the store's prefix): namespaces and policies as
 // Kubernetes types, pods converted on arrival to what policy reads
 // (policy.PodFromAPI: a fraction of a core/v1 Pod's memory, which counts
-// at 10,000 pods), finished pods (Succeeded, Failed) left out.
+// at 10,000 pods), finished pods (Succeeded, Failed) left out; and the
+// cluster-scoped ClusterNetworkPolicies (policy.networking.k8s.io
+// v1beta1), sorted by name (none when the CRD is not installed).
 type Objects struct {
-	Namespaces []*corev1.Namespace
-	Pods       []*policy.Pod
-	Policies   []*networkingv1.NetworkPolicy
+	Namespaces      []*corev1.Namespace
+	Pods            []*policy.Pod
+	Policies        []*networkingv1.NetworkPolicy
+	ClusterPolicies []*cnp.ClusterNetworkPolicy
+}
+
+// Model is the compiler's input made of o (policy.ModelFrom, plus the
+// ClusterNetworkPolicies).
+func (o Objects) Model() policy.Model {
+	m := policy.ModelFrom(o.Namespaces, o.Pods, o.Policies)
+	m.ClusterPolicies = o.ClusterPolicies
+	return m
 }
 
 // ObjectSource keeps an in-memory, watched copy of the Objects.
 // Implementations: etcd (keys <prefix>/objects/{namespaces,pods,
-// networkpolicies}/...) and kubernetes (informers).
+// networkpolicies,clusternetworkpolicies}/...) and kubernetes (informers).
 type ObjectSource interface {
 	// Run lists and then watches until ctx is done, calling changed
 	// (without blocking on it; it may be called often) after the first

@@ -213,7 +213,7 @@ func newPolicyCmd() *cobra.Command {
 		if err != nil {
 			return policy.Model{}, err
 		}
-		return policy.ModelFrom(o.Namespaces, o.Pods, o.Policies), nil
+		return o.Model(), nil
 	}
 	f := cmd.PersistentFlags()
 	f.StringVar(&ds.Type, "datastore", "etcd", "etcd or kubernetes")

@@ -17,6 +17,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/policy"
@@ -27,20 +28,36 @@ import (
 //	namespaces/<name>
 //	pods/<namespace>/<name>
 //	networkpolicies/<namespace>/<name>
+//	clusternetworkpolicies/<name>
 //
-// Values are the objects' JSON as `kubectl get -o json` prints them.
+// Values are the objects' JSON as `kubectl get -o json` prints them
+// (ClusterNetworkPolicies as policy.networking.k8s.io/v1beta1; a v1alpha2
+// record, the same schema, is read too).
 
 // Kinds of the stored objects, as their "kind" field says.
 const (
 	KindNamespace     = "Namespace"
 	KindPod           = "Pod"
 	KindNetworkPolicy = "NetworkPolicy"
+
+	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
 )
+
+// cnpV1alpha2 is the ClusterNetworkPolicy version the apiserver still
+// serves besides v1beta1, with the same schema.
+const cnpV1alpha2 = "policy.networking.k8s.io/v1alpha2"
 
 var kinds = map[string]struct{ resource, apiVersion string }{
 	KindNamespace:     {"namespaces", "v1"},
 	KindPod:           {"pods", "v1"},
 	KindNetworkPolicy: {"networkpolicies", "networking.k8s.io/v1"},
+
+	KindClusterNetworkPolicy: {"clusternetworkpolicies", "policy.networking.k8s.io/v1beta1"},
+}
+
+// clusterScoped reports whether kind's objects have no namespace.
+func clusterScoped(kind string) bool {
+	return kind == KindNamespace || kind == KindClusterNetworkPolicy
 }
 
 // ObjectsPrefix is where the objects of the store with key prefix live.
@@ -52,16 +69,16 @@ func ObjectsPrefix(prefix string) string {
 }
 
 // ObjectKey is the key of an object of kind (ns is ignored for a
-// Namespace).
+// Namespace and a ClusterNetworkPolicy).
 func ObjectKey(prefix, kind, ns, name string) (string, error) {
 	k, ok := kinds[kind]
 	if !ok {
-		return "", fmt.Errorf("etcd: kind %q: only Namespace, Pod and NetworkPolicy are stored", kind)
+		return "", fmt.Errorf("etcd: kind %q: only Namespace, Pod, NetworkPolicy and ClusterNetworkPolicy are stored", kind)
 	}
 	if name == "" || strings.Contains(name, "/") || strings.Contains(ns, "/") {
 		return "", fmt.Errorf("etcd: %s name %q / namespace %q: must be non-empty and without '/'", kind, name, ns)
 	}
-	if kind == KindNamespace {
+	if clusterScoped(kind) {
 		return ObjectsPrefix(prefix) + k.resource + "/" + name, nil
 	}
 	if ns == "" {
@@ -79,12 +96,14 @@ func identify(obj runtime.Object) (kind, ns, name string, err error) {
 		return KindPod, o.Namespace, o.Name, datastore.ValidatePod(o)
 	case *networkingv1.NetworkPolicy:
 		return KindNetworkPolicy, o.Namespace, o.Name, datastore.ValidatePolicy(o)
+	case *cnp.ClusterNetworkPolicy:
+		return KindClusterNetworkPolicy, "", o.Name, datastore.ValidateClusterPolicy(o)
 	}
-	return "", "", "", fmt.Errorf("etcd: cannot store a %T: only Namespace, Pod and NetworkPolicy", obj)
+	return "", "", "", fmt.Errorf("etcd: cannot store a %T: only Namespace, Pod, NetworkPolicy and ClusterNetworkPolicy", obj)
 }
 
-// PutObject validates obj (a *corev1.Namespace, *corev1.Pod or
-// *networkingv1.NetworkPolicy) and writes it (create or replace) with its
+// PutObject validates obj (a *corev1.Namespace, *corev1.Pod,
+// *networkingv1.NetworkPolicy or *cnp.ClusterNetworkPolicy) and writes it (create or replace) with its
 // apiVersion and kind set. It reports whether the object was created.
 func PutObject(ctx context.Context, cli *clientv3.Client, prefix string, obj runtime.Object) (created bool, err error) {
 	kind, ns, name, err := identify(obj)
@@ -160,8 +179,10 @@ func decodeObject(objPrefix string, key, val []byte) (runtime.Object, string) {
 		kind, ns, name = KindPod, parts[1], parts[2]
 	case len(parts) == 3 && parts[0] == "networkpolicies":
 		kind, ns, name = KindNetworkPolicy, parts[1], parts[2]
+	case len(parts) == 2 && parts[0] == "clusternetworkpolicies":
+		kind, name = KindClusterNetworkPolicy, parts[1]
 	default:
-		return nil, "not an object key (namespaces/<name>, pods/<ns>/<name> or networkpolicies/<ns>/<name>)"
+		return nil, "not an object key (namespaces/<name>, pods/<ns>/<name>, networkpolicies/<ns>/<name> or clusternetworkpolicies/<name>)"
 	}
 	var obj interface {
 		runtime.Object
@@ -174,6 +195,8 @@ func decodeObject(objPrefix string, key, val []byte) (runtime.Object, string) {
 		obj = &corev1.Namespace{}
 	case KindPod:
 		obj = &corev1.Pod{}
+	case KindClusterNetworkPolicy:
+		obj = &cnp.ClusterNetworkPolicy{}
 	default:
 		obj = &networkingv1.NetworkPolicy{}
 	}
@@ -181,13 +204,20 @@ func decodeObject(objPrefix string, key, val []byte) (runtime.Object, string) {
 		return nil, fmt.Sprintf("not a %s: %v", kind, err)
 	}
 	want := gvk(kind)
-	if got := obj.GetObjectKind().GroupVersionKind(); (got.Kind != "" && got.Kind != want.Kind) || (got.Version != "" && got.GroupVersion() != want.GroupVersion()) {
+	got := obj.GetObjectKind().GroupVersionKind()
+	sameVersion := got.Version == "" || got.GroupVersion() == want.GroupVersion() ||
+		(kind == KindClusterNetworkPolicy && got.GroupVersion().String() == cnpV1alpha2)
+	if (got.Kind != "" && got.Kind != want.Kind) || !sameVersion {
 		return nil, fmt.Sprintf("record is a %s %s, its key a %s", got.GroupVersion(), got.Kind, kind)
 	}
 	if obj.GetName() != name {
 		return nil, fmt.Sprintf("record names %q, its key %q", obj.GetName(), name)
 	}
-	if kind != KindNamespace {
+	if clusterScoped(kind) {
+		if obj.GetNamespace() != "" {
+			return nil, fmt.Sprintf("record is in namespace %q, but a %s is cluster-scoped", obj.GetNamespace(), kind)
+		}
+	} else {
 		if obj.GetNamespace() == "" {
 			obj.SetNamespace(ns)
 		}
@@ -209,7 +239,7 @@ type ObjectSource struct {
 
 	mu     sync.Mutex
 	synced bool
-	objs   map[string]any     // by key: *corev1.Namespace, *policy.Pod, *networkingv1.NetworkPolicy
+	objs   map[string]any     // by key: *corev1.Namespace, *policy.Pod, *networkingv1.NetworkPolicy, *cnp.ClusterNetworkPolicy
 	bad    map[string]string  // key -> reason
 	snap   *datastore.Objects // built lazily from objs
 }
@@ -352,7 +382,8 @@ func (o *ObjectSource) Objects() datastore.Objects {
 	if o.snap != nil {
 		return *o.snap
 	}
-	s := datastore.Objects{Namespaces: []*corev1.Namespace{}, Pods: []*policy.Pod{}, Policies: []*networkingv1.NetworkPolicy{}}
+	s := datastore.Objects{Namespaces: []*corev1.Namespace{}, Pods: []*policy.Pod{}, Policies: []*networkingv1.NetworkPolicy{},
+		ClusterPolicies: []*cnp.ClusterNetworkPolicy{}}
 	type entry struct {
 		id  [2]string
 		obj any
@@ -372,6 +403,8 @@ func (o *ObjectSource) Objects() datastore.Objects {
 			s.Pods = append(s.Pods, v)
 		case *networkingv1.NetworkPolicy:
 			s.Policies = append(s.Policies, v)
+		case *cnp.ClusterNetworkPolicy:
+			s.ClusterPolicies = append(s.ClusterPolicies, v)
 		}
 	}
 	o.snap = &s
@@ -397,6 +430,8 @@ func (o *ObjectSource) patch(old, obj any) {
 		s.Pods = patchSorted(s.Pods, ref, obj)
 	case *networkingv1.NetworkPolicy:
 		s.Policies = patchSorted(s.Policies, ref, obj)
+	case *cnp.ClusterNetworkPolicy:
+		s.ClusterPolicies = patchSorted(s.ClusterPolicies, ref, obj)
 	}
 	o.snap = &s
 }

@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/datastore/etcd"
@@ -227,5 +228,91 @@ func TestPutObjectValidates(t *testing.T) {
 	}
 	if ok, err := etcd.DeleteObject(ctx, cli, "", etcd.KindNetworkPolicy, "default", "ok"); !ok || err != nil {
 		t.Fatalf("delete: %v %v", ok, err)
+	}
+}
+
+// ClusterNetworkPolicies: cluster-scoped keys clusternetworkpolicies/NAME,
+// v1beta1 written, v1alpha2 records read too, listed and watched.
+func TestObjectSourceClusterPolicies(t *testing.T) {
+	eps := startEtcd(t)
+	ctx := ctxT(t)
+	cli := client(t, eps)
+	const prefix = "/t3"
+	cnpOf := func(name string, tier cnp.Tier, prio int32) *cnp.ClusterNetworkPolicy {
+		return &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: cnp.ClusterNetworkPolicySpec{Tier: tier, Priority: prio,
+				Subject: cnp.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{}},
+				Ingress: []cnp.ClusterNetworkPolicyIngressRule{{Action: cnp.ClusterNetworkPolicyRuleActionDeny,
+					From: []cnp.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{}}}}}}}
+	}
+	mustPut := func(p *cnp.ClusterNetworkPolicy) {
+		t.Helper()
+		if _, err := etcd.PutObject(ctx, cli, prefix, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPut(cnpOf("b", cnp.AdminTier, 10))
+	if _, err := etcd.PutObject(ctx, cli, prefix, cnpOf("bad", cnp.AdminTier, 5000)); err == nil || !strings.Contains(err.Error(), "spec.priority") {
+		t.Fatalf("priority 5000 stored: %v", err)
+	}
+	for k, v := range map[string]string{
+		"/t3/objects/clusternetworkpolicies/alpha": `{"apiVersion":"policy.networking.k8s.io/v1alpha2","kind":"ClusterNetworkPolicy","metadata":{"name":"alpha"},"spec":{"tier":"Baseline","priority":3}}`,
+		"/t3/objects/clusternetworkpolicies/v1":    `{"apiVersion":"policy.networking.k8s.io/v1","kind":"ClusterNetworkPolicy","metadata":{"name":"v1"}}`,
+		"/t3/objects/clusternetworkpolicies/nsd":   `{"metadata":{"name":"nsd","namespace":"default"}}`,
+		"/t3/objects/clusternetworkpolicies/x/y":   `{"metadata":{"name":"y"}}`,
+	} {
+		if _, err := cli.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := etcd.NewObjectSource(cli, prefix, nil)
+	changed := make(chan struct{}, 100)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- src.Run(rctx, func() { changed <- struct{}{} }) }()
+	cnps := func() string {
+		var s []string
+		for _, p := range src.Objects().ClusterPolicies {
+			s = append(s, fmt.Sprintf("%s:%s/%d", p.Name, p.Spec.Tier, p.Spec.Priority))
+		}
+		return strings.Join(s, " ")
+	}
+	wait := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for got := cnps(); got != want; got = cnps() {
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster policies: got %q, want %q", got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wait("alpha:Baseline/3 b:Admin/10")
+	if bad := src.Bad(); len(bad) != 3 {
+		t.Fatalf("bad records: %v", bad)
+	}
+	mustPut(cnpOf("a", cnp.BaselineTier, 1))
+	mustPut(cnpOf("b", cnp.BaselineTier, 11))
+	wait("a:Baseline/1 alpha:Baseline/3 b:Baseline/11")
+	if ok, err := etcd.DeleteObject(ctx, cli, prefix, etcd.KindClusterNetworkPolicy, "", "alpha"); !ok || err != nil {
+		t.Fatalf("delete: %v %v", ok, err)
+	}
+	wait("a:Baseline/1 b:Baseline/11")
+	if o := src.Objects(); len(o.Policies) != 0 || len(o.Namespaces) != 0 {
+		t.Fatalf("other objects: %s", names(o))
+	}
+	if m := src.Objects().Model(); len(m.ClusterPolicies) != 2 || m.ClusterPolicies[0].Name != "a" {
+		t.Fatalf("model's cluster policies: %v", m.ClusterPolicies)
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("Run returned %v", err)
+	}
+	obj, err := etcd.GetObject(ctx, cli, prefix, etcd.KindClusterNetworkPolicy, "ignored", "b")
+	if p, ok := obj.(*cnp.ClusterNetworkPolicy); err != nil || !ok || p.Kind != "ClusterNetworkPolicy" || p.APIVersion != "policy.networking.k8s.io/v1beta1" {
+		t.Fatalf("get: %#v %v", obj, err)
+	}
+	if key, _ := etcd.ObjectKey(prefix, etcd.KindClusterNetworkPolicy, "", "b"); key != "/t3/objects/clusternetworkpolicies/b" {
+		t.Fatalf("key %q", key)
 	}
 }

@@ -22,12 +22,13 @@
 //     the Node is deleted or its pod CIDRs change (the agent then leases
 //     again, i.e. waits for the Node to return). Close stops the informer
 //     and leaves the annotations in place.
-//   - ObjectSource (objects.go) keeps informers on Pods, Namespaces and
-//     NetworkPolicies for network policy.
+//   - ObjectSource (objects.go) keeps informers on Pods, Namespaces,
+//     NetworkPolicies and (when their CRD is installed)
+//     ClusterNetworkPolicies for network policy.
 //
-// The agent needs get/list/watch/patch on nodes, patch on nodes/status and
-// get/list/watch on pods, namespaces and networkpolicies (docs/agent.md
-// has the ClusterRole). This package is linked only into the
+// The agent needs list/watch/patch on nodes, patch on nodes/status and
+// list/watch on pods, namespaces, networkpolicies and
+// clusternetworkpolicies (deploy/podnet.yaml has the ClusterRole). This package is linked only into the
 // podnet-agent binary: never import it from cmd/podnet or a plugin.
 package kubernetes
 
@@ -51,6 +52,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/podnet/podnet/agent/datastore"
 )
@@ -67,6 +69,10 @@ type Options struct {
 	Config *rest.Config
 	// Client, if set, is used as is (Config and Kubeconfig are ignored).
 	Client k8s.Interface
+	// PolicyClient reads ClusterNetworkPolicies; when Client is set it is
+	// used as is (nil: no ClusterNetworkPolicies are read), else it is
+	// made from the same configuration.
+	PolicyClient cnpclient.Interface
 	// Log receives the waiting-for-podCIDR messages; nil discards them.
 	Log *slog.Logger
 	// PollInterval is how often Lease looks at the Node while it waits
@@ -77,6 +83,7 @@ type Options struct {
 // Store is a datastore.Store on Kubernetes Node objects.
 type Store struct {
 	cli      k8s.Interface
+	pcli     cnpclient.Interface // nil: no ClusterNetworkPolicies
 	log      *slog.Logger
 	poll     time.Duration
 	informer cache.SharedIndexInformer
@@ -109,7 +116,7 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 
 // New connects to the apiserver and starts the Node informer.
 func New(ctx context.Context, o Options) (*Store, error) {
-	cli := o.Client
+	cli, pcli := o.Client, o.PolicyClient
 	if cli == nil {
 		cfg := o.Config
 		if cfg == nil {
@@ -122,9 +129,13 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		if cfg.UserAgent == "" {
 			cfg.UserAgent = FieldManager
 		}
+		// Custom resources are JSON only.
+		var err error
+		if pcli, err = cnpclient.NewForConfig(cfg); err != nil {
+			return nil, fmt.Errorf("kubernetes: client: %w", err)
+		}
 		cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 		cfg.ContentType = "application/vnd.kubernetes.protobuf"
-		var err error
 		if cli, err = k8s.NewForConfig(cfg); err != nil {
 			return nil, fmt.Errorf("kubernetes: client: %w", err)
 		}
@@ -133,7 +144,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{cli: cli, log: log, poll: o.PollInterval}
+	s := &Store{cli: cli, pcli: pcli, log: log, poll: o.PollInterval}
 	if s.poll <= 0 {
 		s.poll = time.Second
 	}

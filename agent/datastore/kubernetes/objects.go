@@ -2,30 +2,47 @@ package kubernetes
 
 import (
 	"context"
+	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
+	cnpinformers "sigs.k8s.io/network-policy-api/pkg/client/informers/externalversions"
 
 	"github.com/podnet/podnet/agent/datastore"
 	"github.com/podnet/podnet/agent/policy"
 )
 
 // ObjectSource is the datastore.ObjectSource on the apiserver: client-go
-// shared informers on Pods, Namespaces and NetworkPolicies. The objects are
-// kept as the apiserver sends them. It needs get/list/watch on pods,
-// namespaces and networking.k8s.io networkpolicies (docs/agent.md).
+// shared informers on Pods, Namespaces and NetworkPolicies, and one on
+// ClusterNetworkPolicies (policy.networking.k8s.io/v1beta1) once they can
+// be listed. The objects are kept as the apiserver sends them. It needs
+// list/watch on pods, namespaces, networking.k8s.io networkpolicies and
+// policy.networking.k8s.io clusternetworkpolicies (deploy/podnet.yaml).
+//
+// ClusterNetworkPolicies are optional: while their CRD is not installed
+// (or the agent may not list them) the source says why once in the log,
+// has none, and tries again every ClusterPolicyRetry; NetworkPolicy does
+// not wait for them.
 type ObjectSource struct {
 	cli    k8s.Interface
+	pcli   cnpclient.Interface // nil: no ClusterNetworkPolicies
+	log    *slog.Logger
 	synced atomic.Bool
 	ns     cache.SharedIndexInformer
 	pods   cache.SharedIndexInformer
 	pols   cache.SharedIndexInformer
+	cnps   atomic.Pointer[cache.SharedIndexInformer] // set once its cache has synced
 
 	mu   sync.Mutex
 	conv map[*corev1.Pod]*policy.Pod // the last Objects' conversions
@@ -33,17 +50,32 @@ type ObjectSource struct {
 
 var _ datastore.ObjectSource = (*ObjectSource)(nil)
 
-// NewObjectSource returns an ObjectSource reading through cli.
-func NewObjectSource(cli k8s.Interface) *ObjectSource {
-	return &ObjectSource{cli: cli}
+// ClusterPolicyRetry is the longest pause between attempts to list
+// ClusterNetworkPolicies while they cannot be (the first retries come
+// sooner: 1s, doubling).
+var ClusterPolicyRetry = 30 * time.Second
+
+// clusterPolicyFirstSync bounds how long the first complete list waits for
+// the ClusterNetworkPolicies once they can be listed.
+const clusterPolicyFirstSync = 30 * time.Second
+
+// NewObjectSource returns an ObjectSource reading through cli, and
+// ClusterNetworkPolicies through pcli (nil: none); log (nil discards)
+// says why ClusterNetworkPolicies cannot be read.
+func NewObjectSource(cli k8s.Interface, pcli cnpclient.Interface, log *slog.Logger) *ObjectSource {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &ObjectSource{cli: cli, pcli: pcli, log: log}
 }
 
-// ObjectSource returns an ObjectSource on this store's client.
-func (s *Store) ObjectSource() *ObjectSource { return NewObjectSource(s.cli) }
+// ObjectSource returns an ObjectSource on this store's clients and log.
+func (s *Store) ObjectSource() *ObjectSource { return NewObjectSource(s.cli, s.pcli, s.log) }
 
 // Run implements datastore.ObjectSource: it starts the informers, calls
-// changed once all three caches have synced and on every event after
-// that, and returns ctx's error when ctx ends.
+// changed once the caches have synced (the ClusterNetworkPolicies' only
+// if they can be listed, and at most clusterPolicyFirstSync after) and on
+// every event after that, and returns ctx's error when ctx ends.
 func (o *ObjectSource) Run(ctx context.Context, changed func()) error {
 	f := informers.NewSharedInformerFactoryWithOptions(o.cli, 0)
 	o.ns = f.Core().V1().Namespaces().Informer()
@@ -69,7 +101,24 @@ func (o *ObjectSource) Run(ctx context.Context, changed func()) error {
 	}
 	f.Start(ctx.Done())
 	defer f.Shutdown()
+	cnpFirst := make(chan struct{})
+	if o.pcli != nil {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o.runClusterPolicies(ctx, h, notify, cnpFirst)
+		}()
+		defer wg.Wait()
+	} else {
+		close(cnpFirst)
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), o.ns.HasSynced, o.pods.HasSynced, o.pols.HasSynced) {
+		return ctx.Err()
+	}
+	select {
+	case <-cnpFirst:
+	case <-ctx.Done():
 		return ctx.Err()
 	}
 	o.synced.Store(true)
@@ -78,19 +127,104 @@ func (o *ObjectSource) Run(ctx context.Context, changed func()) error {
 	return ctx.Err()
 }
 
+// runClusterPolicies lists ClusterNetworkPolicies (one item) until that
+// works, then runs their informer; first is closed once the first list
+// attempt failed, or the informer synced, or clusterPolicyFirstSync
+// passed.
+func (o *ObjectSource) runClusterPolicies(ctx context.Context, h cache.ResourceEventHandler, notify func(), first chan struct{}) {
+	var once sync.Once
+	done := func() { once.Do(func() { close(first) }) }
+	defer done()
+	logged, delay := "", time.Second
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := o.pcli.PolicyV1beta1().ClusterNetworkPolicies().List(lctx, metav1.ListOptions{Limit: 1})
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		why := "cannot list them"
+		switch {
+		case apierrors.IsNotFound(err):
+			why = "their CRD (clusternetworkpolicies.policy.networking.k8s.io, v1beta1) is not installed: kubectl apply --server-side -f deploy/clusternetworkpolicies.yaml"
+		case apierrors.IsForbidden(err):
+			why = "the agent may not list them: its ClusterRole needs list, watch on policy.networking.k8s.io clusternetworkpolicies (deploy/podnet.yaml)"
+		}
+		if why != logged {
+			o.log.Warn("ClusterNetworkPolicies ignored until they can be read, retrying", "reason", why, "err", err)
+			logged = why
+		}
+		done()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, ClusterPolicyRetry)
+	}
+	f := cnpinformers.NewSharedInformerFactory(o.pcli, 0)
+	inf := f.Policy().V1beta1().ClusterNetworkPolicies().Informer()
+	if err := inf.SetTransform(trimClusterPolicy); err != nil {
+		o.log.Warn("ClusterNetworkPolicies ignored", "err", err)
+		return
+	}
+	if _, err := inf.AddEventHandler(h); err != nil {
+		o.log.Warn("ClusterNetworkPolicies ignored", "err", err)
+		return
+	}
+	f.Start(ctx.Done())
+	defer f.Shutdown()
+	go func() {
+		select {
+		case <-time.After(clusterPolicyFirstSync):
+			done()
+		case <-first:
+		case <-ctx.Done():
+		}
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return
+	}
+	o.cnps.Store(&inf)
+	if logged != "" {
+		o.log.Info("ClusterNetworkPolicies are read now")
+	}
+	done()
+	notify()
+	<-ctx.Done()
+}
+
+// trimClusterPolicy drops a ClusterNetworkPolicy's managed fields and
+// status, which policy does not read.
+func trimClusterPolicy(obj any) (any, error) {
+	if p, ok := obj.(*cnp.ClusterNetworkPolicy); ok {
+		p.ManagedFields = nil
+		p.Status = cnp.ClusterNetworkPolicyStatus{}
+	}
+	return obj, nil
+}
+
 // Synced implements datastore.ObjectSource.
 func (o *ObjectSource) Synced() bool { return o.synced.Load() }
 
 // Objects implements datastore.ObjectSource: the informers' caches, sorted
-// by namespace and name.
+// by namespace and name (no ClusterNetworkPolicies until they are read).
 func (o *ObjectSource) Objects() datastore.Objects {
 	if !o.synced.Load() {
 		return datastore.Objects{}
 	}
+	cps := []*cnp.ClusterNetworkPolicy{}
+	if inf := o.cnps.Load(); inf != nil {
+		cps = listOf[*cnp.ClusterNetworkPolicy](*inf)
+	}
 	return datastore.Objects{
-		Namespaces: listOf[*corev1.Namespace](o.ns),
-		Pods:       o.podList(),
-		Policies:   listOf[*networkingv1.NetworkPolicy](o.pols),
+		Namespaces:      listOf[*corev1.Namespace](o.ns),
+		Pods:            o.podList(),
+		Policies:        listOf[*networkingv1.NetworkPolicy](o.pols),
+		ClusterPolicies: cps,
 	}
 }
 

@@ -9,12 +9,16 @@
 package kubetest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -28,10 +32,12 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
 
 	"github.com/podnet/podnet/internal/kubepki"
 )
@@ -363,6 +369,7 @@ func AgentClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"list", "watch"}},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: []string{"list", "watch"}},
 		},
 	}
 }
@@ -382,6 +389,74 @@ func (s *Server) GrantAgent(ctx context.Context) error {
 		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: AgentUser}},
 	}, metav1.CreateOptions{})
 	return err
+}
+
+// InstallCRDs creates the CustomResourceDefinitions of a YAML stream (as
+// `kubectl apply` would, through the REST API: no apiextensions client
+// here) and waits until each is established.
+func (s *Server) InstallCRDs(ctx context.Context, stream []byte) error {
+	cli, err := s.Client(AdminUser)
+	if err != nil {
+		return err
+	}
+	rc := cli.CoreV1().RESTClient()
+	const path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		js, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return err
+		}
+		var meta struct {
+			Kind     string            `json:"kind"`
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		}
+		if err := json.Unmarshal(js, &meta); err != nil {
+			return err
+		}
+		if meta.Kind == "" {
+			continue // comments only
+		}
+		if meta.Kind != "CustomResourceDefinition" {
+			return fmt.Errorf("InstallCRDs: a %s in the stream", meta.Kind)
+		}
+		if err := rc.Post().AbsPath(path).SetHeader("Content-Type", "application/json").Body(js).Do(ctx).Error(); err != nil {
+			return fmt.Errorf("create CRD %s: %w", meta.Metadata.Name, err)
+		}
+		for {
+			var crd struct {
+				Status struct {
+					Conditions []struct{ Type, Status string } `json:"conditions"`
+				} `json:"status"`
+			}
+			b, err := rc.Get().AbsPath(path, meta.Metadata.Name).Do(ctx).Raw()
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, &crd); err != nil {
+				return err
+			}
+			established := false
+			for _, c := range crd.Status.Conditions {
+				established = established || (c.Type == "Established" && c.Status == "True")
+			}
+			if established {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("CRD %s not established: %w", meta.Metadata.Name, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 }
 
 func randToken() string {
