@@ -14,21 +14,25 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // PolicyBenchOptions sizes `podnet lab bench-policy` (docs/benchmark.md).
 type PolicyBenchOptions struct {
-	Pods       int      // simulated Pod objects
-	Policies   int      // NetworkPolicies (the "with" side)
-	Changes    int      // policy changes timed for the programming latency
-	Rounds     int      // interleaved rounds of 0 vs Policies (per-packet cost)
-	Seconds    int      // per RR and per iperf3 measurement
-	Adds       int      // CNI ADDs timed per side
-	ColdPods   int      // simulated pods for the cold start (0: skip)
-	Parts      []string // latency, packet, add, cold (nil: all)
-	MaxForeign float64  // cores used by other processes above which a run is noisy
-	MaxSpread  float64  // (max-min)/median of a side above which a run is noisy
+	Pods     int // simulated Pod objects
+	Policies int // NetworkPolicies (the "with" side)
+	// ClusterPolicies are ClusterNetworkPolicies (both tiers) loaded with
+	// the NetworkPolicies (genBenchClusterPolicies).
+	ClusterPolicies int
+	Changes         int      // policy changes timed for the programming latency
+	Rounds          int      // interleaved rounds of 0 vs Policies (per-packet cost)
+	Seconds         int      // per RR and per iperf3 measurement
+	Adds            int      // CNI ADDs timed per side
+	ColdPods        int      // simulated pods for the cold start (0: skip)
+	Parts           []string // latency, packet, add, cold (nil: all)
+	MaxForeign      float64  // cores used by other processes above which a run is noisy
+	MaxSpread       float64  // (max-min)/median of a side above which a run is noisy
 	// PauseAgents stops (SIGSTOP) the agents while the per-packet cost is
 	// measured: their resync recompiles (0.5 s a node every 2 s at 5,000
 	// policies) would otherwise compete with the measured traffic for
@@ -251,8 +255,17 @@ func (b *policyBench) load(ctx context.Context, nPods, nPolicies int) (time.Dura
 	objs := genBenchObjects(b.l.ClusterCIDR, avoid, nodes, nPods, nPolicies)
 	all := append(toObjects(objs.Namespaces), toObjects(objs.Pods)...)
 	all = append(all, toObjects(objs.Policies)...)
+	if nPolicies > 0 {
+		all = append(all, toObjects(genBenchClusterPolicies(b.l.ClusterCIDR, b.o.ClusterPolicies))...)
+	}
 	all = append(all, runtime.Object(flipPolicy(benchPortFlipA)))
-	slices.Reverse(all[len(all)-2:]) // the marker stays last
+	// The marker stays last (it is the last NetworkPolicy of objs).
+	for i, o := range all {
+		if np, ok := o.(*networkingv1.NetworkPolicy); ok && np.Name == markerPolicy().Name {
+			all = append(append(all[:i:i], all[i+1:]...), o)
+			break
+		}
+	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	wctx, stopGuard := b.guard(wctx)
@@ -341,7 +354,7 @@ func (b *policyBench) unload(ctx context.Context) error {
 // latency: the time from one policy write (the flip policy moving its
 // allowed port) to the first connection to the new port.
 func (b *policyBench) latency(ctx context.Context) error {
-	b.say("\n[2] programming latency: %d changes with %d simulated pods and %d policies", b.o.Changes, b.o.Pods, b.o.Policies)
+	b.say("\n[2] programming latency: %d changes with %d simulated pods, %d policies and %d cluster policies", b.o.Changes, b.o.Pods, b.o.Policies, b.o.ClusterPolicies)
 	if _, err := b.load(ctx, b.o.Pods, b.o.Policies); err != nil {
 		return err
 	}
@@ -386,7 +399,7 @@ func (b *policyBench) mem(what string) {
 // packet: RR rate and iperf3 throughput between client and server with 0
 // and with o.Policies policies, the two sides interleaved per round.
 func (b *policyBench) packet(ctx context.Context) error {
-	b.say("\n[1] per-packet cost: client (%s) -> server (%s), %d rounds of 0 vs %d policies, %d s each", b.client.Node, b.server.Node, b.o.Rounds, b.o.Policies, b.o.Seconds)
+	b.say("\n[1] per-packet cost: client (%s) -> server (%s), %d rounds of 0 vs %d policies + %d cluster policies, %d s each", b.client.Node, b.server.Node, b.o.Rounds, b.o.Policies, b.o.ClusterPolicies, b.o.Seconds)
 	if b.o.PauseAgents {
 		defer func() { // whatever happened, no agent stays stopped
 			for _, n := range b.l.Nodes {

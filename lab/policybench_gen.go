@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // The objects `lab bench-policy` loads into the lab's etcd: simulated pods
@@ -200,4 +201,61 @@ func twoWayPolicy(name string, port int) *networkingv1.NetworkPolicy {
 	np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}}, Ports: tcpPorts(port)}}
 	np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "server"}}}}, Ports: tcpPorts(port)}}
 	return np
+}
+
+// genBenchClusterPolicies makes n ClusterNetworkPolicies, both tiers: most
+// select simulated namespaces by team or simulated pods by app, with
+// Accept, Deny and Pass rules from teams and to networks; about one in 50
+// selects the measured pods, in the Admin tier, passing the measured
+// ports on to their NetworkPolicies (Pass) and denying others, so the
+// measured traffic crosses an Admin chain, a Pass and a NetworkPolicy
+// profile.
+func genBenchClusterPolicies(cidr netip.Prefix, n int) []*cnp.ClusterNetworkPolicy {
+	var out []*cnp.ClusterNetworkPolicy
+	team := func(k int) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprintf("t%d", k%benchTeams)}}
+	}
+	tcp := func(ports ...int32) []cnp.ClusterNetworkPolicyProtocol {
+		var ps []cnp.ClusterNetworkPolicyProtocol
+		for _, p := range ports {
+			ps = append(ps, cnp.ClusterNetworkPolicyProtocol{TCP: &cnp.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnp.Port{Number: p}}})
+		}
+		return ps
+	}
+	for j := range n {
+		p := &cnp.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pbc-%d", j)}}
+		p.Spec.Priority = int32(j % 1000)
+		if j%50 == 0 {
+			p.Spec.Tier = cnp.AdminTier
+			p.Spec.Subject.Pods = &cnp.NamespacedPod{
+				NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": benchNS}},
+				PodSelector:       metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "role", Operator: metav1.LabelSelectorOpIn, Values: []string{"client", "server"}}}},
+			}
+			p.Spec.Ingress = []cnp.ClusterNetworkPolicyIngressRule{
+				{Action: cnp.ClusterNetworkPolicyRuleActionPass, From: []cnp.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{}}},
+					Protocols: tcp(benchPortRR, benchPortIperf, benchPortFlipA, benchPortFlipB, benchPortMarker)},
+				{Action: cnp.ClusterNetworkPolicyRuleActionDeny, From: []cnp.ClusterNetworkPolicyIngressPeer{{Namespaces: team(j + 3)}},
+					Protocols: []cnp.ClusterNetworkPolicyProtocol{{TCP: &cnp.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnp.Port{Range: &cnp.PortRange{Start: 9000, End: 9100}}}}}},
+			}
+			p.Spec.Egress = []cnp.ClusterNetworkPolicyEgressRule{
+				{Action: cnp.ClusterNetworkPolicyRuleActionPass, To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{cnp.CIDR(cidr.Masked().String())}}},
+					Protocols: tcp(benchPortRR, benchPortIperf, benchPortFlipA, benchPortFlipB, benchPortMarker)},
+				{Action: cnp.ClusterNetworkPolicyRuleActionDeny, To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{cnp.CIDR(fmt.Sprintf("192.0.2.%d/32", j%256))}}}},
+			}
+			out = append(out, p)
+			continue
+		}
+		p.Spec.Tier = []cnp.Tier{cnp.AdminTier, cnp.BaselineTier}[j%2]
+		if j%3 == 0 {
+			p.Spec.Subject.Namespaces = team(j)
+		} else {
+			p.Spec.Subject.Pods = &cnp.NamespacedPod{NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pbench": "1"}},
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", j%benchApps)}}}
+		}
+		actions := []cnp.ClusterNetworkPolicyRuleAction{cnp.ClusterNetworkPolicyRuleActionAccept, cnp.ClusterNetworkPolicyRuleActionDeny, cnp.ClusterNetworkPolicyRuleActionPass}
+		p.Spec.Ingress = []cnp.ClusterNetworkPolicyIngressRule{{Action: actions[j%3], From: []cnp.ClusterNetworkPolicyIngressPeer{{Namespaces: team(j + 1)}}, Protocols: tcp(int32(80+j%100), 8080)}}
+		p.Spec.Egress = []cnp.ClusterNetworkPolicyEgressRule{{Action: actions[(j+1)%3], To: []cnp.ClusterNetworkPolicyEgressPeer{{Networks: []cnp.CIDR{cnp.CIDR(fmt.Sprintf("198.51.100.%d/32", j%256))}}}}}
+		out = append(out, p)
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -46,11 +47,27 @@ func TestPolicyBenchObjects(t *testing.T) {
 	pods := append(o.Pods,
 		benchTestPod("client", "n1", client), benchTestPod("server", "n2", server))
 	m := policy.ModelFromObjects(o.Namespaces, pods, pols)
-	for port, want := range map[int]string{benchPortRR: "allow", benchPortIperf: "allow", benchPortMarker: "allow",
-		benchPortFlipA: "allow", benchPortFlipB: "deny", benchPortMarker + 1: "deny"} {
-		e := policy.ExplainModel(m, policy.Packet{Src: client, Dst: server, Proto: policy.TCP, Port: uint16(port)})
-		if e.Verdict != want {
-			t.Errorf("port %d: %s, want %s", port, e, want)
+	cnps := genBenchClusterPolicies(cidr, 100)
+	for _, p := range cnps {
+		if err := datastore.ValidateClusterPolicy(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, withCluster := range []bool{false, true} {
+		if withCluster {
+			m.ClusterPolicies = cnps
+		}
+		for port, want := range map[int]string{benchPortRR: "allow", benchPortIperf: "allow", benchPortMarker: "allow",
+			benchPortFlipA: "allow", benchPortFlipB: "deny", benchPortMarker + 1: "deny"} {
+			e := policy.ExplainModel(m, policy.Packet{Src: client, Dst: server, Proto: policy.TCP, Port: uint16(port)})
+			if e.Verdict != want {
+				t.Errorf("cluster policies %t: port %d: %s, want %s", withCluster, port, e, want)
+			}
+			// The measured traffic crosses the Admin tier: passed on to
+			// the NetworkPolicies in both directions.
+			if withCluster && port == benchPortRR && (len(e.Ingress.Passed) == 0 || len(e.Egress.Passed) == 0) {
+				t.Errorf("port %d: not passed by the Admin tier: %s", port, e)
+			}
 		}
 	}
 }
@@ -90,17 +107,26 @@ func benchPolicyCompile(b *testing.B, nPods int) {
 // bench's size: the flip policy alternates its port and one Compiler,
 // reused, recompiles.
 func BenchmarkPolicyBenchRecompile(b *testing.B) {
+	for _, n := range []int{0, 500} {
+		b.Run(fmt.Sprint(n, "cnp"), func(b *testing.B) { benchRecompile(b, n) })
+	}
+}
+
+func benchRecompile(b *testing.B, nCluster int) {
 	cidr := netip.MustParsePrefix("10.86.0.0/16")
 	o := genBenchObjects(cidr, nil, []string{"n1", "n2"}, 1000, 5000)
 	pods := append(o.Pods, benchTestPod("client", "n1", netip.MustParseAddr("10.86.0.2")), benchTestPod("server", "n2", netip.MustParseAddr("10.86.1.2")))
 	flips := []*networkingv1.NetworkPolicy{flipPolicy(benchPortFlipA), flipPolicy(benchPortFlipB)}
+	cnps := genBenchClusterPolicies(cidr, nCluster)
 	x := policy.NewCompiler()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		pols := append(slices.Clip(o.Policies), flips[i%2])
 		i++
-		x.Compile(policy.ModelFromObjects(o.Namespaces, pods, pols), "n2")
+		m := policy.ModelFromObjects(o.Namespaces, pods, pols)
+		m.ClusterPolicies = cnps
+		x.Compile(m, "n2")
 	}
 	reused, redone := x.Reused()
 	b.ReportMetric(float64(reused), "ns-reused")

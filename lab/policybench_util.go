@@ -15,6 +15,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	cnp "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/podnet/podnet/agent/datastore/etcd"
 	"github.com/podnet/podnet/internal/netns"
@@ -60,6 +61,8 @@ func encodeObject(obj runtime.Object) (string, []byte, error) {
 		kind, ns, name, gv = etcd.KindPod, o.Namespace, o.Name, corev1.SchemeGroupVersion
 	case *networkingv1.NetworkPolicy:
 		kind, ns, name, gv = etcd.KindNetworkPolicy, o.Namespace, o.Name, networkingv1.SchemeGroupVersion
+	case *cnp.ClusterNetworkPolicy:
+		kind, name, gv = etcd.KindClusterNetworkPolicy, o.Name, cnp.SchemeGroupVersion
 	default:
 		return "", nil, fmt.Errorf("cannot store a %T", obj)
 	}
@@ -79,6 +82,7 @@ func deleteBenchPolicies(ctx context.Context, cli *clientv3.Client) error {
 	_, err := cli.Txn(ctx).Then(
 		clientv3.OpDelete(p+"pb-", clientv3.WithPrefix()),
 		clientv3.OpDelete(p+benchNS+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(etcd.ObjectsPrefix("")+"clusternetworkpolicies/pbc-", clientv3.WithPrefix()),
 	).Commit()
 	return err
 }
@@ -89,6 +93,7 @@ func deleteBenchSim(ctx context.Context, cli *clientv3.Client) error {
 	p := etcd.ObjectsPrefix("")
 	_, err := cli.Txn(ctx).Then(
 		clientv3.OpDelete(p+"networkpolicies/pb-", clientv3.WithPrefix()),
+		clientv3.OpDelete(p+"clusternetworkpolicies/pbc-", clientv3.WithPrefix()),
 		clientv3.OpDelete(p+"pods/pb-", clientv3.WithPrefix()),
 		clientv3.OpDelete(p+"namespaces/pb-", clientv3.WithPrefix()),
 	).Commit()

@@ -27,6 +27,7 @@ func newBenchPolicyCmd(name, root *string) *cobra.Command {
 	f := c.Flags()
 	f.IntVar(&o.Pods, "pods", 1000, "simulated Pod objects (etcd only)")
 	f.IntVar(&o.Policies, "policies", 5000, "NetworkPolicies of the loaded side")
+	f.IntVar(&o.ClusterPolicies, "cluster-policies", 0, "ClusterNetworkPolicies (Admin and Baseline tiers) loaded with the NetworkPolicies")
 	f.IntVar(&o.Changes, "changes", 50, "policy changes timed for the programming latency")
 	f.IntVar(&o.Rounds, "rounds", 3, "interleaved rounds of 0 vs --policies policies")
 	f.IntVar(&o.Seconds, "seconds", 3, "seconds per RR and per iperf3 measurement")
