@@ -283,7 +283,8 @@ func protocolPorts(protocols []cnp.ClusterNetworkPolicyProtocol) ([]networkingv1
 	return out, nil
 }
 
-// subjectPods is the pods on the node a subject selects, sorted.
+// subjectPods is the pods on the node a subject selects, sorted; policies
+// with the same subject selectors share one evaluation per compile.
 func (c *compiler) subjectPods(s cnp.ClusterNetworkPolicySubject) ([]int, error) {
 	var nsSel, podSel *metav1.LabelSelector
 	switch {
@@ -294,28 +295,39 @@ func (c *compiler) subjectPods(s cnp.ClusterNetworkPolicySubject) ([]int, error)
 	default:
 		return nil, fmt.Errorf("no namespaces or pods")
 	}
-	ns, err := metav1.LabelSelectorAsSelector(nsSel)
-	if err != nil {
-		return nil, fmt.Errorf("namespaceSelector: %v", err)
+	ns := parseSelectorString(nsSel)
+	if ns.err != nil {
+		return nil, fmt.Errorf("namespaceSelector: %v", ns.err)
 	}
-	ps := labels.Everything()
+	ps := parsedSelector{sel: labels.Everything()}
 	if podSel != nil {
-		if ps, err = metav1.LabelSelectorAsSelector(podSel); err != nil {
-			return nil, fmt.Errorf("podSelector: %v", err)
+		if ps = parseSelectorString(podSel); ps.err != nil {
+			return nil, fmt.Errorf("podSelector: %v", ps.err)
 		}
+	}
+	key := ns.str + "\x00" + ps.str
+	if podSel == nil {
+		key = ns.str + "\x01"
+	}
+	if out, ok := c.subjects[key]; ok {
+		return out, nil
 	}
 	var out []int
 	for name, pis := range c.local {
-		if !ns.Matches(labels.Set(c.m.Namespaces[name])) {
+		if !ns.sel.Matches(labels.Set(c.m.Namespaces[name])) {
 			continue
 		}
 		for _, pi := range pis {
-			if ps.Matches(labels.Set(c.pods[pi].Labels)) {
+			if ps.sel.Matches(labels.Set(c.pods[pi].Labels)) {
 				out = append(out, pi)
 			}
 		}
 	}
 	slices.Sort(out)
+	if c.subjects == nil {
+		c.subjects = map[string][]int{}
+	}
+	c.subjects[key] = out
 	return out, nil
 }
 

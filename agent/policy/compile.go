@@ -70,6 +70,7 @@ type compiler struct {
 	sets      map[string]*AddrSet // the ones a profile uses
 	ports     map[string]*PortSet
 	portNames map[string]string // port set key -> name
+	subjects  map[string][]int  // cluster policy subject selectors -> pods on node
 	problems  []string
 }
 
