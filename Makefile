@@ -61,3 +61,43 @@ image:
 
 clean:
 	rm -rf bin
+
+# The upstream Kubernetes network e2e specs (ginkgo) against a throwaway
+# `lab up --kubernetes` cluster, torn down even when specs fail
+# (docs/e2e.md). Needs root. build.sh and test-images.sh only build what
+# their cache lacks. Reports: $(E2E_REPORT_DIR)/<suite>/report.json.
+E2E_LAB ?= e2e
+E2E_NODES ?= 2
+E2E_PROCS ?= 2
+E2E_REPORT_DIR ?= bin/e2e
+E2E_FLAGS ?=
+
+.PHONY: e2e e2e-netpol
+e2e: E2E_SUITE = conformance
+e2e-netpol: E2E_SUITE = netpol
+e2e e2e-netpol: build image
+	tools/kubernetes/build.sh all
+	tools/image/test-images.sh
+	./$(AGENT) lab down --name $(E2E_LAB) >/dev/null
+	./$(AGENT) lab up --kubernetes --name $(E2E_LAB) --nodes $(E2E_NODES) || { ./$(AGENT) lab down --name $(E2E_LAB); exit 1; }; \
+	./$(AGENT) lab e2e --name $(E2E_LAB) --suite $(E2E_SUITE) --procs $(E2E_PROCS) --report-dir $(E2E_REPORT_DIR)/$(E2E_SUITE) $(E2E_FLAGS); rc=$$?; \
+	./$(AGENT) lab down --name $(E2E_LAB); exit $$rc
+
+# The ClusterNetworkPolicy conformance suite (sigs.k8s.io/network-policy-api
+# v0.3.0) against a throwaway 2-node `lab up --kubernetes` cluster, torn
+# down even when tests fail (docs/conformance/README.md). Needs root.
+# build.sh and test-images.sh only build what their cache lacks. Report:
+# $(CNP_REPORT) (the upstream ConformanceReport YAML), log beside it.
+CNP_LAB ?= cnp
+CNP_REPORT ?= bin/conformance/podnet-$(VERSION).yaml
+CNP_FLAGS ?=
+
+.PHONY: conformance-cnp
+conformance-cnp: build image
+	tools/kubernetes/build.sh kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl agnhost
+	tools/image/test-images.sh
+	tools/npconformance/build.sh
+	./$(AGENT) lab down --name $(CNP_LAB) >/dev/null
+	./$(AGENT) lab up --kubernetes --name $(CNP_LAB) --nodes 2 || { ./$(AGENT) lab down --name $(CNP_LAB); exit 1; }; \
+	./$(AGENT) lab conformance-cnp --name $(CNP_LAB) --version '$(VERSION)' --report $(CNP_REPORT) $(CNP_FLAGS); rc=$$?; \
+	./$(AGENT) lab down --name $(CNP_LAB); exit $$rc

@@ -216,7 +216,7 @@ in the root namespace. State lives in /run/podnet-lab/<name>/lab.json.`,
 	}
 	kubenode.Flags().StringVar(&kubeNode, "node", "", "the node")
 	cmd.AddCommand(kubectl, kubenode)
-	cmd.AddCommand(up, demo, status, check, execCmd, down, bench, serve, newBenchPolicyCmd(&name, &root), newLabE2ECmd(&name, &root))
+	cmd.AddCommand(up, demo, status, check, execCmd, down, bench, serve, newBenchPolicyCmd(&name, &root), newLabE2ECmd(&name, &root), newLabCNPCmd(&name, &root))
 	cmd.AddCommand(labObjectCmds(&name, &root)...)
 	pol := &cobra.Command{Use: "policy", Short: "NetworkPolicy in the lab: explain a verdict, dump a node's compiled rules"}
 	pol.AddCommand(newPolicyCmds(func(ctx context.Context) (policy.Model, error) {

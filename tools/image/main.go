@@ -234,6 +234,7 @@ func main() {
 	var ts TestSpec
 	flag.StringVar(&ts.Agnhost, "agnhost", "/var/cache/podnet-test/agnhost-v1.34.4", "with -test-images: the agnhost binary (tools/kubernetes/build.sh agnhost)")
 	flag.StringVar(&ts.Busybox, "busybox", "/bin/busybox", "with -test-images: static busybox (busybox-static)")
+	flag.StringVar(&ts.Porter, "porter", "", "with -test-images: upstream's test/images/agnhost/porter directory (its TLS certificate and key go into agnhost)")
 	flag.StringVar(&ts.Pause, "pause", "", "with -test-images: prebuilt static pause binary (default: build pause/main.go)")
 	flag.Parse()
 	var err error

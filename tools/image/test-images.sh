@@ -9,7 +9,9 @@
 #
 #   pause.tar      registry.k8s.io/pause:3.10.1
 #   busybox.tar    registry.k8s.io/e2e-test-images/busybox:1.37.0-1
-#   agnhost.tar    registry.k8s.io/e2e-test-images/agnhost:2.56
+#   agnhost.tar    registry.k8s.io/e2e-test-images/agnhost:2.56, and :2.45 (the
+#                  ClusterNetworkPolicy suite's tag: porter waits instead of
+#                  exiting where SCTP is missing), with porter's TLS key pair
 #   images.txt     "file ref digest" per image
 #   inputs.sha256  what it was built from
 #
@@ -36,7 +38,8 @@ if [ ! -f "$out/images.txt" ] || [ "$(cat "$out/inputs.sha256" 2>/dev/null)" != 
 	tmp=$(mktemp -d "$out.tmp.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
 	echo "building test images into $out..." >&2
-	go run . -test-images -agnhost "$agnhost" -o "$tmp" >&2
+	porter=$(go -C ../kubernetes list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images/agnhost/porter
+	go run . -test-images -agnhost "$agnhost" -porter "$porter" -o "$tmp" >&2
 	echo "$stamp" >"$tmp/inputs.sha256"
 	chmod 0755 "$tmp"
 	rm -rf "$out"

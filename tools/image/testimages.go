@@ -27,6 +27,17 @@ package main
 //                own applets before searching PATH, so `sh -c "... | nc -u
 //                ..."` (how the e2e tests exec) would get busybox's nc.
 //                Upstream's agnhost (alpine) has bash too.
+//                The same file holds a second image,
+//                registry.k8s.io/e2e-test-images/agnhost:2.45, the one image
+//                of the ClusterNetworkPolicy conformance suite
+//                (sigs.k8s.io/network-policy-api v0.3.0; it uses connect,
+//                serve-hostname and porter, which 2.56 has alike): 2.56 plus
+//                a layer with the binary at /agnhost-bin and /agnhost a bash
+//                wrapper (agnhostNPWrapper) that keeps `porter` containers
+//                running when porter exits: the suite's pods serve SCTP with
+//                porter, which exits at once on a kernel without SCTP, and
+//                the crash-looping container would keep every pod from
+//                Ready, failing the suite's setup, not just its SCTP tests.
 //
 // Every timestamp is the Created time (SOURCE_DATE_EPOCH, else the epoch):
 // the same inputs give the same digests.
@@ -56,15 +67,17 @@ import (
 
 // The test images' references and the files they are written to.
 const (
-	PauseRef    = "registry.k8s.io/pause:3.10.1"
-	BusyboxRef  = "registry.k8s.io/e2e-test-images/busybox:1.37.0-1"
-	AgnhostRef  = "registry.k8s.io/e2e-test-images/agnhost:2.56"
-	PauseFile   = "pause.tar"
-	BusyboxFile = "busybox.tar"
-	AgnhostFile = "agnhost.tar"
-	ListFile    = "images.txt" // one "file ref digest" line per image (see WriteTestImages)
-	LibDir      = "/usr/lib/x86_64-linux-gnu"
-	PauseUser   = "65535:65535"
+	PauseRef   = "registry.k8s.io/pause:3.10.1"
+	BusyboxRef = "registry.k8s.io/e2e-test-images/busybox:1.37.0-1"
+	AgnhostRef = "registry.k8s.io/e2e-test-images/agnhost:2.56"
+	// AgnhostNPRef is agnhost with agnhostNPWrapper, in AgnhostFile too.
+	AgnhostNPRef = "registry.k8s.io/e2e-test-images/agnhost:2.45"
+	PauseFile    = "pause.tar"
+	BusyboxFile  = "busybox.tar"
+	AgnhostFile  = "agnhost.tar"
+	ListFile     = "images.txt" // one "file ref digest" line per image (see WriteTestImages)
+	LibDir       = "/usr/lib/x86_64-linux-gnu"
+	PauseUser    = "65535:65535"
 )
 
 //go:embed pause/main.go
@@ -92,9 +105,13 @@ var DefaultTools = []Tool{
 
 // TestSpec is what goes into the test images.
 type TestSpec struct {
-	Busybox string    // static busybox, e.g. /bin/busybox of busybox-static
-	Agnhost string    // upstream agnhost binary (tools/kubernetes/build.sh agnhost)
-	Pause   string    // prebuilt pause binary; "" builds pause/main.go
+	Busybox string // static busybox, e.g. /bin/busybox of busybox-static
+	Agnhost string // upstream agnhost binary (tools/kubernetes/build.sh agnhost)
+	Pause   string // prebuilt pause binary; "" builds pause/main.go
+	// Porter is upstream's test/images/agnhost/porter directory: its
+	// localhost.crt and .key go to / as in agnhost's Dockerfile (porter
+	// serves TLS with them; the e2e proxy spec needs it). "": none.
+	Porter  string
 	Tools   []Tool    // added to agnhost with their libraries; nil means DefaultTools
 	Search  []string  // library search path; nil means LibSearchPath
 	Created time.Time // image and file timestamps
@@ -261,6 +278,15 @@ func agnhostLayer(s TestSpec) (v1.Layer, error) {
 	b.file("agnhost", 0o755, body)
 	b.symlink("agnhost-2", "agnhost")
 	b.dir("uploads", 0o755)
+	if s.Porter != "" {
+		for _, f := range []string{"localhost.crt", "localhost.key"} {
+			data, err := os.ReadFile(filepath.Join(s.Porter, f))
+			if err != nil {
+				return nil, fmt.Errorf("porter certificate: %w", err)
+			}
+			b.file(f, 0o644, data)
+		}
+	}
 	// glibc's default for hosts without nsswitch.conf puts dns first.
 	b.file("etc/nsswitch.conf", 0o644, []byte("hosts: files dns\n"))
 	libs := map[string]string{}
@@ -336,6 +362,41 @@ func sortedKeys[V any](m map[string]V) []string {
 	return ks
 }
 
+// agnhostNPWrapper is /agnhost of the agnhost:2.45 image (see above): it
+// runs /agnhost-bin, except that when `porter` exits (SCTP listen failed:
+// "protocol not supported") it says so and pauses, so the container stays
+// running and the pod Ready; the suite's SCTP probes then fail, as they
+// must on such a kernel. PID 1 of a porter container is this bash (the
+// suite's `bash -c "/agnhost porter"` execs it), so it forwards SIGTERM.
+const agnhostNPWrapper = `#!/bin/bash
+# podnet tools/image: agnhost:2.45 for the ClusterNetworkPolicy conformance
+# suite in the podnet lab (tools/image/testimages.go).
+if [ "$1" != porter ]; then
+	exec /agnhost-bin "$@"
+fi
+trap 'kill $pid 2>/dev/null; exit 0' TERM INT
+/agnhost-bin "$@" &
+pid=$!
+wait $pid
+echo "agnhost porter exited ($?): no SCTP on this kernel? pausing, so the pod stays Ready" >&2
+/agnhost-bin pause &
+pid=$!
+wait $pid
+`
+
+// agnhostNPLayer is the agnhost:2.45 image's top layer: /agnhost-bin (the
+// agnhost binary) and /agnhost (agnhostNPWrapper).
+func agnhostNPLayer(s TestSpec) (v1.Layer, error) {
+	body, err := os.ReadFile(s.Agnhost)
+	if err != nil {
+		return nil, fmt.Errorf("agnhost (tools/kubernetes/build.sh agnhost): %w", err)
+	}
+	b := newLayer(s.Created)
+	b.file("agnhost-bin", 0o755, body)
+	b.file("agnhost", 0o755, []byte(agnhostNPWrapper))
+	return b.layer()
+}
+
 // BuildTestImages builds the pause, busybox and agnhost images.
 func BuildTestImages(s TestSpec) ([]TestImage, error) {
 	if s.Pause == "" {
@@ -366,6 +427,10 @@ func BuildTestImages(s TestSpec) ([]TestImage, error) {
 	if err != nil {
 		return nil, err
 	}
+	nl, err := agnhostNPLayer(s)
+	if err != nil {
+		return nil, err
+	}
 	env := []string{EnvPath}
 	ports := map[string]struct{}{"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}}
 	var out []TestImage
@@ -380,6 +445,8 @@ func BuildTestImages(s TestSpec) ([]TestImage, error) {
 		{BusyboxFile, BusyboxRef, []v1.Layer{bl}, []string{"busybox rootfs from " + s.Busybox},
 			v1.Config{Cmd: []string{"sh"}, Env: env, WorkingDir: "/"}},
 		{AgnhostFile, AgnhostRef, []v1.Layer{bl, al}, []string{"busybox rootfs from " + s.Busybox, "/agnhost, curl, nc, dig, getent, ss, bash and their libraries"},
+			v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: env, WorkingDir: "/", ExposedPorts: ports}},
+		{AgnhostFile, AgnhostNPRef, []v1.Layer{bl, al, nl}, []string{"busybox rootfs from " + s.Busybox, "/agnhost, curl, nc, dig, getent, ss, bash and their libraries", "/agnhost-bin, /agnhost the porter wrapper"},
 			v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: env, WorkingDir: "/", ExposedPorts: ports}},
 	} {
 		tag, err := name.NewTag(c.ref, name.StrictValidation)
@@ -397,7 +464,10 @@ func BuildTestImages(s TestSpec) ([]TestImage, error) {
 
 // WriteTestImages builds the images and writes each, tagged, as a tarball
 // in dir (through a temporary file, renamed), then ListFile, last, so its
-// presence means the set is complete. Its digests are the images' manifest
+// presence means the set is complete. Images with the same File go into
+// one tarball (go-containerregistry writes its manifest.json in map order:
+// the tarball's bytes may vary, no digest does); `ctr images import`
+// creates each. ListFile has a line per image. Its digests are the images' manifest
 // digests as written here; `ctr images import` of a docker-archive writes
 // its own manifest for the same config and layers, so containerd lists
 // another (equally reproducible) digest.
@@ -410,15 +480,26 @@ func WriteTestImages(s TestSpec, dir string) ([]TestImage, error) {
 		return nil, err
 	}
 	var list strings.Builder
+	var files []string
+	refs := map[string]map[name.Reference]v1.Image{}
 	for _, ti := range imgs {
-		out := filepath.Join(dir, ti.File)
-		if err := tarball.WriteToFile(out+".tmp", ti.Tag, ti.Image); err != nil {
+		if refs[ti.File] == nil {
+			files = append(files, ti.File)
+			refs[ti.File] = map[name.Reference]v1.Image{}
+		}
+		refs[ti.File][ti.Tag] = ti.Image
+	}
+	for _, f := range files {
+		out := filepath.Join(dir, f)
+		if err := tarball.MultiRefWriteToFile(out+".tmp", refs[f]); err != nil {
 			os.Remove(out + ".tmp")
 			return nil, fmt.Errorf("write %s: %w", out, err)
 		}
 		if err := os.Rename(out+".tmp", out); err != nil {
 			return nil, err
 		}
+	}
+	for _, ti := range imgs {
 		d, err := ti.Image.Digest()
 		if err != nil {
 			return nil, err

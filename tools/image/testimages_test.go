@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,15 +40,29 @@ func needTestInputs(t *testing.T) {
 	}
 }
 
-// readImage reads one tarball back: one image, tagged ref, valid.
-func readImage(t *testing.T, file, ref string) v1.Image {
+// readImage reads one image back from a tarball whose manifest.json lists
+// exactly the images tagged all (one tag each), by its tag ref: valid.
+func readImage(t *testing.T, file, ref string, all ...string) v1.Image {
 	t.Helper()
 	mf, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(file) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mf) != 1 || !reflect.DeepEqual(mf[0].RepoTags, []string{ref}) {
-		t.Fatalf("%s: manifest.json = %+v, want one image tagged %s", file, mf, ref)
+	if len(all) == 0 {
+		all = []string{ref}
+	}
+	want := append([]string(nil), all...)
+	sort.Strings(want)
+	var got []string
+	for _, d := range mf {
+		if len(d.RepoTags) != 1 {
+			t.Fatalf("%s: manifest.json = %+v, want one tag per image", file, mf)
+		}
+		got = append(got, d.RepoTags[0])
+	}
+	sort.Strings(got)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: manifest.json = %+v, want images tagged %s", file, mf, strings.Join(want, ", "))
 	}
 	tag, err := name.NewTag(ref)
 	if err != nil {
@@ -234,7 +249,7 @@ func checkTestImages(t *testing.T, dir string, s TestSpec) string {
 	}
 	checkBusybox("busybox", files(t, busybox))
 
-	agnhost := readImage(t, filepath.Join(dir, AgnhostFile), AgnhostRef)
+	agnhost := readImage(t, filepath.Join(dir, AgnhostFile), AgnhostRef, AgnhostRef, AgnhostNPRef)
 	if cf, err = agnhost.ConfigFile(); err != nil {
 		t.Fatal(err)
 	}
@@ -294,6 +309,33 @@ func checkTestImages(t *testing.T, dir string, s TestSpec) string {
 		}
 		checkRuns(t, fs, dst)
 	}
+	// agnhost:2.45, in the same file: agnhost plus /agnhost-bin and the
+	// porter wrapper at /agnhost.
+	np := readImage(t, filepath.Join(dir, AgnhostFile), AgnhostNPRef, AgnhostRef, AgnhostNPRef)
+	ncf, err := np.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ncf.Config, cf.Config) || len(ncf.History) != 3 {
+		t.Errorf("agnhost:2.45 config %+v, %d history entries; want agnhost's, 3", ncf.Config, len(ncf.History))
+	}
+	nl, _ := np.Layers()
+	if len(nl) != 3 {
+		t.Fatalf("agnhost:2.45: %d layers, want 3", len(nl))
+	}
+	for i := range al {
+		d1, _ := al[i].Digest()
+		if d2, _ := nl[i].Digest(); d1 != d2 {
+			t.Errorf("agnhost:2.45 layer %d %s is not agnhost's %s", i, d2, d1)
+		}
+	}
+	nfs := files(t, np)
+	if e := nfs["/agnhost-bin"]; e.typ != tar.TypeReg || e.mode != 0o755 || !bytes.Equal(e.data, agBody) {
+		t.Errorf("agnhost:2.45: /agnhost-bin is not %s", s.Agnhost)
+	}
+	if e := nfs["/agnhost"]; e.typ != tar.TypeReg || e.mode != 0o755 || string(e.data) != agnhostNPWrapper {
+		t.Errorf("agnhost:2.45: /agnhost is not the wrapper: %q", e.data)
+	}
 	list2, err := os.ReadFile(filepath.Join(dir, ListFile))
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +343,7 @@ func checkTestImages(t *testing.T, dir string, s TestSpec) string {
 	for _, c := range []struct {
 		file, ref string
 		img       v1.Image
-	}{{PauseFile, PauseRef, pause}, {BusyboxFile, BusyboxRef, busybox}, {AgnhostFile, AgnhostRef, agnhost}} {
+	}{{PauseFile, PauseRef, pause}, {BusyboxFile, BusyboxRef, busybox}, {AgnhostFile, AgnhostRef, agnhost}, {AgnhostFile, AgnhostNPRef, np}} {
 		d, _ := c.img.Digest()
 		if line := c.file + " " + c.ref + " " + d.String() + "\n"; !strings.Contains(string(list2), line) {
 			t.Errorf("%s lacks %q:\n%s", ListFile, line, list2)
@@ -400,5 +442,54 @@ func TestResolveELFMissingLibrary(t *testing.T) {
 	}
 	if d, err := ResolveELF("/bin/busybox", LibSearchPath); err == nil && !d.Static() {
 		t.Errorf("static busybox has deps %+v", d)
+	}
+}
+
+// TestAgnhostNPWrapper runs agnhost:2.45's /agnhost wrapper with a fake
+// agnhost: other subcommands pass through with their exit status; a porter
+// that exits (no SCTP) leaves the wrapper pausing until SIGTERM, which it
+// obeys at once.
+func TestAgnhostNPWrapper(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("skipped: no bash")
+	}
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "agnhost-bin")
+	if err := os.WriteFile(fake, []byte("#!/bin/bash\ncase $1 in\nporter) echo 'Failed to listen SCTP' >&2; exit 1 ;;\npause) exec sleep 60 ;;\n*) echo \"ran $*\"; exit 7 ;;\nesac\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(dir, "agnhost")
+	if err := os.WriteFile(wrapper, []byte(strings.ReplaceAll(agnhostNPWrapper, "/agnhost-bin", fake)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(wrapper, "connect", "1.2.3.4:80").Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 || string(out) != "ran connect 1.2.3.4:80\n" {
+		t.Errorf("connect: %q, %v; want the fake's output and exit 7", out, err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(wrapper, "porter")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("porter wrapper exited (%v): %s", err, stderr.String())
+	case <-time.After(500 * time.Millisecond):
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("porter wrapper after SIGTERM: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("porter wrapper ignored SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), "Failed to listen SCTP") || !strings.Contains(stderr.String(), "pausing") {
+		t.Errorf("porter wrapper stderr %q", stderr.String())
 	}
 }
