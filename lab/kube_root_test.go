@@ -317,6 +317,31 @@ spec:
 		}
 	})
 
+	// The upstream e2e specs a CNI provider is judged by, as CI can
+	// afford (the full suites: `make e2e`, `make e2e-netpol`).
+	t.Run("UpstreamGranularChecks", func(t *testing.T) {
+		ginkgo, suite := k.Kubernetes.E2EBinaries()
+		for _, b := range []string{ginkgo, suite} {
+			if _, err := os.Stat(b); err != nil {
+				if os.Getenv("PODNET_REQUIRE_KUBE") == "1" {
+					t.Fatalf("%v: build it with tools/kubernetes/build.sh all", err)
+				}
+				t.Skipf("%v: build it with tools/kubernetes/build.sh all", err)
+			}
+		}
+		var out strings.Builder
+		res, err := k.E2E(context.Background(), E2EOptions{
+			Focus: `\[sig-network\] Networking Granular Checks: Pods should function for (intra|node)-pod communication: (http|udp) \[NodeConformance\] \[Conformance\]`,
+			Procs: 2, Timeout: 15 * time.Minute, ReportDir: t.TempDir(), Out: &out})
+		t.Log("\n" + out.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Counts.Passed != 4 || res.Counts.Failed != 0 {
+			t.Errorf("granular checks: %+v, want 4 passed", res.Counts)
+		}
+	})
+
 	// A long TCP stream between pods on different nodes: the source
 	// writes a numbered line every 200 ms; if the connection ever breaks,
 	// nc exits and the container restarts, which the tests see.
