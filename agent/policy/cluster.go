@@ -91,18 +91,21 @@ func (c *compiler) addClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 		}
 		return rules
 	}
+	// Ingress named ports resolve against each subject pod; otherwise the
+	// subjects share one block per direction.
+	named := slices.ContainsFunc(in, func(r clusterRule) bool { return r.r != nil && len(r.r.named) > 0 })
 	var sharedIn, sharedEg *block
 	for _, pi := range subjects {
 		st := c.state(pi)
 		if len(in) > 0 {
 			b := sharedIn
-			if b == nil || slices.ContainsFunc(in, func(r clusterRule) bool { return r.r != nil && len(r.r.named) > 0 }) {
+			if b == nil || named {
 				var out []Rule
 				for _, r := range in {
 					out = append(out, stamp(r.rules(c, c.pods[pi], false), r.action)...)
 				}
 				b = c.newBlock(key, out)
-				if !slices.ContainsFunc(in, func(r clusterRule) bool { return r.r != nil && len(r.r.named) > 0 }) {
+				if !named {
 					sharedIn = b
 				}
 			}
