@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -75,39 +76,14 @@ func (c *compiler) addClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 	if len(subjects) == 0 {
 		return
 	}
-	in := make([]clusterRule, len(p.Spec.Ingress))
-	for i, r := range p.Spec.Ingress {
-		peers, unknown := ingressPeers(r.From)
-		in[i] = c.clusterRule(key, "ingress", i, r.Action, peers, unknown, r.Protocols)
-	}
-	eg := make([]clusterRule, len(p.Spec.Egress))
-	for i, r := range p.Spec.Egress {
-		peers, unknown := egressPeers(r.To)
-		eg[i] = c.clusterRule(key, "egress", i, r.Action, peers, unknown, r.Protocols)
-	}
-	stamp := func(rules []Rule, a Action) []Rule {
-		for i := range rules {
-			rules[i].Tier, rules[i].Priority, rules[i].Action = tier, p.Spec.Priority, a
-		}
-		return rules
-	}
-	// Ingress named ports resolve against each subject pod; otherwise the
-	// subjects share one block per direction.
-	named := slices.ContainsFunc(in, func(r clusterRule) bool { return r.r != nil && len(r.r.named) > 0 })
-	var sharedIn, sharedEg *block
+	inB, egB, named := c.clusterBlocks(p)
 	for _, pi := range subjects {
 		st := c.state(pi)
-		if len(in) > 0 {
-			b := sharedIn
-			if b == nil || named {
-				var out []Rule
-				for _, r := range in {
-					out = append(out, stamp(r.rules(c, c.pods[pi], false), r.action)...)
-				}
-				b = c.newBlock(key, out)
-				if !named {
-					sharedIn = b
-				}
+		if len(p.Spec.Ingress) > 0 {
+			b := inB
+			if named != nil { // ingress named ports resolve against each subject pod
+				sp := c.pods[pi]
+				b = c.newBlock(p.Name, stampRules(p, named, func(r clusterRule) []Rule { return r.rules(c, sp, false) }))
 			}
 			if tier == TierAdmin {
 				st.admIn = append(st.admIn, b)
@@ -115,21 +91,104 @@ func (c *compiler) addClusterPolicy(p *cnp.ClusterNetworkPolicy) {
 				st.blIn = append(st.blIn, b)
 			}
 		}
-		if len(eg) > 0 {
-			if sharedEg == nil {
-				var out []Rule
-				for _, r := range eg {
-					out = append(out, stamp(r.rules(c, nil, true), r.action)...)
-				}
-				sharedEg = c.newBlock(key, out)
-			}
+		if egB != nil {
 			if tier == TierAdmin {
-				st.admEg = append(st.admEg, sharedEg)
+				st.admEg = append(st.admEg, egB)
 			} else {
-				st.blEg = append(st.blEg, sharedEg)
+				st.blEg = append(st.blEg, egB)
 			}
 		}
 	}
+}
+
+// clusterBlocks is the blocks p gives every subject pod: ingress (nil
+// without ingress rules) and egress (nil without egress rules); when its
+// ingress rules name ports, which resolve against each subject pod, named
+// is those rules instead of an ingress block. The blocks are taken from
+// the Compiler's memo when p is the same object and its peers still have
+// the same sets, and remembered otherwise.
+func (c *compiler) clusterBlocks(p *cnp.ClusterNetworkPolicy) (in, eg *block, named []clusterRule) {
+	if m := c.x.cnps[p.Name]; m != nil && m.pol == p && c.replayCluster(m) {
+		c.cnps[p.Name] = m
+		c.x.cnpReused++
+		return m.in, m.eg, nil
+	}
+	c.rec = &nsRecord{seen: map[string]bool{}}
+	defer func() { c.rec = nil }()
+	p0 := len(c.problems)
+	ins, egs := c.clusterRules(p)
+	if slices.ContainsFunc(ins, func(r clusterRule) bool { return r.r != nil && len(r.r.named) > 0 }) {
+		named = ins
+	} else if len(ins) > 0 {
+		in = c.newBlock(p.Name, stampRules(p, ins, func(r clusterRule) []Rule { return r.rules(c, nil, false) }))
+	}
+	if len(egs) > 0 {
+		eg = c.newBlock(p.Name, stampRules(p, egs, func(r clusterRule) []Rule { return r.rules(c, nil, true) }))
+	}
+	if named != nil || c.rec.noMemo {
+		return in, eg, named
+	}
+	shape, ok := c.shape(c.rec.specs)
+	if !ok {
+		return in, eg, nil
+	}
+	m := &cnpMemo{pol: p, specs: c.rec.specs, shape: shape, problems: slices.Clone(c.problems[p0:]), in: in, eg: eg}
+	for _, name := range c.rec.ports {
+		m.ports = append(m.ports, c.ports[name])
+	}
+	c.cnps[p.Name] = m
+	return in, eg, nil
+}
+
+// clusterRules resolves p's ingress and egress rules.
+func (c *compiler) clusterRules(p *cnp.ClusterNetworkPolicy) (in, eg []clusterRule) {
+	in = make([]clusterRule, len(p.Spec.Ingress))
+	for i, r := range p.Spec.Ingress {
+		peers, unknown := ingressPeers(r.From)
+		in[i] = c.clusterRule(p.Name, "ingress", i, r.Action, peers, unknown, r.Protocols)
+	}
+	eg = make([]clusterRule, len(p.Spec.Egress))
+	for i, r := range p.Spec.Egress {
+		peers, unknown := egressPeers(r.To)
+		eg[i] = c.clusterRule(p.Name, "egress", i, r.Action, peers, unknown, r.Protocols)
+	}
+	return in, eg
+}
+
+// stampRules is the kernel rules of rs in order, each marked with p's tier
+// and priority and its rule's action.
+func stampRules(p *cnp.ClusterNetworkPolicy, rs []clusterRule, rules func(clusterRule) []Rule) []Rule {
+	var out []Rule
+	for _, r := range rs {
+		for _, k := range rules(r) {
+			k.Tier, k.Priority, k.Action = string(p.Spec.Tier), p.Spec.Priority, r.action
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// cnpMemo is what one ClusterNetworkPolicy's rules resolved to.
+type cnpMemo struct {
+	pol      *cnp.ClusterNetworkPolicy // the object: a change is a new one
+	specs    []groupSpec               // the peers its rules name, distinct
+	shape    string                    // the peers' set names when made
+	problems []string
+	ports    []*PortSet
+	in, eg   *block
+}
+
+// replayCluster makes m's sets and port sets again and gives its
+// problems, when its peers still have the same set names.
+func (c *compiler) replayCluster(m *cnpMemo) bool {
+	if shape, ok := c.shape(m.specs); !ok || shape != m.shape {
+		return false
+	}
+	c.problems = append(c.problems, m.problems...)
+	for _, ps := range m.ports {
+		c.ports[ps.Name] = ps
+	}
+	return true
 }
 
 // clusterRule is one rule of a ClusterNetworkPolicy, resolved.
@@ -354,16 +413,20 @@ func (c *compiler) chain(adm, np, bl []*block, egress bool) string {
 // tierProfile is the profile of one tier's blocks (in evaluation order)
 // continuing in next ("" : Open, allow).
 func (c *compiler) tierProfile(blocks []*block, egress bool, next string) *Profile {
-	var kb strings.Builder
-	kb.WriteString("t")
+	kb := make([]byte, 0, 2+4*len(blocks)+len(next))
+	kb = append(kb, 't', 'i')
 	if egress {
-		kb.WriteString("e")
+		kb[1] = 'e'
 	}
 	for _, b := range blocks {
-		fmt.Fprintf(&kb, ",%d", b.id)
+		kb = binary.LittleEndian.AppendUint32(kb, uint32(b.id))
 	}
-	kb.WriteString("\x00" + next)
-	if p, ok := c.profiles[kb.String()]; ok {
+	kb = append(append(kb, 0), next...)
+	if p, ok := c.profiles[string(kb)]; ok {
+		return p
+	}
+	if p, ok := c.x.profiles[string(kb)]; ok {
+		c.profiles[string(kb)] = p
 		return p
 	}
 	p := &Profile{Egress: egress, Next: next, Open: next == ""}
@@ -392,6 +455,6 @@ func (c *compiler) tierProfile(blocks []*block, egress bool, next string) *Profi
 		prefix = "egress-"
 	}
 	p.Name = prefix + hash12(hb.String())
-	c.profiles[kb.String()] = p
+	c.profiles[string(kb)] = p
 	return p
 }

@@ -69,8 +69,9 @@ type compiler struct {
 	allSets   map[string]*AddrSet // every peer set made, by name
 	sets      map[string]*AddrSet // the ones a profile uses
 	ports     map[string]*PortSet
-	portNames map[string]string // port set key -> name
-	subjects  map[string][]int  // cluster policy subject selectors -> pods on node
+	portNames map[string]string   // port set key -> name
+	subjects  map[string][]int    // cluster policy subject selectors -> pods on node
+	cnps      map[string]*cnpMemo // cluster policies resolved in this compile
 	problems  []string
 }
 
@@ -104,7 +105,7 @@ func newCompiler(m Model, node string) *compiler {
 		byNs: map[string][]int{}, byLabel: map[string][]int{}, byPort: map[string][]int{},
 		local: map[string][]int{}, nsCache: map[string][]string{},
 		groups: map[string]*group{}, cidrs: map[string]*group{},
-		blocks: map[string]*block{}, profiles: map[string]*Profile{},
+		blocks: map[string]*block{}, profiles: map[string]*Profile{}, cnps: map[string]*cnpMemo{},
 		allSets: map[string]*AddrSet{}, sets: map[string]*AddrSet{}, ports: map[string]*PortSet{}, portNames: map[string]string{},
 	}
 	for i := range m.Pods {

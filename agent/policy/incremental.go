@@ -26,10 +26,14 @@ type Compiler struct {
 	node      string
 	nextBlock int
 	ns        map[string]*nsMemo
+	cnps      map[string]*cnpMemo // by ClusterNetworkPolicy name
 	profiles  map[string]*Profile // by block ids, of the last compile
 	// reused and redone count the namespaces the last Compile took from
 	// its memo and compiled again.
 	reused, redone int
+	// cnpReused counts the cluster policies the last Compile took from
+	// its memo.
+	cnpReused int
 }
 
 // Reused reports how many namespaces the last Compile reused and how many
@@ -76,7 +80,7 @@ func (x *Compiler) Compile(m Model, node string) Ruleset {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if node != x.node {
-		x.node, x.ns, x.profiles = node, nil, nil
+		x.node, x.ns, x.cnps, x.profiles = node, nil, nil, nil
 	}
 	c := newCompiler(m, node)
 	c.x = x
@@ -106,7 +110,7 @@ func (x *Compiler) Compile(m Model, node string) Ruleset {
 		pols[i] = p.np
 	}
 	memos := make(map[string]*nsMemo, len(x.ns))
-	x.reused, x.redone = 0, 0
+	x.reused, x.redone, x.cnpReused = 0, 0, 0
 	for i := 0; i < len(pols); {
 		ns := pols[i].Namespace
 		j := i + 1
@@ -133,6 +137,7 @@ func (x *Compiler) Compile(m Model, node string) Ruleset {
 	}
 	x.ns = memos
 	c.clusterPolicies()
+	x.cnps = c.cnps
 	rs := c.ruleset()
 	x.profiles = c.profiles
 	return rs

@@ -12,8 +12,9 @@ import (
 func mutate(r *rand.Rand, m Model) Model {
 	m.Pods = slices.Clone(m.Pods)
 	m.Policies = slices.Clone(m.Policies)
+	m.ClusterPolicies = slices.Clone(m.ClusterPolicies)
 	other := genModel(r)
-	switch r.IntN(9) {
+	switch r.IntN(12) {
 	case 0: // a pod's labels
 		if len(m.Pods) > 0 {
 			i := r.IntN(len(m.Pods))
@@ -58,6 +59,23 @@ func mutate(r *rand.Rand, m Model) Model {
 			np.Name += "-new"
 			m.Policies = append(m.Policies, np)
 		}
+	case 8: // a cluster policy replaced
+		if len(m.ClusterPolicies) > 0 && len(other.ClusterPolicies) > 0 {
+			i := r.IntN(len(m.ClusterPolicies))
+			p := other.ClusterPolicies[0].DeepCopy()
+			p.Name = m.ClusterPolicies[i].Name
+			m.ClusterPolicies[i] = p
+		}
+	case 9: // a cluster policy goes
+		if len(m.ClusterPolicies) > 0 {
+			m.ClusterPolicies = slices.Delete(m.ClusterPolicies, 0, 1)
+		}
+	case 10: // a cluster policy comes
+		if len(other.ClusterPolicies) > 0 {
+			p := other.ClusterPolicies[0].DeepCopy()
+			p.Name += "-new"
+			m.ClusterPolicies = append(m.ClusterPolicies, p)
+		}
 	default: // nothing changed (a resync)
 	}
 	return m
@@ -66,7 +84,7 @@ func mutate(r *rand.Rand, m Model) Model {
 // TestCompilerIncremental: a Compiler reused across random changes gives
 // exactly what a fresh compile gives, on every node.
 func TestCompilerIncremental(t *testing.T) {
-	hits := 0
+	hits, cnpHits := 0, 0
 	for seed := range 1000 {
 		r := rand.New(rand.NewPCG(uint64(seed), 77))
 		m := genModel(r)
@@ -84,6 +102,7 @@ func TestCompilerIncremental(t *testing.T) {
 				}
 				reused, _ := xs[n].Reused()
 				hits += reused
+				cnpHits += xs[n].cnpReused
 			}
 			m = mutate(r, m)
 		}
@@ -91,5 +110,8 @@ func TestCompilerIncremental(t *testing.T) {
 	if hits < 1000 {
 		t.Fatalf("only %d namespaces reused: the test does not exercise the memo", hits)
 	}
-	t.Logf("%d namespaces reused", hits)
+	if cnpHits < 1000 {
+		t.Fatalf("only %d cluster policies reused: the test does not exercise their memo", cnpHits)
+	}
+	t.Logf("%d namespaces and %d cluster policies reused", hits, cnpHits)
 }
